@@ -193,9 +193,9 @@ impl Channel {
     /// (`payload.len() + FRAME_OVERHEAD`).
     pub fn seal(&mut self, payload: &[u8], out: &mut [u8]) -> Result<usize, ChannelError> {
         let end = FRAME_HEADER_LEN.saturating_add(payload.len());
-        let slot = out.get_mut(FRAME_HEADER_LEN..end).ok_or(ChannelError::BufferTooSmall {
-            needed: payload.len().saturating_add(FRAME_OVERHEAD),
-        })?;
+        let slot = out
+            .get_mut(FRAME_HEADER_LEN..end)
+            .ok_or(ChannelError::BufferTooSmall { needed: payload.len().saturating_add(FRAME_OVERHEAD) })?;
         slot.copy_from_slice(payload);
         self.seal_in_place(out, payload.len())
     }
@@ -314,7 +314,7 @@ mod tests {
 
     #[test]
     fn replay_reorder_reflection_and_bit_flips_fail_and_stick() {
-        let (mut c, mut s) = pair(MacSuite::HmacSha256);
+        let (mut c, s) = pair(MacSuite::HmacSha256);
         let mut f1 = vec![0u8; 64];
         let mut f2 = vec![0u8; 64];
         let n1 = c.seal(b"one", &mut f1).unwrap();
@@ -367,7 +367,10 @@ mod tests {
 
     #[test]
     fn oversized_lengths_and_small_buffers() {
-        assert_eq!(Channel::frame_len(&[0x17, 0, 0x10, 0, 1]), Err(ChannelError::PayloadTooLong { len: MAX_PAYLOAD + 1 }));
+        assert_eq!(
+            Channel::frame_len(&[0x17, 0, 0x10, 0, 1]),
+            Err(ChannelError::PayloadTooLong { len: MAX_PAYLOAD + 1 })
+        );
         assert_eq!(Channel::frame_len(&[0x17, 0, 0]), Ok(None));
         assert_eq!(Channel::frame_len(&[0x01, 0, 0, 0, 0]), Err(ChannelError::UnexpectedType(1)));
         let (mut c, _) = pair(MacSuite::HmacSha256);

@@ -24,8 +24,12 @@ use crate::channel::{Channel, Side};
 use crate::error::{Error, ProtocolError, peer_alert};
 use crate::identity::ClientId;
 use crate::inbound::{Inbound, body};
-use crate::jws::{challenge_header, has_header, hs256_detached, verify_eddsa_detached};
-use crate::keys::{EphemeralSecret, JoinSecrets, Keyring, SessionKeys, finished_mac, join_secrets, resume_secrets, verify_finished};
+use crate::jws::{
+    JwsError, challenge_header, challenge_header_prefix, header_starts_with, hs256_detached, verify_eddsa_detached,
+};
+use crate::keys::{
+    EphemeralSecret, JoinSecrets, Keyring, SessionKeys, finished_mac, join_secrets, resume_secrets, verify_finished,
+};
 use crate::messages::{
     AlertMessage, ClientAuth, ClientFinished, ClientHello, FrameType, HandshakeMessage, MAX_EVIDENCE, Message,
     ResumeChallenge, ResumeFinished, ResumeHello, ServerChallenge, ServerFinished,
@@ -380,10 +384,14 @@ impl Client {
         let token = &s.config.token;
         let th = s.transcript.hash_partial(FrameType::ServerChallenge as u8, &m.signed_part());
         let header = challenge_header(token.id(), &th);
-        let jws = m.challenges.iter().find(|c| has_header(c, &header)).ok_or(ProtocolError::TokenNotOffered)?;
+        let prefix = challenge_header_prefix(token.id());
+        let jws = m.challenges.iter().find(|c| header_starts_with(c, &prefix)).ok_or(ProtocolError::TokenNotOffered)?;
         let key = VerifyingKey::from_bytes(&m.identity_key).map_err(|_| ProtocolError::BadGatewaySignature)?;
-        verify_eddsa_detached(jws, &header, &token.to_payload()[..], &key)
-            .map_err(|_| ProtocolError::BadGatewaySignature)?;
+        verify_eddsa_detached(jws, &header, &token.to_payload()[..], &key).map_err(|e| match e {
+            // The header names another transcript: a replayed or downgraded exchange.
+            JwsError::UnexpectedHeader => ProtocolError::TranscriptMismatch,
+            _ => ProtocolError::BadGatewaySignature,
+        })?;
         let dh = s.ephemeral.agree(&m.ephemeral)?;
 
         let mut transcript = s.transcript;

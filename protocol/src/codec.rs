@@ -159,11 +159,7 @@ impl<'a> Reader<'a> {
 
     /// Ends decoding: fails if any byte is left.
     pub fn finish(self, what: &'static str) -> Result<(), DecodeError> {
-        if self.rest.is_empty() {
-            Ok(())
-        } else {
-            Err(DecodeError::TrailingBytes { what, extra: self.rest.len() })
-        }
+        if self.rest.is_empty() { Ok(()) } else { Err(DecodeError::TrailingBytes { what, extra: self.rest.len() }) }
     }
 }
 
@@ -199,9 +195,6 @@ mod tests {
     #[test]
     fn reader_rejects_oversized_length_before_reading() {
         let mut r = Reader::new(&[0xff, 0xff]);
-        assert_eq!(
-            r.bytes_u16("x", 0, 16),
-            Err(DecodeError::TooLong { field: "x", len: 0xffff, max: 16 })
-        );
+        assert_eq!(r.bytes_u16("x", 0, 16), Err(DecodeError::TooLong { field: "x", len: 0xffff, max: 16 }));
     }
 }

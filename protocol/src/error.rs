@@ -106,6 +106,9 @@ pub enum ProtocolError {
     TokenNotOffered,
     /// The gateway's EdDSA challenge for the client's token did not verify.
     BadGatewaySignature,
+    /// The gateway signed another transcript than the client's: a message was changed,
+    /// replayed from another session, or the negotiation was downgraded.
+    TranscriptMismatch,
     /// The gateway's finished or resume MAC did not verify (wrong gateway, or it
     /// does not hold this client's keyring).
     BadGatewayProof,
@@ -146,7 +149,7 @@ impl ProtocolError {
             Self::NoCommonVersion | Self::NoCommonSuite | Self::ChoiceNotOffered => Alert::UnsupportedVersion,
             Self::WrongPin { .. } | Self::BadGatewaySignature | Self::BadGatewayProof => Alert::BadIdentity,
             Self::TokenNotOffered | Self::UnknownToken => Alert::UnknownToken,
-            Self::BadClientProof | Self::UnknownClient => Alert::BadProof,
+            Self::BadClientProof | Self::UnknownClient | Self::TranscriptMismatch => Alert::BadProof,
             Self::NonContributoryShare | Self::TokenMismatch => Alert::Malformed,
             Self::ExpiredToken => Alert::ExpiredToken,
             Self::ExhaustedToken => Alert::ExhaustedToken,
@@ -170,7 +173,13 @@ impl fmt::Display for ProtocolError {
                 write!(f, "the gateway presented identity {presented}, which matches none of the pins")
             }
             Self::TokenNotOffered => f.write_str("the gateway does not know this token (no challenge for its id)"),
-            Self::BadGatewaySignature => f.write_str("the gateway's signature over the token challenge did not verify"),
+            Self::BadGatewaySignature => f.write_str(
+                "the gateway's signature over the token challenge did not verify \
+                 (wrong token secret, or not the gateway that issued the token)",
+            ),
+            Self::TranscriptMismatch => f.write_str(
+                "the gateway signed a different transcript (tampering, replay from another session, or downgrade)",
+            ),
             Self::BadGatewayProof => f.write_str(
                 "the gateway's MAC did not verify (not the pinned gateway, or it no longer holds this client's keyring)",
             ),

@@ -31,10 +31,10 @@ impl Inbound {
     /// Takes the next whole handshake frame, if one is buffered. A channel frame where
     /// a handshake frame is expected is an unexpected message.
     pub(crate) fn next_frame(&mut self, expected: &'static str) -> Result<Option<(FrameType, Vec<u8>)>, Error> {
-        if let Some(&t) = self.buf.first() {
-            if t == FrameType::Data as u8 || t == FrameType::Close as u8 {
-                return Err(ProtocolError::UnexpectedMessage { expected, got: t }.into());
-            }
+        if let Some(&t) = self.buf.first()
+            && (t == FrameType::Data as u8 || t == FrameType::Close as u8)
+        {
+            return Err(ProtocolError::UnexpectedMessage { expected, got: t }.into());
         }
         let Some(frame) = peek_handshake_frame(&self.buf)? else { return Ok(None) };
         let frame_type = frame.frame_type;

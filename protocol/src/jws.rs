@@ -130,9 +130,7 @@ pub fn hs256_header(kid: &str) -> String {
 /// The protected header of a gateway challenge:
 /// `{"alg":"EdDSA","kid":"<token id>","th":"<base64url transcript hash>"}`.
 pub fn challenge_header(kid: TokenId, transcript_hash: &[u8; 32]) -> String {
-    let mut out = String::from("{\"alg\":\"EdDSA\",\"kid\":\"");
-    out.push_str(kid.as_str());
-    out.push_str("\",\"th\":\"");
+    let mut out = challenge_header_prefix(kid);
     URL_SAFE_NO_PAD.encode_string(transcript_hash, &mut out);
     out.push_str("\"}");
     out
@@ -140,7 +138,8 @@ pub fn challenge_header(kid: TokenId, transcript_hash: &[u8; 32]) -> String {
 
 /// `base64url(header) "." base64url(payload)`: the JWS signing input.
 fn signing_input(header_b64: &str, payload: &[u8]) -> Vec<u8> {
-    let mut input = String::with_capacity(header_b64.len() + 1 + payload.len().div_ceil(3) * 4);
+    let capacity = payload.len().div_ceil(3).saturating_mul(4).saturating_add(header_b64.len()).saturating_add(1);
+    let mut input = String::with_capacity(capacity);
     input.push_str(header_b64);
     input.push('.');
     URL_SAFE_NO_PAD.encode_string(payload, &mut input);
@@ -183,9 +182,7 @@ pub fn check_hs256_detached(jws: &str, content: &[u8], kid: &str, key: &[u8]) ->
     if parsed.signature.len() != 32 {
         return Err(JwsError::BadSignatureLength);
     }
-    hs256_mac(key, parsed.header_b64, content)
-        .verify_slice(&parsed.signature)
-        .map_err(|_| JwsError::BadSignature)
+    hs256_mac(key, parsed.header_b64, content).verify_slice(&parsed.signature).map_err(|_| JwsError::BadSignature)
 }
 
 /// Signs `payload` as a detached `EdDSA` JWS with the given protected header.
@@ -200,25 +197,31 @@ pub fn eddsa_detached(header_json: &str, payload: &[u8], key: &SigningKey) -> St
 
 /// Checks a detached `EdDSA` JWS whose header must equal `header_json` byte for byte,
 /// over `payload`, with strict Ed25519 verification.
-pub fn verify_eddsa_detached(
-    jws: &str,
-    header_json: &str,
-    payload: &[u8],
-    key: &VerifyingKey,
-) -> Result<(), JwsError> {
+pub fn verify_eddsa_detached(jws: &str, header_json: &str, payload: &[u8], key: &VerifyingKey) -> Result<(), JwsError> {
     let parsed = DetachedJws::parse(jws)?;
     if parsed.header_b64 != URL_SAFE_NO_PAD.encode(header_json) {
         return Err(JwsError::UnexpectedHeader);
     }
     let signature = Signature::from_slice(&parsed.signature).map_err(|_| JwsError::BadSignatureLength)?;
-    key.verify_strict(&signing_input(parsed.header_b64, payload), &signature)
-        .map_err(|_| JwsError::BadSignature)
+    key.verify_strict(&signing_input(parsed.header_b64, payload), &signature).map_err(|_| JwsError::BadSignature)
 }
 
-/// Whether `jws`'s protected header is `header_json` (used to find the challenge for
-/// one token among several without verifying the others).
-pub fn has_header(jws: &str, header_json: &str) -> bool {
-    jws.split_once('.').is_some_and(|(h, _)| h == URL_SAFE_NO_PAD.encode(header_json))
+/// The start of a challenge header for `kid`, up to the transcript hash: how a client
+/// finds its token's challenge among several before verifying it.
+pub fn challenge_header_prefix(kid: TokenId) -> String {
+    let mut out = String::from("{\"alg\":\"EdDSA\",\"kid\":\"");
+    out.push_str(kid.as_str());
+    out.push_str("\",\"th\":\"");
+    out
+}
+
+/// Whether `jws`'s decoded protected header starts with `prefix`.
+pub fn header_starts_with(jws: &str, prefix: &str) -> bool {
+    let Some((header_b64, _)) = jws.split_once('.') else { return false };
+    if header_b64.len() > MAX_JWS_LEN {
+        return false;
+    }
+    URL_SAFE_NO_PAD.decode(header_b64).is_ok_and(|h| h.starts_with(prefix.as_bytes()))
 }
 
 #[cfg(test)]
@@ -260,7 +263,7 @@ mod tests {
         let (header, rest) = jws.split_once("..").unwrap();
         // base64url of {"alg":"HS256","kid":"abcdef"}
         assert_eq!(header, "eyJhbGciOiJIUzI1NiIsImtpZCI6ImFiY2RlZiJ9");
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(b"0123456789abcdef").unwrap();
+        let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(b"0123456789abcdef").unwrap();
         mac.update(b"eyJhbGciOiJIUzI1NiIsImtpZCI6ImFiY2RlZiJ9.Y2x1c3Rlci1pbmZv");
         assert_eq!(b64(rest), mac.finalize().into_bytes().to_vec());
         assert!(verify_hs256_detached(&jws, b"cluster-info", "abcdef", b"0123456789abcdef"));

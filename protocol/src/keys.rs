@@ -12,9 +12,9 @@
 use core::fmt;
 
 use hkdf::Hkdf;
-use hmac::Mac as _;
 #[cfg(test)]
 use hmac::Hmac;
+use hmac::Mac as _;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use x25519_dalek::{PublicKey, StaticSecret};

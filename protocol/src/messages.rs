@@ -303,8 +303,8 @@ impl Message for ClientAuth {
     }
     fn decode(body: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(body);
-        let token_id = TokenId::from_bytes(r.take(6, "token id")?)
-            .map_err(|_| DecodeError::InvalidValue { field: "token id" })?;
+        let token_id =
+            TokenId::from_bytes(r.take(6, "token id")?).map_err(|_| DecodeError::InvalidValue { field: "token id" })?;
         let client_id = read_client_id(&mut r)?;
         let ephemeral = r.array("client ephemeral")?;
         let evidence = r.bytes_u16("evidence", 0, MAX_EVIDENCE)?.to_vec();

@@ -40,7 +40,7 @@ impl fmt::Display for PinError {
 impl std::error::Error for PinError {}
 
 /// The SHA-256 digest of a DER SubjectPublicKeyInfo.
-#[derive(Clone, Copy, Eq, Hash)]
+#[derive(Clone, Copy, Eq)]
 pub struct Pin([u8; 32]);
 
 impl Pin {
@@ -77,6 +77,12 @@ impl Pin {
 impl PartialEq for Pin {
     fn eq(&self, other: &Self) -> bool {
         self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl core::hash::Hash for Pin {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
     }
 }
 

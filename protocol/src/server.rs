@@ -36,9 +36,7 @@ use crate::messages::{
     Message, NONCE_LEN, ResumeChallenge, ResumeFinished, ResumeHello, ServerChallenge, ServerFinished,
 };
 use crate::pin::Pin;
-use crate::storage::{
-    ConfirmRefusal, KeyringRecord, RedeemRefusal, RedeemRequest, StorageAnswer, StorageRequest,
-};
+use crate::storage::{ConfirmRefusal, KeyringRecord, RedeemRefusal, RedeemRequest, StorageAnswer, StorageRequest};
 use crate::suite::{MacSuite, SUPPORTED_VERSIONS, choose};
 use crate::token::{TokenId, TokenRecord, TokenUnusable};
 use crate::transcript::Transcript;
@@ -405,15 +403,16 @@ impl Server {
         let tokens: Vec<TokenRecord> = match s.hello.token_id {
             Some(id) => {
                 let record = records.into_iter().find(|r| r.id() == id).ok_or(ProtocolError::UnknownToken)?;
-                match record.usable_at(now) {
-                    Ok(()) => alloc::vec![record],
-                    Err(TokenUnusable::Expired) => return Err(ProtocolError::ExpiredToken.into()),
-                    Err(TokenUnusable::Exhausted) => return Err(ProtocolError::ExhaustedToken.into()),
+                // Exhaustion is decided at redemption, atomically: a used-up token may
+                // still be redeemed by the retry of the join that used it.
+                if record.usable_at(now) == Err(TokenUnusable::Expired) {
+                    return Err(ProtocolError::ExpiredToken.into());
                 }
+                alloc::vec![record]
             }
             None => {
                 let mut usable: Vec<TokenRecord> = Vec::new();
-                for r in records.into_iter().filter(|r| r.usable_at(now).is_ok()) {
+                for r in records.into_iter().filter(|r| r.usable_at(now) != Err(TokenUnusable::Expired)) {
                     if usable.len() < self.config.max_seed_challenges && usable.iter().all(|u| u.id() != r.id()) {
                         usable.push(r);
                     }
@@ -524,8 +523,7 @@ impl Server {
         let client_id = ClientId::from_bytes(&hello.client_id).map_err(|_| ProtocolError::InvalidClientId)?;
         let mut transcript = Transcript::new();
         transcript.add_frame(frame);
-        self.outputs
-            .push_back(ServerOutput::Storage(StorageRequest::LookupKeyring { client_id: client_id.clone() }));
+        self.outputs.push_back(ServerOutput::Storage(StorageRequest::LookupKeyring { client_id: client_id.clone() }));
         Ok(State::AwaitKeyring(AwaitKeyring { transcript, hello, client_id, negotiated }))
     }
 
@@ -549,12 +547,7 @@ impl Server {
         let mut transcript = s.transcript;
         transcript.add_frame(&frame);
         self.outputs.push_back(ServerOutput::Transmit(frame));
-        Ok(State::ExpectResumeFinished(ExpectResumeFinished {
-            transcript,
-            secrets,
-            record,
-            suite: s.negotiated.suite,
-        }))
+        Ok(State::ExpectResumeFinished(ExpectResumeFinished { transcript, secrets, record, suite: s.negotiated.suite }))
     }
 
     fn on_resume_finished(&mut self, s: ExpectResumeFinished, m: ResumeFinished, _: &[u8]) -> Result<State, Error> {

@@ -26,7 +26,9 @@ pub enum StorageRequest {
         /// The token id the client named.
         token_id: TokenId,
     },
-    /// Fetch up to `limit` token records usable at `now` (the seed flow). Answer with
+    /// Fetch up to `limit` token records not expired at `now` (the seed flow),
+    /// exhausted ones included: the retry of an interrupted join may still redeem a
+    /// token its first attempt used up, and redemption decides. Answer with
     /// [`StorageAnswer::Tokens`].
     ActiveTokens {
         /// The current time.

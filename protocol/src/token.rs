@@ -72,7 +72,7 @@ fn random_chars<const N: usize, R: rand_core::CryptoRng + ?Sized>(rng: &mut R) -
         // Rejection sampling: 252 = 7 * 36, so accepted bytes map uniformly.
         if let (true, Some(slot)) = (byte[0] < 252, out.get_mut(filled)) {
             *slot = ALPHABET.get(usize::from(byte[0] % 36)).copied().unwrap_or(b'a');
-            filled += 1;
+            filled = filled.saturating_add(1);
         }
         byte.zeroize();
     }
