@@ -1,0 +1,3 @@
+//! The `boarding` command (work in progress).
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Boarding over TCP and TLS 1.3 (work in progress).

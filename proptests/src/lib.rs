@@ -1,0 +1,1 @@
+//! Property and model-based tests of the Boarding protocol core (see `tests/`).
