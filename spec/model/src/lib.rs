@@ -1,0 +1,1 @@
+//! Exhaustive model check of the abstract Boarding protocol (work in progress).
