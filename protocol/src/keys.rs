@@ -164,13 +164,20 @@ impl EphemeralSecret {
         Self(StaticSecret::from(*bytes))
     }
 
+    /// An ephemeral secret from given bytes, for known-answer tests; protocol code
+    /// draws them with [`EphemeralSecret::generate`].
+    pub fn from_bytes(secret: [u8; 32]) -> Self {
+        let secret = Zeroizing::new(secret);
+        Self(StaticSecret::from(*secret))
+    }
+
     /// The public share to send.
     pub fn public(&self) -> [u8; 32] {
         PublicKey::from(&self.0).to_bytes()
     }
 
     /// X25519 with the peer's share; rejects the all-zero (non-contributory) result.
-    pub(crate) fn agree(&self, peer: &[u8; 32]) -> Result<Zeroizing<[u8; 32]>, ProtocolError> {
+    pub fn agree(&self, peer: &[u8; 32]) -> Result<Zeroizing<[u8; 32]>, ProtocolError> {
         let shared = self.0.diffie_hellman(&PublicKey::from(*peer));
         if !shared.was_contributory() {
             return Err(ProtocolError::NonContributoryShare);
