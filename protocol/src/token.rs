@@ -63,6 +63,12 @@ fn is_token_char(b: u8) -> bool {
     b.is_ascii_lowercase() || b.is_ascii_digit()
 }
 
+/// Exactly `N` bytes of `[a-z0-9]`, or `None`.
+fn token_chars<const N: usize>(bytes: &[u8]) -> Option<[u8; N]> {
+    let arr: [u8; N] = bytes.try_into().ok()?;
+    arr.iter().all(|&b| is_token_char(b)).then_some(arr)
+}
+
 fn random_chars<const N: usize, R: rand_core::CryptoRng + ?Sized>(rng: &mut R) -> [u8; N] {
     let mut out = [0u8; N];
     let mut filled = 0;
@@ -86,8 +92,7 @@ pub struct TokenId([u8; TOKEN_ID_LEN]);
 impl TokenId {
     /// Validates raw id bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, TokenError> {
-        let arr: [u8; TOKEN_ID_LEN] = bytes.try_into().map_err(|_| TokenError::BadId)?;
-        if arr.iter().all(|&b| is_token_char(b)) { Ok(Self(arr)) } else { Err(TokenError::BadId) }
+        token_chars(bytes).map(Self).ok_or(TokenError::BadId)
     }
 
     /// The id's ASCII bytes.
@@ -142,8 +147,7 @@ pub struct TokenSecret([u8; TOKEN_SECRET_LEN]);
 impl TokenSecret {
     /// Validates raw secret bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, TokenError> {
-        let arr: [u8; TOKEN_SECRET_LEN] = bytes.try_into().map_err(|_| TokenError::BadSecret)?;
-        if arr.iter().all(|&b| is_token_char(b)) { Ok(Self(arr)) } else { Err(TokenError::BadSecret) }
+        token_chars(bytes).map(Self).ok_or(TokenError::BadSecret)
     }
 
     /// The secret's ASCII bytes: the HS256 key of a token proof.
