@@ -56,17 +56,14 @@ impl JoinConfig {
         Self { token, pins, client_id, evidence: Vec::new(), suites: MacSuite::ALL.to_vec(), name_token: true }
     }
 
-    /// Attestation evidence to send (at most 8 KiB; longer evidence is refused by
-    /// [`Client::join`]'s peer, so it is truncated to nothing here: check with
-    /// [`JoinConfig::evidence_fits`]).
-    pub fn with_evidence(mut self, evidence: Vec<u8>) -> Self {
+    /// Attestation evidence to send with the join (opaque to the protocol, bound into
+    /// the transcript, handed to the gateway's application). At most 8 KiB.
+    pub fn with_evidence(mut self, evidence: Vec<u8>) -> Result<Self, EvidenceTooLong> {
+        if evidence.len() > MAX_EVIDENCE {
+            return Err(EvidenceTooLong { len: evidence.len() });
+        }
         self.evidence = evidence;
-        self
-    }
-
-    /// Whether the evidence fits the protocol's limit.
-    pub fn evidence_fits(&self) -> bool {
-        self.evidence.len() <= MAX_EVIDENCE
+        Ok(self)
     }
 
     /// The MAC suites to offer, most preferred first.
@@ -82,6 +79,22 @@ impl JoinConfig {
         self
     }
 }
+
+/// Attestation evidence longer than the protocol allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EvidenceTooLong {
+    /// The length given.
+    pub len: usize,
+}
+
+impl core::fmt::Display for EvidenceTooLong {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "attestation evidence is {} bytes, the limit is {MAX_EVIDENCE}", self.len)
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for EvidenceTooLong {}
 
 /// What an agent keeps after a join: enough to resume for ever.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
