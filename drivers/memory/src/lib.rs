@@ -373,35 +373,7 @@ impl Pair {
     /// store, persist requests by recording the keyring.
     pub fn drive(&mut self) -> Outcome {
         loop {
-            let mut progressed = false;
-            while let Some(out) = self.client.poll_output() {
-                progressed = true;
-                match out {
-                    ClientOutput::Transmit(bytes) => self.send(Dir::ToServer, bytes),
-                    ClientOutput::PersistKeyring(saved) => {
-                        if self.persist {
-                            self.saved = Some(saved);
-                            if let Err(e) = self.client.handle_persisted() {
-                                self.client_error.get_or_insert(e);
-                            }
-                        }
-                    }
-                    ClientOutput::Established(_) => {}
-                }
-            }
-            while let Some(out) = self.server.poll_output() {
-                progressed = true;
-                match out {
-                    ServerOutput::Transmit(bytes) => self.send(Dir::ToClient, bytes),
-                    ServerOutput::Storage(request) => {
-                        let answer = self.store.answer(&request);
-                        if let Err(e) = self.server.handle_storage(answer) {
-                            self.server_error.get_or_insert(e);
-                        }
-                    }
-                    ServerOutput::Established(peer) => self.peer = Some(peer),
-                }
-            }
+            let mut progressed = self.flush();
             if let Some(bytes) = self.to_server.pop_front() {
                 progressed = true;
                 if let Err(e) = self.server.handle_input(self.now, &bytes) {
@@ -418,6 +390,88 @@ impl Pair {
                 break;
             }
         }
+        self.outcome()
+    }
+
+    /// Drains both sides' outputs without delivering anything: transmissions go
+    /// through the tamper hook into the in-flight queues, storage requests are
+    /// answered by the store, persist requests are recorded (if `persist`). Returns
+    /// whether there was anything to drain. A building block for tests that step the
+    /// network one message at a time (see [`Pair::step`]).
+    pub fn flush(&mut self) -> bool {
+        let mut progressed = false;
+        loop {
+            let mut drained = false;
+            while let Some(out) = self.client.poll_output() {
+                drained = true;
+                match out {
+                    ClientOutput::Transmit(bytes) => self.send(Dir::ToServer, bytes),
+                    ClientOutput::PersistKeyring(saved) => {
+                        if self.persist {
+                            self.saved = Some(saved);
+                            if let Err(e) = self.client.handle_persisted() {
+                                self.client_error.get_or_insert(e);
+                            }
+                        }
+                    }
+                    ClientOutput::Established(_) => {}
+                }
+            }
+            while let Some(out) = self.server.poll_output() {
+                drained = true;
+                match out {
+                    ServerOutput::Transmit(bytes) => self.send(Dir::ToClient, bytes),
+                    ServerOutput::Storage(request) => {
+                        let answer = self.store.answer(&request);
+                        if let Err(e) = self.server.handle_storage(answer) {
+                            self.server_error.get_or_insert(e);
+                        }
+                    }
+                    ServerOutput::Established(peer) => self.peer = Some(peer),
+                }
+            }
+            if !drained {
+                return progressed;
+            }
+            progressed = true;
+        }
+    }
+
+    /// Delivers the message at the front of one direction's in-flight queue to its
+    /// receiver, then [`flush`](Pair::flush)es. Returns `false` (and does nothing) if
+    /// that queue is empty. Unlike [`Pair::drive`], the caller decides the order.
+    pub fn step(&mut self, dir: Dir) -> bool {
+        self.flush();
+        let Some(bytes) = self.in_flight(dir).pop_front() else { return false };
+        match dir {
+            Dir::ToServer => {
+                if let Err(e) = self.server.handle_input(self.now, &bytes) {
+                    self.server_error.get_or_insert(e);
+                }
+            }
+            Dir::ToClient => {
+                if let Err(e) = self.client.handle_input(&bytes) {
+                    self.client_error.get_or_insert(e);
+                }
+            }
+        }
+        self.flush();
+        true
+    }
+
+    /// The messages in flight in one direction, front (next delivered) first. A test
+    /// may drop, duplicate, reorder, rewrite or insert messages here; a message held
+    /// back by [`Delivery::Delay`] is not in this queue until released.
+    pub fn in_flight(&mut self, dir: Dir) -> &mut VecDeque<Vec<u8>> {
+        match dir {
+            Dir::ToServer => &mut self.to_server,
+            Dir::ToClient => &mut self.to_client,
+        }
+    }
+
+    /// How each side stands now, without moving anything (what [`Pair::drive`]
+    /// returns at the end).
+    pub fn outcome(&self) -> Outcome {
         Outcome {
             client: self.client_error.clone().map_or(Ok(self.client.is_established()), Err),
             server: self.server_error.clone().map_or(Ok(self.server.is_established()), Err),
