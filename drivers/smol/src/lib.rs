@@ -1,1 +1,104 @@
-//! Boarding over TCP and TLS 1.3 (work in progress).
+//! # boarding-smol: Boarding over TCP and TLS 1.3
+//!
+//! This crate runs the sans-IO [`boarding`] protocol core for real: a **gateway** that
+//! serves many agents over TCP and TLS 1.3, **agents** that join once with a bootstrap
+//! token and reconnect (resume) for ever with the keyring they stored, and **stores**
+//! that keep the gateway's tokens, keyrings and identity across crashes.
+//!
+//! * **Any stream.** The handshake loops and [`Session`] work over any `futures-io`
+//!   `AsyncRead + AsyncWrite` ([`Gateway::handshake`], [`agent::join`],
+//!   [`agent::resume`]), so other runtimes can use them. The built-in server and
+//!   client use smol's TCP.
+//! * **TLS 1.3 only**, through `futures-rustls` (rustls with the ring provider). The
+//!   gateway's certificate is self-signed with its Ed25519 identity key. The agent's
+//!   [`tls::PinVerifier`] checks that every certificate in the presented chain is
+//!   signed by the next and that one of them carries a pinned key, and nothing else:
+//!   no names, no web PKI, no clocks. The protocol's own pin check stays on too, so
+//!   the gateway is authenticated twice, independently.
+//! * **Gateway** ([`Gateway`]): accept loop, a task per connection, a handshake
+//!   deadline, a cap on concurrent handshakes and on message size, graceful shutdown
+//!   ([`Serving::shutdown`]). The application gets a [`GatewaySession`] whose
+//!   [`Session::peer`] is a [`VerifiedClient`]: client id, the token id it joined with
+//!   and that token's labels, constructible only by a successful handshake.
+//! * **Agent** ([`Agent`]): [`Agent::join`] (token, pins, client id; the keyring is
+//!   stored durably *before* the key confirmation is sent) and [`Agent::connect`]
+//!   (resume with the stored keyring), each returning an [`AgentSession`].
+//! * **Stores**: the [`Store`] trait (gateway) and [`KeyringStore`] (agent);
+//!   [`MemoryStore`]; and the embedded default [`RedbStore`] on `redb`: ACID, with
+//!   redemption (expiry, use count, client-id uniqueness, new keyring) in one write
+//!   transaction.
+//!
+//! Errors ([`Error`], [`StoreError`]) name the cause and the fix; a pin mismatch, for
+//! example, shows the presented pin and the expected ones.
+//!
+//! ## Example: a gateway and an agent on loopback
+//!
+//! ```
+//! use boarding::identity::ClientId;
+//! use boarding::token::{BootstrapToken, TokenRecord};
+//! use boarding_smol::{Agent, Gateway, GatewayConfig, MemoryStore, Store, echo, os_rng};
+//!
+//! smol::block_on(async {
+//!     // The gateway: an identity, a store with one single-use token, a listener.
+//!     let gateway = Gateway::open(MemoryStore::new(), GatewayConfig::default()).await?;
+//!     let token = BootstrapToken::generate(&mut os_rng());
+//!     gateway.store().insert_token(TokenRecord::new(token.clone(), None, 1)).await?;
+//!     let listener = smol::net::TcpListener::bind("127.0.0.1:0").await?;
+//!     let serving = gateway.serve(listener, echo)?;
+//!     let addr = serving.local_addr().to_string();
+//!
+//!     // The agent joins with the token and the gateway's pin...
+//!     let agent = Agent::default();
+//!     let keyrings = MemoryStore::new();
+//!     let id = ClientId::new("node-1")?;
+//!     let mut session = agent.join(&addr, token, &[gateway.pin()], id, &keyrings).await?;
+//!     session.send(b"hello").await?;
+//!     assert_eq!(session.recv().await?.as_deref(), Some(&b"hello"[..]));
+//!     session.close().await?;
+//!
+//!     // ...and later resumes with the keyring it stored.
+//!     let mut session = agent.connect(&addr, &keyrings).await?;
+//!     session.send(b"again").await?;
+//!     assert_eq!(session.recv().await?.as_deref(), Some(&b"again"[..]));
+//!     session.close().await?;
+//!
+//!     serving.shutdown().await;
+//!     Ok::<(), Box<dyn std::error::Error>>(())
+//! })
+//! .unwrap();
+//! ```
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        clippy::panic
+    )
+)]
+
+pub mod agent;
+mod error;
+pub mod gateway;
+mod redb_store;
+mod session;
+mod store;
+pub mod tls;
+
+pub use agent::{Agent, AgentConfig, AgentStream};
+pub use boarding::server::VerifiedClient;
+pub use error::{Error, StoreError};
+pub use gateway::{Gateway, GatewayConfig, GatewayStats, GatewayStream, Serving, echo};
+pub use redb_store::{AGENT_DB, GATEWAY_DB, RedbStore, prepare_dir};
+pub use session::{AgentSession, GatewaySession, Session, unix_now};
+pub use store::{KeyringStore, MemoryStore, Store, Writes, apply};
+
+/// The operating system's random number generator, as the core's `CryptoRng`.
+///
+/// It panics only if the OS cannot provide randomness at all, which no caller can
+/// recover from safely.
+pub fn os_rng() -> rand_core::UnwrapErr<getrandom::SysRng> {
+    rand_core::UnwrapErr(getrandom::SysRng)
+}
