@@ -46,7 +46,7 @@ impl Default for AgentConfig {
 
 fn pin_error(e: Error, expected: &[Pin]) -> Error {
     match e {
-        Error::Handshake { source: boarding::Error::Protocol(ProtocolError::WrongPin { presented }) } => {
+        Error::Handshake { source: boarding::Error::Protocol(ProtocolError::WrongPin { presented }), .. } => {
             Error::PinMismatch { layer: "protocol identity", presented: vec![presented], expected: expected.to_vec() }
         }
         other => other,

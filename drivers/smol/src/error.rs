@@ -74,11 +74,13 @@ pub enum Error {
         reason: String,
     },
     /// The Boarding handshake failed.
-    #[error("{source}; {}", handshake_hint(.source))]
+    #[error("{source}; {}", if *.gateway_side { gateway_hint(.source) } else { agent_hint(.source) })]
     Handshake {
         /// The protocol core's error.
         #[source]
         source: boarding::Error,
+        /// Whether this side is the gateway (the hint differs).
+        gateway_side: bool,
     },
     /// The peer closed the connection in the middle of the handshake.
     #[error(
@@ -144,6 +146,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// Marks a handshake error as the gateway's (for its hint).
+    pub(crate) fn on_gateway(self) -> Self {
+        match self {
+            Self::Handshake { source, .. } => Self::Handshake { source, gateway_side: true },
+            other => other,
+        }
+    }
+
     pub(crate) fn io(context: &'static str) -> impl FnOnce(io::Error) -> Error {
         move |source| Error::Io { context, source }
     }
@@ -151,7 +161,7 @@ impl Error {
     /// The protocol core's error, if this is a handshake failure.
     pub fn protocol(&self) -> Option<&boarding::Error> {
         match self {
-            Self::Handshake { source } => Some(source),
+            Self::Handshake { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -167,12 +177,35 @@ impl Error {
 
 impl From<boarding::Error> for Error {
     fn from(source: boarding::Error) -> Self {
-        Self::Handshake { source }
+        Self::Handshake { source, gateway_side: false }
     }
 }
 
-/// What to do about a handshake error.
-fn handshake_hint(e: &boarding::Error) -> &'static str {
+/// What a gateway operator should make of a refused handshake.
+fn gateway_hint(e: &boarding::Error) -> &'static str {
+    let boarding::Error::Protocol(p) = e else {
+        return "the client sent bytes that are not the Boarding protocol (not a Boarding agent, or the wrong port)";
+    };
+    match p {
+        ProtocolError::UnknownToken | ProtocolError::ExpiredToken | ProtocolError::ExhaustedToken => {
+            "the agent was refused and told why; it needs a valid token (`boarding token create`)"
+        }
+        ProtocolError::ClientIdTaken => "the agent was refused: another agent holds that client id",
+        ProtocolError::BadClientProof => "the agent does not hold the token secret or the keyring it claims",
+        ProtocolError::UnknownClient => {
+            "a resume from a client id without a keyring (revoked, or never joined); it got a decoy"
+        }
+        ProtocolError::PeerAlert(Alert::BadIdentity) => {
+            "the agent rejected this gateway's identity: its --pin is not this gateway's pin"
+        }
+        ProtocolError::PeerAlert(_) => "the agent aborted the handshake; its own error says why",
+        ProtocolError::Storage => "the store failed; see the store error logged before this one",
+        _ => "the client does not follow the Boarding protocol, or the connection was tampered with",
+    }
+}
+
+/// What an agent should do about a handshake error.
+fn agent_hint(e: &boarding::Error) -> &'static str {
     let boarding::Error::Protocol(p) = e else {
         return "the peer sent bytes that are not the Boarding protocol (wrong port, or not a Boarding peer)";
     };
@@ -200,8 +233,8 @@ fn handshake_hint(e: &boarding::Error) -> &'static str {
             _ => "see the gateway's log for details",
         },
         ProtocolError::BadGatewayProof => {
-            "the gateway does not hold this agent's keyring: the client was revoked or the gateway's database was \
-             replaced; join again with a new token (and a fresh --data-dir)"
+            "join again with a new token and a fresh --data-dir (the client was revoked, or the gateway's database \
+             was replaced)"
         }
         ProtocolError::BadGatewaySignature | ProtocolError::TokenNotOffered => {
             "check that the token was created on this gateway and was copied whole"

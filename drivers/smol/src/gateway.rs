@@ -173,10 +173,9 @@ impl<S: Store> Gateway<S> {
         IO: AsyncRead + AsyncWrite + Unpin,
     {
         let work = async {
-            let tls = self.inner.acceptor.accept(io).await.map_err(|source| Error::Tls {
-                source,
-                hint: "the client is not a Boarding agent speaking TLS 1.3 (plain TCP, another TLS version, \
-                       or another application protocol); only point Boarding agents at this port",
+            let tls = self.inner.acceptor.accept(io).await.map_err(|source| {
+                let hint = tls_hint(&source);
+                Error::Tls { source, hint }
             })?;
             self.handshake(tls).await
         };
@@ -275,6 +274,19 @@ where
         },
     )
     .await;
+}
+
+/// Why a TLS accept probably failed.
+fn tls_hint(e: &std::io::Error) -> &'static str {
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::AlertReceived(_)) => {
+            "the agent rejected this gateway's TLS certificate: its --pin is not this gateway's pin"
+        }
+        _ => {
+            "the client is not a Boarding agent speaking TLS 1.3 (plain TCP, another TLS version, or another \
+             application protocol); only point Boarding agents at this port"
+        }
+    }
 }
 
 /// A running [`Gateway::serve`]. Dropping it stops the accept loop too (abruptly);

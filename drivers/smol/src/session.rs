@@ -122,8 +122,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, P> Session<IO, P> {
         }
     }
 
-    /// Sends the authenticated close and shuts the stream down.
+    /// Sends the authenticated close and shuts the stream down. If the peer closed
+    /// first, sending ours is a courtesy and a peer that already hung up is no error.
     pub async fn close(mut self) -> Result<(), Error> {
+        let courtesy = self.channel.peer_closed();
+        let result = self.close_inner().await;
+        if courtesy { Ok(()) } else { result }
+    }
+
+    async fn close_inner(&mut self) -> Result<(), Error> {
         if !self.channel.locally_closed() {
             self.wbuf.resize(FRAME_OVERHEAD, 0);
             let n = self.channel.seal_close(&mut self.wbuf)?;
@@ -147,6 +154,19 @@ async fn send_alerts<IO: AsyncWrite + Unpin>(io: &mut IO, frames: Vec<Vec<u8>>) 
 
 /// Drives a gateway handshake over `io`, answering storage requests from `store`.
 pub(crate) async fn run_server<IO, S>(
+    io: IO,
+    server: Server,
+    store: &S,
+    max_payload: usize,
+) -> Result<GatewaySession<IO>, Error>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+    S: Store + ?Sized,
+{
+    run_server_inner(io, server, store, max_payload).await.map_err(Error::on_gateway)
+}
+
+async fn run_server_inner<IO, S>(
     mut io: IO,
     mut server: Server,
     store: &S,

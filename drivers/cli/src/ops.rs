@@ -1,0 +1,314 @@
+//! What each command does.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use boarding::storage::KeyringRecord;
+use boarding::token::{BootstrapToken, TokenRecord, TokenUnusable};
+use boarding_smol::{
+    Agent, Gateway, GatewayConfig, KeyringStore, RedbStore, Store, StoreError, echo, os_rng, unix_now,
+};
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use smol::stream::StreamExt;
+
+use crate::cli::{AgentCommand, ClientsCommand, Command, GatewayCommand, TokenCommand, Ttl};
+
+/// A command's failure; `Display` is what the user sees after `error: `.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// From the driver (connection, TLS, handshake, session).
+    #[error(transparent)]
+    Boarding(#[from] boarding_smol::Error),
+    /// From a store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A request that cannot be carried out as given.
+    #[error("{0}")]
+    Usage(String),
+    /// An I/O error outside the driver.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, CliError>;
+
+/// Runs one command.
+pub async fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Demo(args) => crate::demo::run(args).await,
+        Command::Gateway { command } => match command {
+            GatewayCommand::Serve { listen, dir, handshake_timeout, max_handshakes, max_message } => {
+                let config = GatewayConfig {
+                    handshake_timeout,
+                    max_handshakes,
+                    max_payload: max_message.min(boarding::channel::MAX_PAYLOAD),
+                    ..GatewayConfig::default()
+                };
+                serve(&listen, &dir.data_dir, config).await
+            }
+            GatewayCommand::Pin { dir } => {
+                let (gateway, _) = open_gateway(&dir.data_dir, GatewayConfig::default()).await?;
+                println!("{}", gateway.pin());
+                Ok(())
+            }
+        },
+        Command::Token { command } => match command {
+            TokenCommand::Create { dir, ttl, uses, label, description } => {
+                token_create(&dir.data_dir, ttl, uses, &label, &description).await
+            }
+            TokenCommand::List { dir } => token_list(&dir.data_dir).await,
+            TokenCommand::Revoke { dir, id } => {
+                let store = existing_gateway_store(&dir.data_dir)?;
+                if store.revoke_token(id).await? {
+                    println!("token {id} revoked: no agent can join with it any more");
+                    Ok(())
+                } else {
+                    Err(CliError::Usage(format!(
+                        "no token {id} in {}; see `boarding token list`",
+                        store.path().display()
+                    )))
+                }
+            }
+        },
+        Command::Clients { command } => match command {
+            ClientsCommand::List { dir } => clients_list(&dir.data_dir).await,
+            ClientsCommand::Revoke { dir, id } => {
+                let store = existing_gateway_store(&dir.data_dir)?;
+                if store.revoke_client(id.clone()).await? {
+                    println!("client {id} revoked: it can no longer connect; its id is free to join again");
+                    Ok(())
+                } else {
+                    Err(CliError::Usage(format!(
+                        "no client {id} in {}; see `boarding clients list`",
+                        store.path().display()
+                    )))
+                }
+            }
+        },
+        Command::Agent { command } => match command {
+            AgentCommand::Join { gateway, token, pin, id, dir } => {
+                let store = RedbStore::agent_in(&dir.data_dir)?;
+                if let Some(saved) = store.load_keyring().await? {
+                    return Err(CliError::Usage(format!(
+                        "{} already holds a keyring: this agent joined gateway {} as {}; use `boarding agent send`, \
+                         or a fresh --data-dir to join again",
+                        dir.data_dir.display(),
+                        saved.gateway_pin,
+                        saved.client_id
+                    )));
+                }
+                let started = std::time::Instant::now();
+                let session = Agent::default().join(&gateway, token, &pin, id.clone(), &store).await?;
+                let joined = session.peer().clone();
+                session.close().await?;
+                println!(
+                    "joined gateway {} as {id} in {} (MAC suite {:?}); keyring stored in {}",
+                    joined.gateway_pin,
+                    millis(started.elapsed()),
+                    joined.suite,
+                    store.path().display()
+                );
+                Ok(())
+            }
+            AgentCommand::Send { gateway, dir, message } => {
+                let store = existing_agent_store(&dir.data_dir)?;
+                let mut session = Agent::default().connect(&gateway, &store).await?;
+                session.send(message.as_bytes()).await?;
+                let reply = session
+                    .recv()
+                    .await?
+                    .ok_or_else(|| CliError::Usage("the gateway closed the session without replying".into()))?;
+                session.close().await?;
+                println!("{}", String::from_utf8_lossy(&reply));
+                Ok(())
+            }
+        },
+    }
+}
+
+/// Formats a duration in milliseconds with one decimal.
+pub fn millis(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn existing_gateway_store(dir: &Path) -> Result<RedbStore> {
+    let path = dir.join(boarding_smol::GATEWAY_DB);
+    if !path.exists() {
+        return Err(CliError::Usage(format!(
+            "no gateway database at {}: run `boarding gateway serve --data-dir {}` (or `boarding gateway pin`) \
+             first, or pass the gateway's --data-dir",
+            path.display(),
+            dir.display()
+        )));
+    }
+    Ok(RedbStore::gateway_in(dir)?)
+}
+
+fn existing_agent_store(dir: &Path) -> Result<RedbStore> {
+    let path = dir.join(boarding_smol::AGENT_DB);
+    if !path.exists() {
+        return Err(boarding_smol::Error::NotJoined { location: path.display().to_string() }.into());
+    }
+    let store = RedbStore::agent_in(dir)?;
+    Ok(store)
+}
+
+/// Opens (creating on first use) the gateway in `dir`; `true` if the identity is new.
+pub async fn open_gateway(dir: &Path, config: GatewayConfig) -> Result<(Gateway<RedbStore>, bool)> {
+    let fresh = !dir.join(boarding_smol::GATEWAY_DB).exists();
+    let store = RedbStore::gateway_in(dir)?;
+    Ok((Gateway::open(store, config).await?, fresh))
+}
+
+async fn serve(listen: &str, dir: &Path, config: GatewayConfig) -> Result<()> {
+    let (gateway, fresh) = open_gateway(dir, config).await?;
+    if fresh {
+        println!("created a new gateway identity in {}", dir.display());
+    } else {
+        println!("loaded the gateway identity from {}", dir.display());
+    }
+    println!("pin: {}", gateway.pin());
+    let listener = smol::net::TcpListener::bind(listen).await.map_err(|source| CliError::Io {
+        context: format!("cannot listen on {listen} (is another gateway running there? choose another --listen)"),
+        source,
+    })?;
+    let serving = gateway.serve(listener, echo)?;
+    println!("listening on {}", serving.local_addr());
+    println!(
+        "agents join with: boarding agent join --gateway {} --pin {} --token TOKEN --id NAME",
+        serving.local_addr(),
+        gateway.pin()
+    );
+    let mut signals = async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term])
+        .map_err(|source| CliError::Io { context: "cannot install signal handlers".into(), source })?;
+    let signal = signals.next().await;
+    println!("received {signal:?}: shutting down gracefully");
+    serving.shutdown().await;
+    Ok(())
+}
+
+fn expiry(ttl: Ttl) -> Result<Option<u64>> {
+    match ttl {
+        Ttl::Never => Ok(None),
+        Ttl::For(d) => unix_now()
+            .checked_add(d.as_secs().max(1))
+            .map(Some)
+            .ok_or_else(|| CliError::Usage("the TTL is too long; use `never`".into())),
+    }
+}
+
+fn format_time(unix: u64) -> String {
+    let t = UNIX_EPOCH.checked_add(Duration::from_secs(unix)).unwrap_or(SystemTime::UNIX_EPOCH);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// Creates and stores a token record.
+pub async fn create_token<S: Store>(
+    store: &S,
+    ttl: Ttl,
+    uses: u32,
+    labels: &[(String, String)],
+    description: &str,
+) -> Result<(BootstrapToken, TokenRecord)> {
+    let bad = |e: boarding::token::TokenError| CliError::Usage(format!("invalid token metadata: {e}"));
+    for _ in 0..8 {
+        let token = BootstrapToken::generate(&mut os_rng());
+        let mut record =
+            TokenRecord::new(token.clone(), expiry(ttl)?, uses).with_description(description).map_err(bad)?;
+        for (k, v) in labels {
+            record = record.with_label(k, v).map_err(bad)?;
+        }
+        if store.insert_token(record.clone()).await? {
+            return Ok((token, record));
+        }
+    }
+    Err(CliError::Usage("could not find a free token id; revoke old tokens".into()))
+}
+
+async fn token_create(dir: &Path, ttl: Ttl, uses: u32, labels: &[(String, String)], description: &str) -> Result<()> {
+    let (gateway, _) = open_gateway(dir, GatewayConfig::default()).await?;
+    let (token, record) = create_token(gateway.store(), ttl, uses, labels, description).await?;
+    println!("{token}");
+    let expires = record.expires_at.map_or_else(|| "never".to_owned(), format_time);
+    let uses = if uses == 0 { "unlimited".to_owned() } else { uses.to_string() };
+    eprintln!("token {} created: expires {expires}, uses {uses}", record.id());
+    eprintln!("this is the only time the token is shown; hand it to the agent over a trusted channel");
+    eprintln!("join with: boarding agent join --pin {} --token <TOKEN> --id <NAME> --gateway <ADDR>", gateway.pin());
+    Ok(())
+}
+
+fn state(record: &TokenRecord, now: u64) -> &'static str {
+    match record.usable_at(now) {
+        Ok(()) => "active",
+        Err(TokenUnusable::Expired) => "expired",
+        Err(TokenUnusable::Exhausted) => "used up",
+        Err(_) => "unusable",
+    }
+}
+
+fn labels(map: &std::collections::BTreeMap<String, String>) -> String {
+    map.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+/// The token table (never with secrets).
+pub fn token_table(records: &[TokenRecord]) -> Table {
+    let now = unix_now();
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(["ID", "STATE", "USES", "EXPIRES", "LABELS", "DESCRIPTION"]);
+    for r in records {
+        let max = if r.max_uses == 0 { "∞".to_owned() } else { r.max_uses.to_string() };
+        table.add_row([
+            r.id().to_string(),
+            state(r, now).to_owned(),
+            format!("{}/{max}", r.use_count),
+            r.expires_at.map_or_else(|| "never".to_owned(), format_time),
+            labels(&r.labels),
+            r.description.clone(),
+        ]);
+    }
+    table
+}
+
+/// The client table (never with keys).
+pub fn client_table(records: &[KeyringRecord]) -> Table {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(["CLIENT ID", "TOKEN", "LABELS", "CONFIRMED", "JOINED"]);
+    for r in records {
+        table.add_row([
+            r.client_id.to_string(),
+            r.token_id.to_string(),
+            labels(&r.labels),
+            if r.confirmed { "yes" } else { "not yet" }.to_owned(),
+            format_time(r.created_at),
+        ]);
+    }
+    table
+}
+
+async fn token_list(dir: &Path) -> Result<()> {
+    let store = existing_gateway_store(dir)?;
+    let records = store.tokens().await?;
+    if records.is_empty() {
+        println!("no tokens; create one with `boarding token create`");
+    } else {
+        println!("{}", token_table(&records));
+    }
+    Ok(())
+}
+
+async fn clients_list(dir: &Path) -> Result<()> {
+    let store = existing_gateway_store(dir)?;
+    let records = store.clients().await?;
+    if records.is_empty() {
+        println!("no clients have joined yet");
+    } else {
+        println!("{}", client_table(&records));
+    }
+    Ok(())
+}
