@@ -64,7 +64,8 @@ pub(crate) enum MacState {
     Blake3(Blake3Key),
 }
 
-/// A BLAKE3 key; a keyed hasher is cheap to set up, so it is built per tag.
+/// A BLAKE3 key; a keyed hasher is cheap to set up, so it is built per tag (see
+/// [`blake3_tag`]).
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub(crate) struct Blake3Key([u8; 32]);
 
@@ -86,13 +87,7 @@ impl MacState {
                 }
                 mac.finalize().into_bytes().into()
             }
-            Self::Blake3(key) => {
-                let mut hasher = blake3::Hasher::new_keyed(&key.0);
-                for part in parts {
-                    hasher.update(part);
-                }
-                hasher.finalize().into()
-            }
+            Self::Blake3(key) => blake3_tag(&key.0, parts),
         }
     }
 
@@ -100,6 +95,62 @@ impl MacState {
     pub(crate) fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
         self.tag(parts).ct_eq(tag).into()
     }
+}
+
+/// How many leading message bytes [`blake3_tag`] gathers into one contiguous block: 16
+/// chunks, the widest SIMD degree (AVX-512) of the `blake3` crate.
+const BLAKE3_GATHER: usize = 16 * 1024;
+/// Below this many bytes gathering gains nothing (at most a few chunks).
+const BLAKE3_GATHER_MIN: usize = 4 * 1024;
+
+/// BLAKE3's keyed hash of the concatenation of `parts`.
+///
+/// BLAKE3 hashes many 1 KiB chunks at once with SIMD, but `blake3::Hasher` can only do
+/// so for a power-of-two subtree that starts at a multiple of its own size. A frame's
+/// MAC input is a 13-byte prefix (sequence number and header) and then the payload: fed
+/// as separate `update` calls, the prefix leaves the hasher mid-chunk, and the payload's
+/// chunks are then hashed in subtrees of 1, 1, 2, 4, 8, ... chunks, a SIMD pass each,
+/// instead of 16 chunks per pass (measured: under half the raw primitive's throughput
+/// at 16 KiB). Copying the first 16 KiB of the message into one contiguous stack block
+/// lets the hasher take the first 16 chunks in one pass, after which every later subtree
+/// is aligned again; the copy is far cheaper than the passes it saves. The tag is the
+/// same: BLAKE3 does not depend on how its input is split.
+fn blake3_tag(key: &[u8; 32], parts: &[&[u8]]) -> [u8; TAG_LEN] {
+    let mut hasher = blake3::Hasher::new_keyed(key);
+    let total = parts.iter().fold(0usize, |n, p| n.saturating_add(p.len()));
+    if total < BLAKE3_GATHER_MIN {
+        for part in parts {
+            hasher.update(part);
+        }
+        return hasher.finalize().into();
+    }
+    let mut head = [0u8; BLAKE3_GATHER];
+    let mut gathered = 0usize;
+    let mut flushed = false;
+    for &part in parts {
+        let mut part = part;
+        if !flushed {
+            let room = BLAKE3_GATHER.saturating_sub(gathered);
+            let (now, later) = part.split_at(part.len().min(room));
+            let end = gathered.saturating_add(now.len());
+            if let Some(slot) = head.get_mut(gathered..end) {
+                slot.copy_from_slice(now);
+            }
+            gathered = end;
+            part = later;
+            if gathered == BLAKE3_GATHER {
+                hasher.update(&head);
+                flushed = true;
+            }
+        }
+        if flushed && !part.is_empty() {
+            hasher.update(part);
+        }
+    }
+    if !flushed {
+        hasher.update(head.get(..gathered).unwrap_or_default());
+    }
+    hasher.finalize().into()
 }
 
 impl fmt::Debug for MacState {
@@ -125,4 +176,53 @@ pub(crate) fn hmac_sha256(key: &[u8; 32]) -> Hmac<Sha256> {
 /// Picks the first of `preference` that `offered` also contains.
 pub(crate) fn choose<T: Copy + PartialEq>(preference: &[T], offered: &[T]) -> Option<T> {
     preference.iter().copied().find(|p| offered.contains(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+
+    /// The gathered BLAKE3 tag equals the one-shot keyed hash of the concatenation, for
+    /// every size around the gathering thresholds and every way of splitting the input.
+    #[test]
+    fn blake3_tag_matches_one_shot_keyed_hash() {
+        let key = [0x5a; 32];
+        let lens = [
+            0,
+            1,
+            13,
+            1024,
+            BLAKE3_GATHER_MIN - 1,
+            BLAKE3_GATHER_MIN,
+            BLAKE3_GATHER - 13,
+            BLAKE3_GATHER - 1,
+            BLAKE3_GATHER,
+            BLAKE3_GATHER + 1,
+            BLAKE3_GATHER + 13,
+            3 * BLAKE3_GATHER + 517,
+            70_000,
+        ];
+        for len in lens {
+            let message: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let expected: [u8; 32] = blake3::keyed_hash(&key, &message).into();
+            for (a, b) in [(0, 0), (8, 13), (0, len), (len / 2, len / 2), (len / 3, len - len / 3)] {
+                let (a, b) = (a.min(len), b.min(len).max(a.min(len)));
+                let parts: [&[u8]; 3] = [&message[..a], &message[a..b], &message[b..]];
+                assert_eq!(blake3_tag(&key, &parts), expected, "len {len}, split {a}/{b}");
+            }
+        }
+    }
+
+    #[test]
+    fn hmac_tag_matches_one_shot_hmac() {
+        let key = [0x33; 32];
+        let message: Vec<u8> = (0..5000).map(|i| (i % 7) as u8).collect();
+        let state = MacState::new(MacSuite::HmacSha256, &key);
+        let mut one = hmac_sha256(&key);
+        one.update(&message);
+        let expected: [u8; 32] = one.finalize().into_bytes().into();
+        assert_eq!(state.tag(&[&message[..13], &message[13..]]), expected);
+        assert!(state.verify(&[&message], &expected));
+    }
 }
