@@ -1,0 +1,4 @@
+//! The `ServerChallenge` body decoder. See `boarding_fuzz_harness::checks::parsers::server_challenge`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| boarding_fuzz_harness::checks::parsers::server_challenge(data));
