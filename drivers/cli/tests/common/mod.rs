@@ -1,0 +1,97 @@
+//! Helpers to run the `boarding` binary as a subprocess.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_boarding");
+
+/// Runs `boarding ARGS` to completion; a run still going after 60 s is killed.
+pub fn boarding(args: &[&str]) -> Output {
+    let child = Command::new(BIN)
+        .args(args)
+        .env_remove("BOARDING_TOKEN")
+        .env("BOARDING_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let (done, watched) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if watched.recv_timeout(Duration::from_secs(60)) == Err(mpsc::RecvTimeoutError::Timeout) {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    drop(done);
+    out
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs `boarding ARGS`, asserting success; returns stdout.
+pub fn ok(args: &[&str]) -> String {
+    let o = boarding(args);
+    assert!(o.status.success(), "boarding {args:?} failed:\nstdout: {}\nstderr: {}", stdout(&o), stderr(&o));
+    stdout(&o)
+}
+
+/// A `boarding gateway serve` subprocess on a free loopback port.
+pub struct GatewayProcess {
+    pub child: Child,
+    pub addr: String,
+    pub pin: String,
+}
+
+impl GatewayProcess {
+    pub fn start(data_dir: &Path) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["gateway", "serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(["--handshake-timeout", "5s"])
+            .env("BOARDING_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (mut addr, mut pin) = (None, None);
+        while addr.is_none() {
+            let line = rx.recv_timeout(Duration::from_secs(20)).expect("the gateway printed its address in time");
+            if let Some(p) = line.strip_prefix("pin: ") {
+                pin = Some(p.to_owned());
+            }
+            if let Some(a) = line.strip_prefix("listening on ") {
+                addr = Some(a.to_owned());
+            }
+        }
+        Self { child, addr: addr.unwrap(), pin: pin.expect("the pin was printed") }
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
