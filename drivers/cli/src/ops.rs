@@ -1,5 +1,6 @@
 //! What each command does.
 
+use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -188,7 +189,8 @@ async fn serve(listen: &str, dir: &Path, config: GatewayConfig) -> Result<()> {
     let mut signals = async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term])
         .map_err(|source| CliError::Io { context: "cannot install signal handlers".into(), source })?;
     let signal = signals.next().await;
-    println!("received {signal:?}: shutting down gracefully");
+    // Whoever read our stdout may be gone by now; that must not stop the shutdown.
+    let _ = writeln!(std::io::stdout(), "received {signal:?}: shutting down gracefully");
     serving.shutdown().await;
     Ok(())
 }
