@@ -190,7 +190,12 @@ async fn serve(listen: &str, dir: &Path, config: GatewayConfig) -> Result<()> {
         .map_err(|source| CliError::Io { context: "cannot install signal handlers".into(), source })?;
     let signal = signals.next().await;
     // Whoever read our stdout may be gone by now; that must not stop the shutdown.
-    let _ = writeln!(std::io::stdout(), "received {signal:?}: shutting down gracefully");
+    let name = match signal {
+        Some(Ok(async_signal::Signal::Term)) => "SIGTERM",
+        Some(Ok(_)) => "SIGINT",
+        _ => "a signal",
+    };
+    let _ = writeln!(std::io::stdout(), "received {name}: shutting down gracefully");
     serving.shutdown().await;
     Ok(())
 }
