@@ -267,6 +267,18 @@ pub enum StoreError {
         #[source]
         source: Box<redb::Error>,
     },
+    /// The database file is in a file format this build cannot read.
+    #[error(
+        "the database {path} is in redb file format v{version}, which this build no longer reads (it reads v3, \
+         written by redb 3 and later): convert the file with redb 2.6's `Database::upgrade`, or move it aside \
+         and start afresh (a gateway then has a new identity and pin, and agents join again)"
+    )]
+    UnsupportedFormat {
+        /// The database file.
+        path: PathBuf,
+        /// The file's format version.
+        version: u8,
+    },
     /// A stored value could not be decoded.
     #[error("database {path}: the {what} record is corrupt ({reason}); restore the data directory from a backup")]
     Corrupt {

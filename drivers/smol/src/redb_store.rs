@@ -5,7 +5,9 @@
 //! seed) and `agent` (an agent's own saved keyring). Values are JSON. Every operation
 //! is one redb transaction with immediate durability, so a crash (even `SIGKILL`) loses
 //! nothing that was reported stored, and a redemption (expiry, use count, client-id
-//! uniqueness, new keyring) is a single write transaction.
+//! uniqueness, new keyring) is a single write transaction. The file is in redb's file
+//! format v3 (redb 3 and later); a file in an older format is refused with
+//! [`StoreError::UnsupportedFormat`].
 //!
 //! redb lets one process at a time open a file. [`RedbStore::open`] holds the file
 //! for the life of the store; [`RedbStore::open_shared`] opens it for each operation
@@ -22,7 +24,7 @@ use boarding::client::SavedKeyring;
 use boarding::identity::{ClientId, GatewayIdentity};
 use boarding::storage::{KeyringRecord, StorageAnswer, StorageRequest};
 use boarding::token::{TokenId, TokenRecord};
-use redb::{Database, DatabaseError, ReadableTable, TableDefinition};
+use redb::{Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
@@ -66,6 +68,34 @@ type Result<T> = std::result::Result<T, StoreError>;
 
 fn db_error<E: Into<redb::Error>>(path: &Path) -> impl FnOnce(E) -> StoreError + '_ {
     move |e| StoreError::Database { path: path.to_owned(), source: Box::new(e.into()) }
+}
+
+/// Why [`create`] could not open the file.
+enum OpenError {
+    /// Another process holds it; the caller decides whether to wait.
+    Held,
+    /// Anything else.
+    Failed(StoreError),
+}
+
+/// Opens (creating if needed) the database file.
+fn create(path: &Path) -> std::result::Result<Database, OpenError> {
+    match Database::create(path) {
+        Ok(db) => Ok(db),
+        Err(DatabaseError::DatabaseAlreadyOpen) => Err(OpenError::Held),
+        Err(DatabaseError::UpgradeRequired(version)) => {
+            Err(OpenError::Failed(StoreError::UnsupportedFormat { path: path.to_owned(), version }))
+        }
+        Err(e) => Err(OpenError::Failed(db_error(path)(e))),
+    }
+}
+
+/// Begins a write transaction that is on disk once `commit` returns, whatever redb's
+/// default: every write of this store must survive a crash right after it is reported.
+fn begin_write(db: &Database, path: &Path) -> Result<WriteTransaction> {
+    let mut txn = db.begin_write().map_err(db_error(path))?;
+    txn.set_durability(Durability::Immediate).map_err(db_error(path))?;
+    Ok(txn)
 }
 
 /// Creates `dir` (mode 0700 on Unix) if it does not exist.
@@ -133,10 +163,10 @@ impl RedbStore {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_owned();
         prepare_file(&path)?;
-        let db = match Database::create(&path) {
+        let db = match create(&path) {
             Ok(db) => db,
-            Err(DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked { path }),
-            Err(e) => return Err(db_error(&path)(e)),
+            Err(OpenError::Held) => return Err(StoreError::Locked { path }),
+            Err(OpenError::Failed(e)) => return Err(e),
         };
         let store = Self::from_parts(path, Mode::Held(db));
         store.with_db(init)?;
@@ -202,16 +232,14 @@ impl RedbStore {
                 let started = Instant::now();
                 let mut pause = Duration::from_millis(2);
                 let db = loop {
-                    match Database::create(path) {
+                    match create(path) {
                         Ok(db) => break db,
-                        Err(DatabaseError::DatabaseAlreadyOpen) if started.elapsed() < self.inner.lock_wait => {
+                        Err(OpenError::Held) if started.elapsed() < self.inner.lock_wait => {
                             std::thread::sleep(pause);
                             pause = (pause.saturating_mul(2)).min(Duration::from_millis(50));
                         }
-                        Err(DatabaseError::DatabaseAlreadyOpen) => {
-                            return Err(StoreError::Locked { path: path.to_owned() });
-                        }
-                        Err(e) => return Err(db_error(path)(e)),
+                        Err(OpenError::Held) => return Err(StoreError::Locked { path: path.to_owned() }),
+                        Err(OpenError::Failed(e)) => return Err(e),
                     }
                 };
                 f(&db, path)
@@ -241,7 +269,7 @@ impl RedbStore {
 }
 
 fn init(db: &Database, path: &Path) -> Result<()> {
-    let txn = db.begin_write().map_err(db_error(path))?;
+    let txn = begin_write(db, path)?;
     for table in [TOKENS, KEYRINGS, META, AGENT] {
         txn.open_table(table).map_err(db_error(path))?;
     }
@@ -282,7 +310,7 @@ fn write_decision(
     client_id: &ClientId,
     ticket: &[u8],
 ) -> Result<StorageAnswer> {
-    let txn = db.begin_write().map_err(db_error(path))?;
+    let txn = begin_write(db, path)?;
     let answer = {
         let mut tokens = txn.open_table(TOKENS).map_err(db_error(path))?;
         let mut keyrings = txn.open_table(KEYRINGS).map_err(db_error(path))?;
@@ -313,7 +341,7 @@ impl Store for RedbStore {
 
     async fn identity_or_insert(&self, candidate: GatewayIdentity) -> Result<GatewayIdentity> {
         self.run(move |db, path, _| {
-            let txn = db.begin_write().map_err(db_error(path))?;
+            let txn = begin_write(db, path)?;
             let identity = {
                 let mut meta = txn.open_table(META).map_err(db_error(path))?;
                 let stored = match meta.get(IDENTITY_KEY).map_err(db_error(path))? {
@@ -345,7 +373,7 @@ impl Store for RedbStore {
 
     async fn insert_token(&self, record: TokenRecord) -> Result<bool> {
         self.run(move |db, path, _| {
-            let txn = db.begin_write().map_err(db_error(path))?;
+            let txn = begin_write(db, path)?;
             let inserted = {
                 let mut tokens = txn.open_table(TOKENS).map_err(db_error(path))?;
                 let id = record.id();
@@ -381,7 +409,7 @@ impl Store for RedbStore {
 }
 
 fn remove(db: &Database, path: &Path, table: TableDefinition<'_, &str, &[u8]>, key: &str) -> Result<bool> {
-    let txn = db.begin_write().map_err(db_error(path))?;
+    let txn = begin_write(db, path)?;
     let existed = {
         let mut table = txn.open_table(table).map_err(db_error(path))?;
         table.remove(key).map_err(db_error(path))?.is_some()
@@ -394,7 +422,7 @@ impl KeyringStore for RedbStore {
     async fn save_keyring(&self, saved: &SavedKeyring) -> Result<()> {
         let saved = saved.clone();
         self.run(move |db, path, _| {
-            let txn = db.begin_write().map_err(db_error(path))?;
+            let txn = begin_write(db, path)?;
             {
                 let mut table = txn.open_table(AGENT).map_err(db_error(path))?;
                 let bytes = encode(path, "agent keyring", &saved)?;

@@ -1,0 +1,92 @@
+//! The redb store on its own: file permissions, locking between holders, records that
+//! outlive the store, and files in a file format it no longer reads.
+
+use std::time::Duration;
+
+use boarding::identity::GatewayIdentity;
+use boarding::token::{BootstrapToken, TokenRecord};
+use boarding_smol::{GATEWAY_DB, RedbStore, Store, StoreError, os_rng};
+
+#[cfg(unix)]
+#[test]
+fn data_dir_and_file_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("gw");
+    let store = RedbStore::gateway_in(&data_dir).unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data_dir), 0o700);
+    assert_eq!(mode(store.path()), 0o600);
+    assert_eq!(store.path(), data_dir.join(GATEWAY_DB));
+}
+
+#[test]
+fn records_outlive_the_store_and_the_identity_is_kept() {
+    smol::block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let token = BootstrapToken::generate(&mut os_rng());
+        let first = GatewayIdentity::generate(&mut os_rng());
+        {
+            let store = RedbStore::gateway_in(dir.path()).unwrap();
+            let kept = store.identity_or_insert(first.clone()).await.unwrap();
+            assert_eq!(kept.pin(), first.pin());
+            assert!(store.insert_token(TokenRecord::new(token.clone(), None, 1)).await.unwrap());
+            assert!(!store.insert_token(TokenRecord::new(token.clone(), None, 1)).await.unwrap(), "ids are unique");
+        }
+        let store = RedbStore::open(dir.path().join(GATEWAY_DB)).unwrap();
+        let other = GatewayIdentity::generate(&mut os_rng());
+        assert_eq!(store.identity_or_insert(other).await.unwrap().pin(), first.pin(), "the first identity stays");
+        let tokens = store.tokens().await.unwrap();
+        assert_eq!(tokens.len(), 1);
+        assert_eq!(tokens[0].id(), token.id());
+        assert!(store.revoke_token(token.id()).await.unwrap());
+        assert!(!store.revoke_token(token.id()).await.unwrap());
+    });
+}
+
+#[test]
+fn a_held_store_locks_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(GATEWAY_DB);
+    let shared = RedbStore::open_shared(&path).unwrap().with_lock_wait(Duration::from_millis(50));
+    let held = RedbStore::open(&path).unwrap();
+    match RedbStore::open(&path) {
+        Err(StoreError::Locked { path: locked }) => assert_eq!(locked, path),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    smol::block_on(async {
+        match shared.tokens().await {
+            Err(StoreError::Locked { .. }) => {}
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        drop(held);
+        assert!(shared.tokens().await.unwrap().is_empty(), "the file is free again");
+    });
+}
+
+#[test]
+fn a_file_in_redb_2_format_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(GATEWAY_DB);
+    {
+        let db = redb2::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(redb2::TableDefinition::<&str, &[u8]>::new("tokens")).unwrap();
+        txn.commit().unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    for result in [RedbStore::open(&path), RedbStore::open_shared(&path)] {
+        match result {
+            Err(e @ StoreError::UnsupportedFormat { .. }) => {
+                let StoreError::UnsupportedFormat { path: reported, version } = &e else { unreachable!() };
+                assert_eq!(reported, &path);
+                assert_eq!(*version, 2);
+                let message = e.to_string();
+                assert!(message.contains("file format v2") && message.contains("upgrade"), "{message}");
+            }
+            other => panic!("expected UnsupportedFormat, got {other:?}"),
+        }
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), before, "the old file is left as it was");
+}
