@@ -33,7 +33,7 @@ where
 {
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
-    let executor = Arc::new(smol::LocalExecutor::new());
+    let executor = smol::LocalExecutor::new();
     let mut tasks = Vec::with_capacity(agents);
     for agent in 0..agents {
         let (done, one) = (done.clone(), one.clone());
