@@ -570,8 +570,16 @@ impl StateMachineTest for Harness {
     }
 }
 
+/// The run configuration: network transitions on an agent without a connection are
+/// rejected by the preconditions while sequences are generated, so the reject budget
+/// grows with the number of cases.
+fn machine_config() -> proptest::test_runner::Config {
+    let base = config(512, 16);
+    proptest::test_runner::Config { max_local_rejects: base.cases.saturating_mul(1_000), ..base }
+}
+
 prop_state_machine! {
-    #![proptest_config(config(512, 16))]
+    #![proptest_config(machine_config())]
 
     #[test]
     fn gateway_agents_store_and_adversarial_network(sequential 1..if deep() { 200 } else { 100 } => Harness);
