@@ -296,7 +296,7 @@ fn main() {
     states(&mut corpus);
     session(&mut corpus);
     roundtrips(&mut corpus);
-    let checks: BTreeMap<&str, fn(&[u8])> = TARGETS.iter().copied().collect();
+    let checks: BTreeMap<&str, boarding_fuzz_harness::checks::Check> = TARGETS.iter().copied().collect();
     let mut total = 0;
     for (target, seeds) in &corpus {
         let out = Path::new(&dir).join(target);

@@ -14,9 +14,12 @@ pub mod parsers;
 pub mod server;
 pub mod session;
 
+/// A target's check: panics when an invariant breaks.
+pub type Check = fn(&[u8]);
+
 /// Every byte-input target, by the name its fuzz target and corpus directory use, and
 /// its check. The seed generator and the regression tests walk this table.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("token_parse", parsers::token),
     ("pin_parse", parsers::pin),
     ("jws_parse_verify", parsers::jws),

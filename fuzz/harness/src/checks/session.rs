@@ -363,7 +363,7 @@ impl Net {
                 self.confirmed.insert(id.clone(), record.keyring.id());
             }
         }
-        for (id, _) in &self.confirmed {
+        for id in self.confirmed.keys() {
             assert!(snapshot.keyrings.contains_key(id), "a confirmed keyring vanished");
         }
     }
