@@ -14,10 +14,28 @@ use rand_core::SeedableRng as _;
 fn handshakes(c: &mut Criterion) {
     let mut group = c.benchmark_group("handshake");
 
+    // Each handshake next to its public-key bound, so drift on a shared machine
+    // affects both alike.
     let fixture = HandshakeFixture::new();
     let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let mut ops = PublicKeyOps::new();
+    let public = ops.public();
+    let signature = ops.ed25519_sign();
+    assert!(ops.ed25519_verify(&public, &signature));
     group.bench_function("boarding-join", |b| b.iter(|| black_box(fixture.join(&mut rng))));
+    group.bench_function("pk-bound-join", |b| {
+        b.iter(|| {
+            let shared = ops.x25519_both_ends();
+            let signature = ops.ed25519_sign();
+            black_box((shared, ops.ed25519_verify(black_box(&public), &signature)))
+        })
+    });
     group.bench_function("boarding-resume", |b| b.iter(|| black_box(fixture.resume(&mut rng))));
+    group.bench_function("pk-bound-resume", |b| b.iter(|| black_box(ops.x25519_both_ends())));
+    group.bench_function("pk-ed25519-sign", |b| b.iter(|| black_box(ops.ed25519_sign())));
+    group.bench_function("pk-ed25519-verify", |b| {
+        b.iter(|| black_box(ops.ed25519_verify(black_box(&public), black_box(&signature))))
+    });
 
     // The same join through the deterministic driver: an in-memory store behind a lock,
     // a message log and a network queue.
@@ -34,23 +52,6 @@ fn handshakes(c: &mut Criterion) {
         })
     });
 
-    let mut ops = PublicKeyOps::new();
-    let public = ops.public();
-    let signature = ops.ed25519_sign();
-    assert!(ops.ed25519_verify(&public, &signature));
-    group.bench_function("pk-bound-join", |b| {
-        b.iter(|| {
-            let shared = ops.x25519_both_ends();
-            let signature = ops.ed25519_sign();
-            black_box((shared, ops.ed25519_verify(black_box(&public), &signature)))
-        })
-    });
-    group.bench_function("pk-bound-resume", |b| b.iter(|| black_box(ops.x25519_both_ends())));
-    group.bench_function("pk-ed25519-sign", |b| b.iter(|| black_box(ops.ed25519_sign())));
-    group.bench_function("pk-ed25519-verify", |b| {
-        b.iter(|| black_box(ops.ed25519_verify(black_box(&public), black_box(&signature))))
-    });
-
     let noise = NoiseXx::new();
     group.bench_function("snow-noise-xx", |b| b.iter(|| black_box(noise.handshake())));
     let tls = TlsConfigs::new();
@@ -61,8 +62,8 @@ fn handshakes(c: &mut Criterion) {
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(30)
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(40)
         .noise_threshold(0.05)
 }
 

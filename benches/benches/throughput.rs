@@ -44,8 +44,8 @@ fn throughput(c: &mut Criterion) {
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_millis(1500))
-        .sample_size(30)
+        .measurement_time(Duration::from_millis(2500))
+        .sample_size(40)
         .noise_threshold(0.05)
 }
 

@@ -134,8 +134,10 @@ fn hmac_tag(prepared: &Hmac<Sha256>, parts: &[&[u8]]) -> [u8; TAG_LEN] {
 
 /// How many leading message bytes [`blake3_tag`] gathers into one contiguous block: 16
 /// chunks, the widest SIMD degree (AVX-512) of the `blake3` crate.
+#[cfg(any(feature = "std", test))]
 const BLAKE3_GATHER: usize = 16 * 1024;
 /// Below this many bytes gathering gains nothing (at most a few chunks).
+#[cfg(any(feature = "std", test))]
 const BLAKE3_GATHER_MIN: usize = 4 * 1024;
 
 /// BLAKE3's keyed hash of the concatenation of `parts`.
@@ -146,24 +148,17 @@ const BLAKE3_GATHER_MIN: usize = 4 * 1024;
 /// as separate `update` calls, the prefix leaves the hasher mid-chunk, and the payload's
 /// chunks are then hashed in subtrees of 1, 1, 2, 4, 8, ... chunks, a SIMD pass each,
 /// instead of 16 chunks per pass (measured: under half the raw primitive's throughput
-/// at 16 KiB). Copying the first 16 KiB of the message into one contiguous stack block
-/// lets the hasher take the first 16 chunks in one pass, after which every later subtree
-/// is aligned again; the copy is far cheaper than the passes it saves. The tag is the
-/// same: BLAKE3 does not depend on how its input is split. No allocation either way.
+/// at 16 KiB). Copying the first 16 KiB of the message into one contiguous per-thread
+/// block lets the hasher take the first 16 chunks in one pass, after which
+/// every later subtree is aligned again; the copy is far cheaper than the passes it
+/// saves. The tag is the same: BLAKE3 does not depend on how its input is split. No
+/// allocation either way.
 fn blake3_tag(key: &[u8; 32], parts: &[&[u8]]) -> [u8; TAG_LEN] {
-    let total = parts.iter().fold(0usize, |n, p| n.saturating_add(p.len()));
-    if total < BLAKE3_GATHER_MIN {
-        let mut hasher = blake3::Hasher::new_keyed(key);
-        for part in parts {
-            hasher.update(part);
-        }
-        return hasher.finalize().into();
-    }
     #[cfg(feature = "std")]
-    {
-        // A per-thread block: zeroing a fresh 16 KiB on every frame would cost about as
-        // much as the copy. It only ever holds message bytes (which travel in the clear),
-        // never the key. Unavailable only during thread teardown.
+    if parts.iter().fold(0usize, |n, p| n.saturating_add(p.len())) >= BLAKE3_GATHER_MIN {
+        // A per-thread block: zeroing a fresh 16 KiB on the stack for every frame would
+        // cost about as much as the copy. It only ever holds message bytes (which travel
+        // in the clear), never the key. Unavailable only during thread teardown.
         let tag = GATHER
             .try_with(|cell| cell.try_borrow_mut().ok().map(|mut head| blake3_gathered(key, parts, &mut head)))
             .ok()
@@ -172,7 +167,13 @@ fn blake3_tag(key: &[u8; 32], parts: &[&[u8]]) -> [u8; TAG_LEN] {
             return tag;
         }
     }
-    blake3_on_stack(key, parts)
+    // Small messages, and `no_std` builds (whose stacks may be small, and whose BLAKE3
+    // has no run-time SIMD detection to profit from it), hash the parts as they are.
+    let mut hasher = blake3::Hasher::new_keyed(key);
+    for part in parts {
+        hasher.update(part);
+    }
+    hasher.finalize().into()
 }
 
 #[cfg(feature = "std")]
@@ -180,14 +181,8 @@ std::thread_local! {
     static GATHER: core::cell::RefCell<[u8; BLAKE3_GATHER]> = const { core::cell::RefCell::new([0; BLAKE3_GATHER]) };
 }
 
-/// [`blake3_gathered`] with a block on the stack (`no_std`, or thread teardown).
-#[inline(never)]
-fn blake3_on_stack(key: &[u8; 32], parts: &[&[u8]]) -> [u8; TAG_LEN] {
-    let mut head = [0u8; BLAKE3_GATHER];
-    blake3_gathered(key, parts, &mut head)
-}
-
 /// The keyed hash of `parts`, the first [`BLAKE3_GATHER`] bytes gathered into `head`.
+#[cfg(any(feature = "std", test))]
 fn blake3_gathered(key: &[u8; 32], parts: &[&[u8]], head: &mut [u8; BLAKE3_GATHER]) -> [u8; TAG_LEN] {
     let mut hasher = blake3::Hasher::new_keyed(key);
     let mut gathered = 0usize;
@@ -275,7 +270,8 @@ mod tests {
                 let (a, b) = (a.min(len), b.min(len).max(a.min(len)));
                 let parts: [&[u8]; 3] = [&message[..a], &message[a..b], &message[b..]];
                 assert_eq!(blake3_tag(&key, &parts), expected, "len {len}, split {a}/{b}");
-                assert_eq!(blake3_on_stack(&key, &parts), expected, "len {len}, split {a}/{b}");
+                let mut head = [0u8; BLAKE3_GATHER];
+                assert_eq!(blake3_gathered(&key, &parts, &mut head), expected, "len {len}, split {a}/{b}");
             }
         }
     }
