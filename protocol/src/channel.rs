@@ -3,7 +3,8 @@
 //!
 //! A frame is `type (1) | length (4, big-endian) | payload | tag (32)`; the tag is the
 //! suite's MAC, under the direction's session key, over
-//! `sequence (8, big-endian) | type | length | payload`. Sequence numbers are implicit
+//! `payload | sequence (8, big-endian) | type | length` (the fixed-size trailer last, so
+//! the payload is hashed from its first byte at full speed). Sequence numbers are implicit
 //! (each direction counts from 0), so a replayed, reordered, dropped or reflected frame
 //! fails its tag; keys are per session, so a frame spliced in from another session
 //! fails too. A session ends with an authenticated `Close`: a stream that stops without
@@ -234,7 +235,7 @@ impl Channel {
             return Err(ChannelError::SequenceExhausted);
         }
         head.copy_from_slice(&header(frame_type, payload_len));
-        tag_slot.copy_from_slice(&self.send.mac.tag(&[&seq.to_be_bytes(), head, payload]));
+        tag_slot.copy_from_slice(&self.send.mac.tag(&[payload, &seq.to_be_bytes(), head]));
         self.send.next_seq()?;
         Ok(total)
     }
@@ -266,7 +267,7 @@ impl Channel {
         if seq == u64::MAX {
             return Err(ChannelError::SequenceExhausted);
         }
-        if !self.recv.mac.verify(&[&seq.to_be_bytes(), head, payload], tag) {
+        if !self.recv.mac.verify(&[payload, &seq.to_be_bytes(), head], tag) {
             return Err(ChannelError::BadTag);
         }
         self.recv.next_seq()?;

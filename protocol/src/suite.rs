@@ -64,8 +64,7 @@ pub(crate) enum MacState {
     Blake3(Blake3Key),
 }
 
-/// A BLAKE3 key; a keyed hasher is cheap to set up, so it is built per tag (see
-/// [`blake3_tag`]).
+/// A BLAKE3 key; a keyed hasher is cheap to set up, so it is built per tag.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub(crate) struct Blake3Key([u8; 32]);
 
@@ -78,10 +77,27 @@ impl MacState {
     }
 
     /// The tag over the concatenation of `parts`.
+    ///
+    /// Channel frames pass the payload first and the 13-byte trailer (sequence number,
+    /// type, length) last: the payload then starts the hash input, so BLAKE3 hashes it
+    /// in full-width SIMD subtrees from its first byte and HMAC in whole blocks, with no
+    /// copying (see `spec/PROTOCOL.md` §9).
     pub(crate) fn tag(&self, parts: &[&[u8]]) -> [u8; TAG_LEN] {
         match self {
-            Self::HmacSha256(prepared) => hmac_tag(prepared, parts),
-            Self::Blake3(key) => blake3_tag(&key.0, parts),
+            Self::HmacSha256(prepared) => {
+                let mut mac = prepared.clone();
+                for part in parts {
+                    mac.update(part);
+                }
+                mac.finalize().into_bytes().into()
+            }
+            Self::Blake3(key) => {
+                let mut hasher = blake3::Hasher::new_keyed(&key.0);
+                for part in parts {
+                    hasher.update(part);
+                }
+                hasher.finalize().into()
+            }
         }
     }
 
@@ -89,128 +105,6 @@ impl MacState {
     pub(crate) fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
         self.tag(parts).ct_eq(tag).into()
     }
-}
-
-/// SHA-256's block size.
-const SHA256_BLOCK: usize = 64;
-
-/// HMAC-SHA256 of the concatenation of `parts`, from the prepared keyed state.
-///
-/// A frame's MAC input starts with two tiny parts (8-byte sequence number, 5-byte
-/// header): fed as three `update` calls, the hash buffers them, tops its buffer up from
-/// the payload, compresses that one block and then the rest in a second call. Gathering
-/// the first block on the stack instead makes it two plain calls, which measurably
-/// trims the per-frame overhead at small and medium sizes (the tag is the same).
-fn hmac_tag(prepared: &Hmac<Sha256>, parts: &[&[u8]]) -> [u8; TAG_LEN] {
-    let mut mac = prepared.clone();
-    let mut block = [0u8; SHA256_BLOCK];
-    let mut gathered = 0usize;
-    let mut flushed = false;
-    for &part in parts {
-        let mut part = part;
-        if !flushed {
-            let room = SHA256_BLOCK.saturating_sub(gathered);
-            let (now, later) = part.split_at(part.len().min(room));
-            let end = gathered.saturating_add(now.len());
-            if let Some(slot) = block.get_mut(gathered..end) {
-                slot.copy_from_slice(now);
-            }
-            gathered = end;
-            part = later;
-            if gathered == SHA256_BLOCK {
-                mac.update(&block);
-                flushed = true;
-            }
-        }
-        if flushed && !part.is_empty() {
-            mac.update(part);
-        }
-    }
-    if !flushed {
-        mac.update(block.get(..gathered).unwrap_or_default());
-    }
-    mac.finalize().into_bytes().into()
-}
-
-/// How many leading message bytes [`blake3_tag`] gathers into one contiguous block: 16
-/// chunks, the widest SIMD degree (AVX-512) of the `blake3` crate.
-#[cfg(any(feature = "std", test))]
-const BLAKE3_GATHER: usize = 16 * 1024;
-/// Below this many bytes gathering gains nothing (at most a few chunks).
-#[cfg(any(feature = "std", test))]
-const BLAKE3_GATHER_MIN: usize = 4 * 1024;
-
-/// BLAKE3's keyed hash of the concatenation of `parts`.
-///
-/// BLAKE3 hashes many 1 KiB chunks at once with SIMD, but `blake3::Hasher` can only do
-/// so for a power-of-two subtree that starts at a multiple of its own size. A frame's
-/// MAC input is a 13-byte prefix (sequence number and header) and then the payload: fed
-/// as separate `update` calls, the prefix leaves the hasher mid-chunk, and the payload's
-/// chunks are then hashed in subtrees of 1, 1, 2, 4, 8, ... chunks, a SIMD pass each,
-/// instead of 16 chunks per pass (measured: under half the raw primitive's throughput
-/// at 16 KiB). Copying the first 16 KiB of the message into one contiguous per-thread
-/// block lets the hasher take the first 16 chunks in one pass, after which
-/// every later subtree is aligned again; the copy is far cheaper than the passes it
-/// saves. The tag is the same: BLAKE3 does not depend on how its input is split. No
-/// allocation either way.
-fn blake3_tag(key: &[u8; 32], parts: &[&[u8]]) -> [u8; TAG_LEN] {
-    #[cfg(feature = "std")]
-    if parts.iter().fold(0usize, |n, p| n.saturating_add(p.len())) >= BLAKE3_GATHER_MIN {
-        // A per-thread block: zeroing a fresh 16 KiB on the stack for every frame would
-        // cost about as much as the copy. It only ever holds message bytes (which travel
-        // in the clear), never the key. Unavailable only during thread teardown.
-        let tag = GATHER
-            .try_with(|cell| cell.try_borrow_mut().ok().map(|mut head| blake3_gathered(key, parts, &mut head)))
-            .ok()
-            .flatten();
-        if let Some(tag) = tag {
-            return tag;
-        }
-    }
-    // Small messages, and `no_std` builds (whose stacks may be small, and whose BLAKE3
-    // has no run-time SIMD detection to profit from it), hash the parts as they are.
-    let mut hasher = blake3::Hasher::new_keyed(key);
-    for part in parts {
-        hasher.update(part);
-    }
-    hasher.finalize().into()
-}
-
-#[cfg(feature = "std")]
-std::thread_local! {
-    static GATHER: core::cell::RefCell<[u8; BLAKE3_GATHER]> = const { core::cell::RefCell::new([0; BLAKE3_GATHER]) };
-}
-
-/// The keyed hash of `parts`, the first [`BLAKE3_GATHER`] bytes gathered into `head`.
-#[cfg(any(feature = "std", test))]
-fn blake3_gathered(key: &[u8; 32], parts: &[&[u8]], head: &mut [u8; BLAKE3_GATHER]) -> [u8; TAG_LEN] {
-    let mut hasher = blake3::Hasher::new_keyed(key);
-    let mut gathered = 0usize;
-    let mut flushed = false;
-    for &part in parts {
-        let mut part = part;
-        if !flushed {
-            let room = BLAKE3_GATHER.saturating_sub(gathered);
-            let (now, later) = part.split_at(part.len().min(room));
-            let end = gathered.saturating_add(now.len());
-            if let Some(slot) = head.get_mut(gathered..end) {
-                slot.copy_from_slice(now);
-            }
-            gathered = end;
-            part = later;
-            if gathered == BLAKE3_GATHER {
-                hasher.update(&head[..]);
-                flushed = true;
-            }
-        }
-        if flushed && !part.is_empty() {
-            hasher.update(part);
-        }
-    }
-    if !flushed {
-        hasher.update(head.get(..gathered).unwrap_or_default());
-    }
-    hasher.finalize().into()
 }
 
 impl fmt::Debug for MacState {
@@ -243,56 +137,21 @@ mod tests {
     use super::*;
     use alloc::vec::Vec;
 
-    /// The gathered BLAKE3 tag equals the one-shot keyed hash of the concatenation, for
-    /// every size around the gathering thresholds and every way of splitting the input.
+    /// Tags over split inputs equal the one-shot MAC of the concatenation, in both suites.
     #[test]
-    fn blake3_tag_matches_one_shot_keyed_hash() {
+    fn tags_match_one_shot_macs() {
         let key = [0x5a; 32];
-        let lens = [
-            0,
-            1,
-            13,
-            1024,
-            BLAKE3_GATHER_MIN - 1,
-            BLAKE3_GATHER_MIN,
-            BLAKE3_GATHER - 13,
-            BLAKE3_GATHER - 1,
-            BLAKE3_GATHER,
-            BLAKE3_GATHER + 1,
-            BLAKE3_GATHER + 13,
-            3 * BLAKE3_GATHER + 517,
-            70_000,
-        ];
-        for len in lens {
+        for len in [0usize, 1, 13, 63, 64, 65, 1024, 16 * 1024, 16 * 1024 + 13, 70_000] {
             let message: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-            let expected: [u8; 32] = blake3::keyed_hash(&key, &message).into();
-            for (a, b) in [(0, 0), (8, 13), (0, len), (len / 2, len / 2), (len / 3, len - len / 3)] {
-                let (a, b) = (a.min(len), b.min(len).max(a.min(len)));
-                let parts: [&[u8]; 3] = [&message[..a], &message[a..b], &message[b..]];
-                assert_eq!(blake3_tag(&key, &parts), expected, "len {len}, split {a}/{b}");
-                let mut head = [0u8; BLAKE3_GATHER];
-                assert_eq!(blake3_gathered(&key, &parts, &mut head), expected, "len {len}, split {a}/{b}");
-            }
-        }
-    }
-
-    #[test]
-    fn hmac_tag_matches_one_shot_hmac() {
-        let key = [0x33; 32];
-        let message: Vec<u8> = (0..5000).map(|i| (i % 7) as u8).collect();
-        let state = MacState::new(MacSuite::HmacSha256, &key);
-        let mut one = hmac_sha256(&key);
-        one.update(&message);
-        let expected: [u8; 32] = one.finalize().into_bytes().into();
-        assert_eq!(state.tag(&[&message[..13], &message[13..]]), expected);
-        assert_eq!(state.tag(&[&message[..8], &message[8..13], &message[13..]]), expected);
-        for len in [0, 1, 13, 63, 64, 65, 77, 128] {
+            let b3: [u8; 32] = blake3::keyed_hash(&key, &message).into();
             let mut one = hmac_sha256(&key);
-            one.update(&message[..len]);
-            let expected: [u8; 32] = one.finalize().into_bytes().into();
-            let cut = len.min(8);
-            assert_eq!(state.tag(&[&message[..cut], &message[cut..len]]), expected, "len {len}");
+            one.update(&message);
+            let hm: [u8; 32] = one.finalize().into_bytes().into();
+            let cut = len.saturating_sub(13);
+            let parts: [&[u8]; 2] = [&message[..cut], &message[cut..]];
+            assert_eq!(MacState::new(MacSuite::Blake3, &key).tag(&parts), b3, "BLAKE3 {len}");
+            assert_eq!(MacState::new(MacSuite::HmacSha256, &key).tag(&parts), hm, "HMAC {len}");
+            assert!(MacState::new(MacSuite::HmacSha256, &key).verify(&[&message], &hm));
         }
-        assert!(state.verify(&[&message], &expected));
     }
 }

@@ -125,8 +125,10 @@ fn first_frame(suite: MacSuite, key: &[u8; 32]) -> Vec<u8> {
     let mut frame = vec![0x17];
     frame.extend_from_slice(&(PAYLOAD.len() as u32).to_be_bytes());
     frame.extend_from_slice(PAYLOAD);
-    let mut input = 0u64.to_be_bytes().to_vec();
-    input.extend_from_slice(&frame);
+    // payload || sequence || type || length
+    let mut input = PAYLOAD.to_vec();
+    input.extend_from_slice(&0u64.to_be_bytes());
+    input.extend_from_slice(&frame[..5]);
     let tag: [u8; 32] = match suite {
         MacSuite::HmacSha256 => hmac(key, &input),
         _ => blake3::keyed_hash(key, &input).into(),
