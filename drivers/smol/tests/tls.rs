@@ -35,6 +35,22 @@ async fn token<S: Store>(gateway: &Gateway<S>, expires_at: Option<u64>, uses: u3
     token
 }
 
+/// The gateway bumps its counters in the connection's task after it has let go of the
+/// socket, so a peer can see the close first: wait (bounded) for the counters to match.
+async fn stats_eventually<S: Store>(
+    gateway: &Gateway<S>,
+    expected: impl Fn(&boarding_smol::GatewayStats) -> bool,
+) -> boarding_smol::GatewayStats {
+    for _ in 0..200 {
+        let stats = gateway.stats();
+        if expected(&stats) {
+            return stats;
+        }
+        smol::Timer::after(Duration::from_millis(10)).await;
+    }
+    gateway.stats()
+}
+
 fn id(s: &str) -> ClientId {
     ClientId::new(s).unwrap()
 }
@@ -193,7 +209,7 @@ fn expired_exhausted_revoked_and_unknown_tokens() {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("boarding token create"), "{err}");
-        assert_eq!(gateway.stats().established, 1);
+        assert_eq!(stats_eventually(&gateway, |s| s.established == 1).await.established, 1);
         serving.shutdown().await;
     });
 }
@@ -308,7 +324,7 @@ fn a_silent_client_hits_the_handshake_deadline() {
         })
         .await;
         assert_eq!(n, 0, "the gateway closed the silent connection");
-        assert_eq!(gateway.stats().failed, 1);
+        assert_eq!(stats_eventually(&gateway, |s| s.failed == 1).await.failed, 1);
         serving.shutdown().await;
     });
 }
@@ -368,7 +384,7 @@ fn garbage_and_tls_without_the_protocol_are_rejected_and_the_gateway_keeps_servi
             let _ = g.read_to_end(&mut sink).await;
             let _ = t.read_to_end(&mut sink).await;
         }
-        let stats = gateway.stats();
+        let stats = stats_eventually(&gateway, |s| s.established == 3 && s.failed == 6).await;
         assert_eq!(stats.established, 3);
         assert_eq!(stats.failed, 6, "{stats:?}");
         serving.shutdown().await;
@@ -405,7 +421,7 @@ fn handshake_cap_frame_cap_and_graceful_shutdown() {
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Tls { .. }), "{err:?}");
-        assert_eq!(gateway.stats().refused, 1);
+        assert_eq!(stats_eventually(&gateway, |s| s.refused == 1).await.refused, 1);
         drop(_silent);
         // Once the slot is free (the silent client left), joins work again.
         let mut session = None;
