@@ -209,11 +209,7 @@ where
             send_alerts(&mut io, alerts).await;
             return Err(e.into());
         }
-        io.flush().await.map_err(Error::io("sending a handshake message"))?;
-        let n = io.read(&mut chunk).await.map_err(Error::io("receiving a handshake message"))?;
-        let Some(read) = chunk.get(..n).filter(|r| !r.is_empty()) else {
-            return Err(Error::HandshakeEof);
-        };
+        let read = read_handshake(&mut io, &mut chunk).await?;
         if let Err(e) = server.handle_input(unix_now(), read) {
             let alerts = drain_server(&mut server);
             send_alerts(&mut io, alerts).await;
@@ -222,22 +218,28 @@ where
     }
 }
 
+/// Flushes what the handshake wrote, then reads its next bytes; the stream ending
+/// mid-handshake is [`Error::HandshakeEof`].
+async fn read_handshake<'a, IO: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut IO,
+    chunk: &'a mut [u8],
+) -> Result<&'a [u8], Error> {
+    io.flush().await.map_err(Error::io("sending a handshake message"))?;
+    let n = io.read(chunk).await.map_err(Error::io("receiving a handshake message"))?;
+    chunk.get(..n).filter(|r| !r.is_empty()).ok_or(Error::HandshakeEof)
+}
+
+/// The frames left in a state machine's output queue (after a failure: its alert).
+fn drain_transmits<O>(poll: impl FnMut() -> Option<O>, transmit: fn(O) -> Option<Vec<u8>>) -> Vec<Vec<u8>> {
+    std::iter::from_fn(poll).filter_map(transmit).collect()
+}
+
 fn drain_server(server: &mut Server) -> Vec<Vec<u8>> {
-    std::iter::from_fn(|| server.poll_output())
-        .filter_map(|o| match o {
-            ServerOutput::Transmit(bytes) => Some(bytes),
-            _ => None,
-        })
-        .collect()
+    drain_transmits(|| server.poll_output(), |o| if let ServerOutput::Transmit(b) = o { Some(b) } else { None })
 }
 
 fn drain_client(client: &mut Client) -> Vec<Vec<u8>> {
-    std::iter::from_fn(|| client.poll_output())
-        .filter_map(|o| match o {
-            ClientOutput::Transmit(bytes) => Some(bytes),
-            _ => None,
-        })
-        .collect()
+    drain_transmits(|| client.poll_output(), |o| if let ClientOutput::Transmit(b) = o { Some(b) } else { None })
 }
 
 /// Drives an agent handshake over `io`; a join's keyring goes to `keyrings` before
@@ -278,11 +280,7 @@ where
                 }
             }
         }
-        io.flush().await.map_err(Error::io("sending a handshake message"))?;
-        let n = io.read(&mut chunk).await.map_err(Error::io("receiving a handshake message"))?;
-        let Some(read) = chunk.get(..n).filter(|r| !r.is_empty()) else {
-            return Err(Error::HandshakeEof);
-        };
+        let read = read_handshake(&mut io, &mut chunk).await?;
         if let Err(e) = client.handle_input(read) {
             let alerts = drain_client(&mut client);
             send_alerts(&mut io, alerts).await;
