@@ -1,29 +1,30 @@
 //! The agent's state machines: [`Client::join`] with a bootstrap token and pins, and
 //! [`Client::resume`] with a stored keyring.
 //!
-//! Drain [`Client::poll_output`] until `None`, send what it says, feed the gateway's
-//! bytes to [`Client::handle_input`]. A join yields [`ClientOutput::PersistKeyring`]
-//! before it confirms: store the keyring durably, then call
-//! [`Client::handle_persisted`], so a crash can never leave the gateway holding a
-//! confirmed keyring the agent lost.
+//! Drive it as [`crate::handshake`] describes: drain [`Client::poll_output`] until
+//! `None` after every input, send what it says, feed the gateway's bytes to
+//! [`Client::handle_input`]. A join yields [`ClientRequest::PersistKeyring`] before it
+//! confirms: store the keyring durably, then call [`Client::handle_persisted`] with the
+//! outcome, so a crash can never leave the gateway holding a confirmed keyring the agent
+//! lost. A keyring that could not be stored fails the join with
+//! [`LocalFailure::Persist`] and tells the gateway `Internal`.
 //!
 //! ```text
 //! join:   ExpectChallenge -ServerChallenge-> ExpectServerFinished
 //!           -ServerFinished-> AwaitPersist -persisted-> Established
 //! resume: ExpectResumeChallenge -ResumeChallenge-> Established
-//! any error -> Failed (an alert is queued; the error is returned on every later call)
+//! any error -> failed (its alert, then Output::Failed; the error is returned on every later call)
 //! ```
 
-use alloc::collections::VecDeque;
 use alloc::vec::Vec;
-use core::mem;
 
 use ed25519_dalek::VerifyingKey;
 
 use crate::channel::{Channel, Side};
-use crate::error::{Error, ProtocolError, peer_alert};
+use crate::error::{Error, LocalFailure, PeerMisbehaved, Refusal};
+use crate::handshake::{HandshakeState, Machine, Outbox, Output};
 use crate::identity::ClientId;
-use crate::inbound::{Inbound, body};
+use crate::inbound::Frame;
 use crate::jws::{
     JwsError, challenge_header, challenge_header_prefix, header_starts_with, hs256_detached, verify_eddsa_detached,
 };
@@ -31,8 +32,8 @@ use crate::keys::{
     EphemeralSecret, JoinSecrets, Keyring, SessionKeys, finished_mac, join_secrets, resume_secrets, verify_finished,
 };
 use crate::messages::{
-    AlertMessage, ClientAuth, ClientFinished, ClientHello, FrameType, HandshakeMessage, MAX_EVIDENCE, Message,
-    ResumeChallenge, ResumeFinished, ResumeHello, ServerChallenge, ServerFinished,
+    ClientAuth, ClientFinished, ClientHello, FrameType, HandshakeMessage, MAX_EVIDENCE, Message, ResumeChallenge,
+    ResumeFinished, ResumeHello, ServerChallenge, ServerFinished,
 };
 use crate::pin::Pin;
 use crate::suite::{MacSuite, SUPPORTED_VERSIONS};
@@ -72,8 +73,9 @@ impl JoinConfig {
         self
     }
 
-    /// Don't name the token in the hello ("seed flow"): the gateway answers with a
-    /// challenge for every active token, and the client picks its own.
+    /// Don't name the token in the hello (the *unnamed-token flow*): the gateway
+    /// answers with a challenge for each of its first unexpired tokens, up to its cap,
+    /// and the client picks its own.
     pub fn without_token_id(mut self) -> Self {
         self.name_token = false;
         self
@@ -129,20 +131,24 @@ impl ResumeConfig {
     }
 }
 
-/// What the agent state machine wants done next.
-#[derive(Debug)]
-pub enum ClientOutput {
-    /// Send these bytes to the gateway.
-    Transmit(Vec<u8>),
+/// What the agent asks its driver to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientRequest {
     /// Store this keyring durably, then call [`Client::handle_persisted`].
     PersistKeyring(SavedKeyring),
-    /// The handshake is complete; call [`Client::into_session`].
-    Established(Joined),
 }
 
-/// What the agent learns when its handshake completes.
+/// What the agent state machine wants done next.
+pub type ClientOutput = Output<ClientRequest, SessionInfo>;
+
+/// The keyring could not be stored (the answer to [`ClientRequest::PersistKeyring`]
+/// when the agent's store failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PersistFailed;
+
+/// What the agent learns when its handshake (a join or a resume) completes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Joined {
+pub struct SessionInfo {
     /// The gateway's pin.
     pub gateway_pin: Pin,
     /// The negotiated MAC suite.
@@ -159,7 +165,7 @@ pub struct ClientSession {
     /// The channel.
     pub channel: Channel,
     /// What the handshake established.
-    pub joined: Joined,
+    pub info: SessionInfo,
     /// Bytes received after the handshake (channel frames), to open first.
     pub buffered: Vec<u8>,
 }
@@ -184,7 +190,7 @@ struct ExpectServerFinished {
 struct AwaitPersist {
     transcript: Transcript,
     secrets: JoinSecrets,
-    joined: Joined,
+    info: SessionInfo,
 }
 
 #[derive(Debug)]
@@ -198,7 +204,7 @@ struct ExpectResumeChallenge {
 #[derive(Debug)]
 struct Established {
     session: SessionKeys,
-    joined: Joined,
+    info: SessionInfo,
 }
 
 #[derive(Debug)]
@@ -208,35 +214,43 @@ enum State {
     AwaitPersist(AwaitPersist),
     ExpectResumeChallenge(ExpectResumeChallenge),
     Established(Established),
-    Failed(Error),
 }
 
-impl State {
-    fn expecting(&self) -> Option<&'static str> {
+impl HandshakeState for State {
+    fn name(&self) -> &'static str {
         match self {
-            Self::ExpectChallenge(_) => Some("ServerChallenge"),
-            Self::ExpectServerFinished(_) => Some("ServerFinished"),
-            Self::ExpectResumeChallenge(_) => Some("ResumeChallenge"),
-            _ => None,
+            Self::ExpectChallenge(_) => "ExpectChallenge",
+            Self::ExpectServerFinished(_) => "ExpectServerFinished",
+            Self::AwaitPersist(_) => "AwaitPersist",
+            Self::ExpectResumeChallenge(_) => "ExpectResumeChallenge",
+            Self::Established(_) => "Established",
+        }
+    }
+
+    fn expected(&self) -> Option<&'static [FrameType]> {
+        match self {
+            Self::ExpectChallenge(_) => Some(&[FrameType::ServerChallenge]),
+            Self::ExpectServerFinished(_) => Some(&[FrameType::ServerFinished]),
+            Self::ExpectResumeChallenge(_) => Some(&[FrameType::ResumeChallenge]),
+            Self::AwaitPersist(_) | Self::Established(_) => None,
         }
     }
 }
 
+type ClientMachine = Machine<State, ClientRequest, SessionInfo>;
+type ClientOutbox = Outbox<ClientRequest, SessionInfo>;
+
 /// One connection's agent-side handshake.
 #[derive(Debug)]
 pub struct Client {
-    state: State,
-    inbound: Inbound,
-    outputs: VecDeque<ClientOutput>,
+    machine: ClientMachine,
 }
 
-const MISUSE: Error = Error::Protocol(ProtocolError::Misuse("the handshake is not in a state for this call"));
-
-fn check_choice(version: u16, suite: u16, versions: &[u16], suites: &[u16]) -> Result<MacSuite, ProtocolError> {
+fn check_choice(version: u16, suite: u16, versions: &[u16], suites: &[u16]) -> Result<MacSuite, PeerMisbehaved> {
     if !versions.contains(&version) || !suites.contains(&suite) || !SUPPORTED_VERSIONS.contains(&version) {
-        return Err(ProtocolError::ChoiceNotOffered);
+        return Err(PeerMisbehaved::ChoiceNotOffered);
     }
-    MacSuite::from_code(suite).ok_or(ProtocolError::ChoiceNotOffered)
+    MacSuite::from_code(suite).ok_or(PeerMisbehaved::ChoiceNotOffered)
 }
 
 fn suite_codes(suites: &[MacSuite]) -> Vec<u16> {
@@ -257,10 +271,8 @@ impl Client {
         let frame = hello.to_frame();
         let mut transcript = Transcript::new();
         transcript.add_frame(&frame);
-        let mut client = Self { state: State::Failed(MISUSE), inbound: Inbound::default(), outputs: VecDeque::new() };
-        client.outputs.push_back(ClientOutput::Transmit(frame));
-        client.state = State::ExpectChallenge(ExpectChallenge { config, hello, transcript, ephemeral });
-        client
+        let state = State::ExpectChallenge(ExpectChallenge { config, hello, transcript, ephemeral });
+        Self { machine: Machine::new(state, Some(frame)) }
     }
 
     /// Starts a resume; the `ResumeHello` is ready in [`Client::poll_output`].
@@ -276,193 +288,174 @@ impl Client {
         let frame = hello.to_frame();
         let mut transcript = Transcript::new();
         transcript.add_frame(&frame);
-        let mut client = Self { state: State::Failed(MISUSE), inbound: Inbound::default(), outputs: VecDeque::new() };
-        client.outputs.push_back(ClientOutput::Transmit(frame));
-        client.state =
+        let state =
             State::ExpectResumeChallenge(ExpectResumeChallenge { saved: config.saved, hello, transcript, ephemeral });
-        client
+        Self { machine: Machine::new(state, Some(frame)) }
     }
 
-    /// Feeds bytes from the gateway.
+    /// Feeds bytes from the gateway (any split: partial frames are buffered).
     pub fn handle_input(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        self.check_failed()?;
-        if let Err(e) = self.inbound.push(bytes) {
-            return Err(self.fail(e));
-        }
-        while let Some(expected) = self.state.expecting() {
-            let frame = match self.inbound.next_frame(expected) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => return Ok(()),
-                Err(e) => return Err(self.fail(e)),
-            };
-            let next = self.on_frame(frame, expected);
-            self.advance(next)?;
-        }
-        Ok(())
+        self.machine.handle_input(bytes, on_frame)
     }
 
-    /// Tells the join that the keyring from [`ClientOutput::PersistKeyring`] is stored;
-    /// it then sends its key confirmation.
-    pub fn handle_persisted(&mut self) -> Result<(), Error> {
-        self.check_failed()?;
-        let State::AwaitPersist(s) = mem::replace(&mut self.state, State::Failed(MISUSE)) else {
-            return Err(self.fail(MISUSE));
-        };
-        let th = s.transcript.hash_partial(FrameType::ClientFinished as u8, &[]);
-        let finished = ClientFinished { mac: finished_mac(&s.secrets.client_finished, &th) };
-        self.outputs.push_back(ClientOutput::Transmit(finished.to_frame()));
-        self.outputs.push_back(ClientOutput::Established(s.joined.clone()));
-        self.state = State::Established(Established { session: s.secrets.session.clone(), joined: s.joined });
-        Ok(())
+    /// Answers [`ClientRequest::PersistKeyring`]: `Ok(())` once the keyring is stored
+    /// durably (the join then sends its key confirmation), `Err(PersistFailed)` if it
+    /// could not be (the join fails and tells the gateway `Internal`). Called when no
+    /// persist is pending, it is [`Error::Misuse`] and changes nothing.
+    pub fn handle_persisted(&mut self, outcome: Result<(), PersistFailed>) -> Result<(), Error> {
+        self.machine.answer(
+            "handle_persisted",
+            |state| matches!(state, State::AwaitPersist(_)),
+            |state, outbox| match (state, outcome) {
+                (State::AwaitPersist(_), Err(PersistFailed)) => Err(LocalFailure::Persist.into()),
+                (State::AwaitPersist(s), Ok(())) => {
+                    let th = s.transcript.hash_partial(FrameType::ClientFinished as u8, &[]);
+                    let finished = ClientFinished { mac: finished_mac(&s.secrets.client_finished, &th) };
+                    outbox.transmit(finished.to_frame());
+                    outbox.established(s.info.clone());
+                    Ok(State::Established(Established { session: s.secrets.session.clone(), info: s.info }))
+                }
+                // Unreachable: `pending` admitted only AwaitPersist.
+                (other, _) => Ok(other),
+            },
+        )?;
+        self.machine.process(&mut on_frame)
     }
 
     /// The next thing to do, or `None` when there is nothing until more input.
     pub fn poll_output(&mut self) -> Option<ClientOutput> {
-        self.outputs.pop_front()
+        self.machine.poll()
     }
 
     /// Whether the handshake completed.
     pub fn is_established(&self) -> bool {
-        matches!(self.state, State::Established(_))
+        matches!(self.machine.state(), Ok(State::Established(_)))
     }
 
-    /// The error the handshake failed with, if it did.
-    pub fn failure(&self) -> Option<&Error> {
-        match &self.state {
-            State::Failed(e) if *e != MISUSE => Some(e),
+    /// What the handshake established, once it has.
+    pub fn session_info(&self) -> Option<&SessionInfo> {
+        match self.machine.state() {
+            Ok(State::Established(e)) => Some(&e.info),
             _ => None,
         }
     }
 
-    /// Turns an established handshake into its session.
-    pub fn into_session(mut self) -> Result<ClientSession, Error> {
-        match mem::replace(&mut self.state, State::Failed(MISUSE)) {
-            State::Established(e) => Ok(ClientSession {
-                channel: Channel::new(Side::Client, e.joined.suite, &e.session),
-                joined: e.joined,
-                buffered: self.inbound.take_rest(),
-            }),
-            State::Failed(e) => Err(e),
-            _ => Err(ProtocolError::Misuse("the handshake is not complete").into()),
-        }
+    /// The error the handshake failed with, if it did.
+    pub fn failure(&self) -> Option<&Error> {
+        self.machine.failure()
     }
 
-    fn check_failed(&self) -> Result<(), Error> {
-        match &self.state {
-            State::Failed(e) => Err(e.clone()),
-            _ => Ok(()),
-        }
-    }
-
-    fn fail(&mut self, e: Error) -> Error {
-        let from_peer = matches!(e, Error::Protocol(ProtocolError::PeerAlert(_) | ProtocolError::UnknownAlert(_)));
-        if !from_peer && e != MISUSE {
-            self.outputs.push_back(ClientOutput::Transmit(AlertMessage { code: e.alert().code() }.to_frame()));
-        }
-        self.state = State::Failed(e.clone());
-        e
-    }
-
-    fn advance(&mut self, next: Result<State, Error>) -> Result<(), Error> {
-        match next {
-            Ok(state) => {
-                self.state = state;
-                Ok(())
-            }
-            Err(e) => Err(self.fail(e)),
-        }
-    }
-
-    fn on_frame(&mut self, (frame_type, frame): (FrameType, Vec<u8>), expected: &'static str) -> Result<State, Error> {
-        let message = HandshakeMessage::decode(frame_type, body(&frame))?;
-        match (mem::replace(&mut self.state, State::Failed(MISUSE)), message) {
-            (_, HandshakeMessage::Alert(a)) => Err(peer_alert(a.code).into()),
-            (State::ExpectChallenge(s), HandshakeMessage::ServerChallenge(m)) => self.on_challenge(s, m, &frame),
-            (State::ExpectServerFinished(s), HandshakeMessage::ServerFinished(m)) => {
-                self.on_server_finished(s, m, &frame)
-            }
-            (State::ExpectResumeChallenge(s), HandshakeMessage::ResumeChallenge(m)) => {
-                self.on_resume_challenge(s, m, &frame)
-            }
-            _ => Err(ProtocolError::UnexpectedMessage { expected, got: frame_type as u8 }.into()),
-        }
-    }
-
-    fn on_challenge(&mut self, s: ExpectChallenge, m: ServerChallenge, frame: &[u8]) -> Result<State, Error> {
-        let suite = check_choice(m.version, m.suite, &s.hello.versions, &s.hello.suites)?;
-        let gateway_pin = Pin::from_ed25519(&m.identity_key);
-        if !gateway_pin.matches_any(&s.config.pins) {
-            return Err(ProtocolError::WrongPin { presented: gateway_pin }.into());
-        }
-        let token = &s.config.token;
-        let th = s.transcript.hash_partial(FrameType::ServerChallenge as u8, &m.signed_part());
-        let header = challenge_header(token.id(), &th);
-        let prefix = challenge_header_prefix(token.id());
-        let jws = m.challenges.iter().find(|c| header_starts_with(c, &prefix)).ok_or(ProtocolError::TokenNotOffered)?;
-        let key = VerifyingKey::from_bytes(&m.identity_key).map_err(|_| ProtocolError::BadGatewaySignature)?;
-        verify_eddsa_detached(jws, &header, &token.to_payload()[..], &key).map_err(|e| match e {
-            // The header names another transcript: a replayed or downgraded exchange.
-            JwsError::UnexpectedHeader => ProtocolError::TranscriptMismatch,
-            _ => ProtocolError::BadGatewaySignature,
+    /// Turns an established handshake into its session. Before that, it returns the
+    /// handshake's error, or [`Error::Misuse`] if it is still in progress.
+    pub fn into_session(self) -> Result<ClientSession, Error> {
+        let (e, buffered) = self.machine.into_established(|state| match state {
+            State::Established(e) => Ok(e),
+            other => Err(other),
         })?;
-        let dh = s.ephemeral.agree(&m.ephemeral)?;
-
-        let mut transcript = s.transcript;
-        transcript.add_frame(frame);
-        let mut auth = ClientAuth {
-            token_id: token.id(),
-            client_id: s.config.client_id.as_str().as_bytes().to_vec(),
-            ephemeral: s.ephemeral.public(),
-            evidence: s.config.evidence.clone(),
-            proof: alloc::string::String::new(),
-        };
-        let th_proof = transcript.hash_partial(FrameType::ClientAuth as u8, &auth.signed_part());
-        auth.proof = hs256_detached(&th_proof, token.id().as_str(), token.secret().expose());
-        let auth_frame = auth.to_frame();
-        transcript.add_frame(&auth_frame);
-        let secrets = join_secrets(&dh, token.secret(), &transcript.current(), &s.config.client_id, &gateway_pin);
-        self.outputs.push_back(ClientOutput::Transmit(auth_frame));
-        let saved = SavedKeyring {
-            client_id: s.config.client_id.clone(),
-            gateway_pin,
-            token_id: token.id(),
-            keyring: secrets.keyring.clone(),
-        };
-        Ok(State::ExpectServerFinished(ExpectServerFinished { transcript, secrets, saved, suite }))
+        Ok(ClientSession { channel: Channel::new(Side::Client, e.info.suite, &e.session), info: e.info, buffered })
     }
+}
 
-    fn on_server_finished(&mut self, s: ExpectServerFinished, m: ServerFinished, frame: &[u8]) -> Result<State, Error> {
-        let th = s.transcript.hash_partial(FrameType::ServerFinished as u8, &m.signed_part());
-        if !verify_finished(&s.secrets.server_finished, &th, &m.mac) {
-            return Err(ProtocolError::BadGatewayProof.into());
+fn on_frame(state: State, frame: Frame, message: HandshakeMessage, outbox: &mut ClientOutbox) -> Result<State, Error> {
+    match (state, message) {
+        (State::ExpectChallenge(s), HandshakeMessage::ServerChallenge(m)) => on_challenge(s, m, &frame, outbox),
+        (State::ExpectServerFinished(s), HandshakeMessage::ServerFinished(m)) => {
+            on_server_finished(s, m, &frame, outbox)
         }
-        let mut transcript = s.transcript;
-        transcript.add_frame(frame);
-        let joined = Joined { gateway_pin: s.saved.gateway_pin, suite: s.suite, ticket: m.ticket, resumed: false };
-        self.outputs.push_back(ClientOutput::PersistKeyring(s.saved));
-        Ok(State::AwaitPersist(AwaitPersist { transcript, secrets: s.secrets, joined }))
-    }
-
-    fn on_resume_challenge(
-        &mut self,
-        s: ExpectResumeChallenge,
-        m: ResumeChallenge,
-        frame: &[u8],
-    ) -> Result<State, Error> {
-        let suite = check_choice(m.version, m.suite, &s.hello.versions, &s.hello.suites)?;
-        let dh = s.ephemeral.agree(&m.ephemeral)?;
-        let th = s.transcript.hash_partial(FrameType::ResumeChallenge as u8, &m.signed_part());
-        let secrets = resume_secrets(&dh, &s.saved.keyring, &th, &s.saved.client_id, &s.saved.gateway_pin);
-        if !verify_finished(&secrets.server_finished, &th, &m.mac) {
-            return Err(ProtocolError::BadGatewayProof.into());
+        (State::ExpectResumeChallenge(s), HandshakeMessage::ResumeChallenge(m)) => {
+            on_resume_challenge(s, m, &frame, outbox)
         }
-        let mut transcript = s.transcript;
-        transcript.add_frame(frame);
-        let th = transcript.hash_partial(FrameType::ResumeFinished as u8, &[]);
-        let finished = ResumeFinished { mac: finished_mac(&secrets.client_finished, &th) };
-        self.outputs.push_back(ClientOutput::Transmit(finished.to_frame()));
-        let joined = Joined { gateway_pin: s.saved.gateway_pin, suite, ticket: Vec::new(), resumed: true };
-        self.outputs.push_back(ClientOutput::Established(joined.clone()));
-        Ok(State::Established(Established { session: secrets.session.clone(), joined }))
+        // The frame type was checked against the state before decoding.
+        (state, _) => Err(PeerMisbehaved::UnexpectedMessage {
+            expected: state.expected().unwrap_or(&[]),
+            got: frame.frame_type as u8,
+        }
+        .into()),
     }
+}
+
+fn on_challenge(s: ExpectChallenge, m: ServerChallenge, frame: &Frame, outbox: &mut ClientOutbox) -> Result<State, Error> {
+    let suite = check_choice(m.version, m.suite, &s.hello.versions, &s.hello.suites)?;
+    // The pin that matched (the presented key's) is the one the key schedule binds.
+    let gateway_pin = Pin::from_ed25519(&m.identity_key);
+    if !gateway_pin.matches_any(&s.config.pins) {
+        return Err(Refusal::WrongPin { presented: gateway_pin }.into());
+    }
+    let token = &s.config.token;
+    let th = s.transcript.hash_partial(FrameType::ServerChallenge as u8, &m.signed_part());
+    let header = challenge_header(token.id(), &th);
+    let prefix = challenge_header_prefix(token.id());
+    // Challenges whose header does not decode, or is for another token, are skipped.
+    let jws = m.challenges.iter().find(|c| header_starts_with(c, &prefix)).ok_or(Refusal::UnknownToken)?;
+    let key = VerifyingKey::from_bytes(&m.identity_key).map_err(|_| PeerMisbehaved::BadGatewaySignature)?;
+    verify_eddsa_detached(jws, &header, &token.to_payload()[..], &key).map_err(|e| match e {
+        // The header names another transcript: a replayed or downgraded exchange.
+        JwsError::UnexpectedHeader => PeerMisbehaved::TranscriptMismatch,
+        _ => PeerMisbehaved::BadGatewaySignature,
+    })?;
+    let dh = s.ephemeral.agree(&m.ephemeral)?;
+
+    let mut transcript = s.transcript;
+    transcript.add_frame(&frame.bytes);
+    let mut auth = ClientAuth {
+        token_id: token.id(),
+        client_id: s.config.client_id.as_str().as_bytes().to_vec(),
+        ephemeral: s.ephemeral.public(),
+        evidence: s.config.evidence.clone(),
+        proof: alloc::string::String::new(),
+    };
+    let th_proof = transcript.hash_partial(FrameType::ClientAuth as u8, &auth.signed_part());
+    auth.proof = hs256_detached(&th_proof, token.id().as_str(), token.secret().expose());
+    let auth_frame = auth.to_frame();
+    transcript.add_frame(&auth_frame);
+    let secrets = join_secrets(&dh, token.secret(), &transcript.current(), &s.config.client_id, &gateway_pin);
+    outbox.transmit(auth_frame);
+    let saved = SavedKeyring {
+        client_id: s.config.client_id.clone(),
+        gateway_pin,
+        token_id: token.id(),
+        keyring: secrets.keyring.clone(),
+    };
+    Ok(State::ExpectServerFinished(ExpectServerFinished { transcript, secrets, saved, suite }))
+}
+
+fn on_server_finished(
+    s: ExpectServerFinished,
+    m: ServerFinished,
+    frame: &Frame,
+    outbox: &mut ClientOutbox,
+) -> Result<State, Error> {
+    let th = s.transcript.hash_partial(FrameType::ServerFinished as u8, &m.signed_part());
+    if !verify_finished(&s.secrets.server_finished, &th, &m.mac) {
+        return Err(PeerMisbehaved::BadGatewayProof.into());
+    }
+    let mut transcript = s.transcript;
+    transcript.add_frame(&frame.bytes);
+    let info = SessionInfo { gateway_pin: s.saved.gateway_pin, suite: s.suite, ticket: m.ticket, resumed: false };
+    outbox.request(ClientRequest::PersistKeyring(s.saved));
+    Ok(State::AwaitPersist(AwaitPersist { transcript, secrets: s.secrets, info }))
+}
+
+fn on_resume_challenge(
+    s: ExpectResumeChallenge,
+    m: ResumeChallenge,
+    frame: &Frame,
+    outbox: &mut ClientOutbox,
+) -> Result<State, Error> {
+    let suite = check_choice(m.version, m.suite, &s.hello.versions, &s.hello.suites)?;
+    let dh = s.ephemeral.agree(&m.ephemeral)?;
+    let th = s.transcript.hash_partial(FrameType::ResumeChallenge as u8, &m.signed_part());
+    // A resume binds the pin stored with the keyring at join.
+    let secrets = resume_secrets(&dh, &s.saved.keyring, &th, &s.saved.client_id, &s.saved.gateway_pin);
+    if !verify_finished(&secrets.server_finished, &th, &m.mac) {
+        return Err(PeerMisbehaved::BadGatewayProof.into());
+    }
+    let mut transcript = s.transcript;
+    transcript.add_frame(&frame.bytes);
+    let th = transcript.hash_partial(FrameType::ResumeFinished as u8, &[]);
+    let finished = ResumeFinished { mac: finished_mac(&secrets.client_finished, &th) };
+    outbox.transmit(finished.to_frame());
+    let info = SessionInfo { gateway_pin: s.saved.gateway_pin, suite, ticket: Vec::new(), resumed: true };
+    outbox.established(info.clone());
+    Ok(State::Established(Established { session: secrets.session.clone(), info }))
 }

@@ -1,16 +1,28 @@
-//! Layered errors: a detailed, typed [`Error`] for the local side, and the coarse
-//! [`Alert`] code that is all the peer ever learns.
+//! Layered errors: a detailed, typed [`Error`] for the local side, grouped by cause,
+//! and the coarse [`Alert`] code that is all the peer ever learns.
+//!
+//! | group | cause | alert sent |
+//! |---|---|---|
+//! | [`Error::PeerMisbehaved`] | the peer's bytes, messages or proofs broke the protocol | yes |
+//! | [`Error::PeerIncompatible`] | no version or MAC suite in common | yes |
+//! | [`Error::Refused`] | a policy said no: token rules, client-id rules, pins, the application | yes |
+//! | [`Error::PeerAlert`] | the peer aborted with an alert | no (an alert is never answered) |
+//! | [`Error::Local`] | this side failed: storage, persisting, the application's answer | yes (`Internal`) |
+//! | [`Error::Misuse`] | the caller used the API out of order; nothing changed | no |
+//! | [`Error::Channel`] | a channel frame was rejected, or the channel is closed | no (the channel has no alerts) |
+//!
+//! Which error sends which alert is decided in one place: [`Error::alert`].
 
 use core::fmt;
 
 pub use crate::channel::ChannelError;
 pub use crate::codec::DecodeError;
+use crate::messages::FrameType;
 use crate::pin::Pin;
 
 /// The coarse reason a peer is told when a handshake fails (the body of an `Alert`
 /// message, one byte). Deliberately vague: the local [`Error`] says more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 #[repr(u8)]
 pub enum Alert {
     /// No protocol version or MAC suite in common.
@@ -33,27 +45,32 @@ pub enum Alert {
     InvalidClientId = 9,
     /// The gateway's identity did not match the client's pins, or its signature failed.
     BadIdentity = 10,
-    /// The peer failed for a reason of its own (storage failure, misuse).
+    /// The peer failed for a reason of its own (storage failure, a keyring it could not store).
     Internal = 11,
+    /// The gateway's application refused this client (its admission policy said no).
+    AdmissionRefused = 12,
 }
 
 impl Alert {
+    /// Every alert, in code order.
+    pub const ALL: [Self; 12] = [
+        Self::UnsupportedVersion,
+        Self::Malformed,
+        Self::UnexpectedMessage,
+        Self::UnknownToken,
+        Self::ExpiredToken,
+        Self::ExhaustedToken,
+        Self::BadProof,
+        Self::ClientIdTaken,
+        Self::InvalidClientId,
+        Self::BadIdentity,
+        Self::Internal,
+        Self::AdmissionRefused,
+    ];
+
     /// Decodes an alert code; unknown codes map to `None`.
     pub fn from_code(code: u8) -> Option<Self> {
-        Some(match code {
-            1 => Self::UnsupportedVersion,
-            2 => Self::Malformed,
-            3 => Self::UnexpectedMessage,
-            4 => Self::UnknownToken,
-            5 => Self::ExpiredToken,
-            6 => Self::ExhaustedToken,
-            7 => Self::BadProof,
-            8 => Self::ClientIdTaken,
-            9 => Self::InvalidClientId,
-            10 => Self::BadIdentity,
-            11 => Self::Internal,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|a| a.code() == code)
     }
 
     /// The wire code.
@@ -76,34 +93,30 @@ impl fmt::Display for Alert {
             Self::InvalidClientId => "invalid client id",
             Self::BadIdentity => "gateway identity rejected",
             Self::Internal => "internal error",
+            Self::AdmissionRefused => "refused by the gateway's admission policy",
         })
     }
 }
 
-/// A handshake that was well-formed on the wire but wrong.
+/// The peer broke the protocol: its bytes did not decode, a message came out of
+/// order, or a proof it sent did not verify.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ProtocolError {
-    /// A message of another type was expected in this state.
+pub enum PeerMisbehaved {
+    /// The peer's bytes could not be decoded.
+    Malformed(DecodeError),
+    /// A frame of another type was expected in this state.
     UnexpectedMessage {
-        /// What the state machine was waiting for.
-        expected: &'static str,
+        /// The frame types the state machine was waiting for.
+        expected: &'static [FrameType],
         /// The frame type byte that arrived.
         got: u8,
     },
-    /// No protocol version in common with the peer.
-    NoCommonVersion,
-    /// No MAC suite in common with the peer.
-    NoCommonSuite,
     /// The gateway chose a version or suite the client did not offer.
     ChoiceNotOffered,
-    /// The gateway's identity key matches none of the client's pins.
-    WrongPin {
-        /// The pin of the key the gateway presented.
-        presented: Pin,
-    },
-    /// The gateway sent no challenge for the client's token.
-    TokenNotOffered,
+    /// An X25519 share produced the all-zero (non-contributory) shared secret.
+    NonContributoryShare,
+    /// The client's messages name two different tokens.
+    TokenMismatch,
     /// The gateway's EdDSA challenge for the client's token did not verify.
     BadGatewaySignature,
     /// The gateway signed another transcript than the client's: a message was changed,
@@ -114,65 +127,191 @@ pub enum ProtocolError {
     BadGatewayProof,
     /// The client's token proof or finished MAC did not verify.
     BadClientProof,
-    /// An X25519 share produced the all-zero (non-contributory) shared secret.
-    NonContributoryShare,
-    /// The token id is unknown (never issued, or revoked).
+}
+
+/// The peer speaks nothing this side speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerIncompatible {
+    /// No protocol version in common with the peer.
+    NoCommonVersion,
+    /// No MAC suite in common with the peer.
+    NoCommonSuite,
+}
+
+/// A policy refused the handshake: the gateway's token and client rules, the
+/// client's pins, or the gateway application's admission decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The token id is unknown (never issued, or revoked), or, at the client, the
+    /// gateway sent no challenge for it.
     UnknownToken,
     /// The token has expired.
     ExpiredToken,
     /// The token has no uses left.
     ExhaustedToken,
-    /// The client's messages name two different tokens.
-    TokenMismatch,
     /// The client id is already bound to a confirmed keyring or to another token.
     ClientIdTaken,
     /// The client id does not follow the client-id rules.
     InvalidClientId,
-    /// A resume named a client id with no keyring (the client was sent a decoy).
+    /// A resume named a client id with no keyring (the client was sent a decoy), or a
+    /// confirmation found the keyring revoked.
     UnknownClient,
-    /// The peer sent an alert.
-    PeerAlert(Alert),
-    /// The peer sent an alert code this implementation does not know.
-    UnknownAlert(u8),
-    /// The storage backend failed; the handshake cannot continue.
-    Storage,
-    /// The caller used the API out of order (for example answered a storage request
-    /// that was not asked).
-    Misuse(&'static str),
+    /// The gateway's identity key matches none of the client's pins.
+    WrongPin {
+        /// The pin of the key the gateway presented.
+        presented: Pin,
+    },
+    /// The gateway's application refused to admit the client.
+    Admission,
 }
 
-impl ProtocolError {
-    /// The alert the peer is sent for this error.
-    pub fn alert(&self) -> Alert {
+/// This side failed for a reason of its own; the peer is told `Internal`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalFailure {
+    /// The storage backend failed.
+    Storage,
+    /// The agent could not store its keyring durably, so it does not confirm it.
+    Persist,
+    /// The application's join ticket is longer than the protocol allows.
+    TicketTooLong {
+        /// Its length.
+        len: usize,
+    },
+    /// A handshake step was interrupted by a panic (the state it was replacing is
+    /// gone). The core itself never panics; this is what a caller that catches an
+    /// unwind sees afterwards.
+    Interrupted,
+}
+
+/// The caller used the API out of order. The call changed nothing and sent nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiMisuse {
+    /// An answer arrived that the state machine did not ask for now.
+    NotPending {
+        /// What was answered.
+        answer: &'static str,
+        /// What the state machine is waiting for.
+        state: &'static str,
+    },
+    /// The handshake has not completed (for `into_session`).
+    NotEstablished {
+        /// What the state machine is waiting for.
+        state: &'static str,
+    },
+}
+
+/// An alert received from the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceivedAlert {
+    /// A code this implementation knows.
+    Known(Alert),
+    /// A code it does not know.
+    Unknown(u8),
+    /// An Alert frame whose body is not exactly one byte (still an abort, never answered).
+    Malformed,
+}
+
+impl ReceivedAlert {
+    /// Classifies a received alert code.
+    pub fn from_code(code: u8) -> Self {
+        Alert::from_code(code).map_or(Self::Unknown(code), Self::Known)
+    }
+}
+
+/// Every error the protocol core reports, grouped by cause (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The peer broke the protocol.
+    PeerMisbehaved(PeerMisbehaved),
+    /// The peer has no version or suite in common with this side.
+    PeerIncompatible(PeerIncompatible),
+    /// A policy refused the handshake.
+    Refused(Refusal),
+    /// The peer aborted the handshake with an alert.
+    PeerAlert(ReceivedAlert),
+    /// This side failed.
+    Local(LocalFailure),
+    /// The API was used out of order; nothing changed.
+    Misuse(ApiMisuse),
+    /// A channel frame was rejected, or the channel is closed.
+    Channel(ChannelError),
+}
+
+impl Error {
+    /// The alert the peer is sent for this error, or `None` for errors that send none:
+    /// a received alert is never answered, misuse changes nothing, and the channel has
+    /// no alerts (a fatal channel error closes the connection).
+    pub fn alert(&self) -> Option<Alert> {
+        Some(match self {
+            Self::PeerMisbehaved(p) => match p {
+                PeerMisbehaved::Malformed(_)
+                | PeerMisbehaved::NonContributoryShare
+                | PeerMisbehaved::TokenMismatch => Alert::Malformed,
+                PeerMisbehaved::UnexpectedMessage { .. } => Alert::UnexpectedMessage,
+                PeerMisbehaved::ChoiceNotOffered => Alert::UnsupportedVersion,
+                PeerMisbehaved::BadGatewaySignature | PeerMisbehaved::BadGatewayProof => Alert::BadIdentity,
+                PeerMisbehaved::TranscriptMismatch | PeerMisbehaved::BadClientProof => Alert::BadProof,
+            },
+            Self::PeerIncompatible(_) => Alert::UnsupportedVersion,
+            Self::Refused(r) => match r {
+                Refusal::UnknownToken => Alert::UnknownToken,
+                Refusal::ExpiredToken => Alert::ExpiredToken,
+                Refusal::ExhaustedToken => Alert::ExhaustedToken,
+                Refusal::ClientIdTaken => Alert::ClientIdTaken,
+                Refusal::InvalidClientId => Alert::InvalidClientId,
+                // The decoy: an unknown client is told exactly what a wrong proof is told.
+                Refusal::UnknownClient => Alert::BadProof,
+                Refusal::WrongPin { .. } => Alert::BadIdentity,
+                Refusal::Admission => Alert::AdmissionRefused,
+            },
+            Self::Local(_) => Alert::Internal,
+            Self::PeerAlert(_) | Self::Misuse(_) | Self::Channel(_) => return None,
+        })
+    }
+
+    /// The alert the peer sent, if this error is one.
+    pub fn peer_alert(&self) -> Option<ReceivedAlert> {
         match self {
-            Self::UnexpectedMessage { .. } => Alert::UnexpectedMessage,
-            Self::NoCommonVersion | Self::NoCommonSuite | Self::ChoiceNotOffered => Alert::UnsupportedVersion,
-            Self::WrongPin { .. } | Self::BadGatewaySignature | Self::BadGatewayProof => Alert::BadIdentity,
-            Self::TokenNotOffered | Self::UnknownToken => Alert::UnknownToken,
-            Self::BadClientProof | Self::UnknownClient | Self::TranscriptMismatch => Alert::BadProof,
-            Self::NonContributoryShare | Self::TokenMismatch => Alert::Malformed,
-            Self::ExpiredToken => Alert::ExpiredToken,
-            Self::ExhaustedToken => Alert::ExhaustedToken,
-            Self::ClientIdTaken => Alert::ClientIdTaken,
-            Self::InvalidClientId => Alert::InvalidClientId,
-            Self::PeerAlert(_) | Self::UnknownAlert(_) | Self::Storage | Self::Misuse(_) => Alert::Internal,
+            Self::PeerAlert(a) => Some(*a),
+            _ => None,
         }
     }
 }
 
-impl fmt::Display for ProtocolError {
+impl TryFrom<&Error> for Alert {
+    type Error = ();
+
+    /// The alert for an error (see [`Error::alert`]); `Err(())` for errors that send none.
+    fn try_from(e: &Error) -> Result<Self, ()> {
+        e.alert().ok_or(())
+    }
+}
+
+/// Writes a list of frame types as `A or B or C`.
+struct FrameTypes(&'static [FrameType]);
+
+impl fmt::Display for FrameTypes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, t) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" or ")?;
+            }
+            write!(f, "{t:?}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for PeerMisbehaved {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::Malformed(e) => write!(f, "malformed input: {e}"),
             Self::UnexpectedMessage { expected, got } => {
-                write!(f, "expected {expected}, got a frame of type 0x{got:02x}")
+                write!(f, "expected {}, got a frame of type 0x{got:02x}", FrameTypes(expected))
             }
-            Self::NoCommonVersion => f.write_str("no protocol version in common with the peer"),
-            Self::NoCommonSuite => f.write_str("no MAC suite in common with the peer"),
             Self::ChoiceNotOffered => f.write_str("the gateway chose a version or suite that was not offered"),
-            Self::WrongPin { presented } => {
-                write!(f, "the gateway presented identity {presented}, which matches none of the pins")
-            }
-            Self::TokenNotOffered => f.write_str("the gateway does not know this token (no challenge for its id)"),
+            Self::NonContributoryShare => f.write_str("the peer's X25519 share is non-contributory"),
+            Self::TokenMismatch => f.write_str("the client named two different tokens"),
             Self::BadGatewaySignature => f.write_str(
                 "the gateway's signature over the token challenge did not verify \
                  (wrong token secret, or not the gateway that issued the token)",
@@ -184,41 +323,68 @@ impl fmt::Display for ProtocolError {
                 "the gateway's MAC did not verify (not the pinned gateway, or it no longer holds this client's keyring)",
             ),
             Self::BadClientProof => f.write_str("the client's proof did not verify (wrong token secret or tampering)"),
-            Self::NonContributoryShare => f.write_str("the peer's X25519 share is non-contributory"),
-            Self::UnknownToken => f.write_str("unknown token (never issued, or revoked)"),
-            Self::ExpiredToken => f.write_str("the token has expired"),
-            Self::ExhaustedToken => f.write_str("the token has no uses left"),
-            Self::TokenMismatch => f.write_str("the client named two different tokens"),
-            Self::ClientIdTaken => f.write_str("the client id is already taken"),
-            Self::InvalidClientId => f.write_str("the client id is not valid"),
-            Self::UnknownClient => f.write_str("resume for a client id without a keyring"),
-            Self::PeerAlert(alert) => write!(f, "the peer aborted: {alert}"),
-            Self::UnknownAlert(code) => write!(f, "the peer aborted with unknown alert code {code}"),
-            Self::Storage => f.write_str("the storage backend failed"),
-            Self::Misuse(what) => write!(f, "API misuse: {what}"),
         }
     }
 }
 
-/// Every error the protocol core reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Error {
-    /// The peer's bytes could not be decoded.
-    Decode(DecodeError),
-    /// The peer's messages decoded but broke the protocol.
-    Protocol(ProtocolError),
-    /// A channel frame was rejected, or the channel is closed.
-    Channel(ChannelError),
+impl fmt::Display for PeerIncompatible {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NoCommonVersion => "no protocol version in common with the peer",
+            Self::NoCommonSuite => "no MAC suite in common with the peer",
+        })
+    }
 }
 
-impl Error {
-    /// The alert the peer is sent for this error.
-    pub fn alert(&self) -> Alert {
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Decode(_) => Alert::Malformed,
-            Self::Protocol(p) => p.alert(),
-            Self::Channel(_) => Alert::Malformed,
+            Self::UnknownToken => f.write_str("unknown token (never issued, revoked, or not offered by the gateway)"),
+            Self::ExpiredToken => f.write_str("the token has expired"),
+            Self::ExhaustedToken => f.write_str("the token has no uses left"),
+            Self::ClientIdTaken => f.write_str("the client id is already taken"),
+            Self::InvalidClientId => f.write_str("the client id is not valid"),
+            Self::UnknownClient => f.write_str("no keyring for this client id (never joined, or revoked)"),
+            Self::WrongPin { presented } => {
+                write!(f, "the gateway presented identity {presented}, which matches none of the pins")
+            }
+            Self::Admission => f.write_str("the gateway's admission policy refused the client"),
+        }
+    }
+}
+
+impl fmt::Display for LocalFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Storage => f.write_str("the storage backend failed"),
+            Self::Persist => f.write_str("the keyring could not be stored, so it was not confirmed"),
+            Self::TicketTooLong { len } => {
+                write!(f, "the join ticket is {len} bytes, the limit is {}", crate::messages::MAX_TICKET)
+            }
+            Self::Interrupted => f.write_str("a handshake step was interrupted by a panic"),
+        }
+    }
+}
+
+impl fmt::Display for ApiMisuse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotPending { answer, state } => {
+                write!(f, "API misuse: {answer} was not asked for (the handshake is in state {state}); nothing changed")
+            }
+            Self::NotEstablished { state } => {
+                write!(f, "API misuse: the handshake is not complete (state {state})")
+            }
+        }
+    }
+}
+
+impl fmt::Display for ReceivedAlert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Known(alert) => write!(f, "{alert}"),
+            Self::Unknown(code) => write!(f, "unknown alert code {code}"),
+            Self::Malformed => f.write_str("an alert frame whose body is not one byte"),
         }
     }
 }
@@ -226,8 +392,12 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Decode(e) => write!(f, "malformed input: {e}"),
-            Self::Protocol(e) => write!(f, "handshake failed: {e}"),
+            Self::PeerMisbehaved(e) => write!(f, "handshake failed: {e}"),
+            Self::PeerIncompatible(e) => write!(f, "handshake failed: {e}"),
+            Self::Refused(e) => write!(f, "handshake refused: {e}"),
+            Self::PeerAlert(a) => write!(f, "the peer aborted: {a}"),
+            Self::Local(e) => write!(f, "handshake failed: {e}"),
+            Self::Misuse(e) => write!(f, "{e}"),
             Self::Channel(e) => write!(f, "channel: {e}"),
         }
     }
@@ -238,13 +408,37 @@ impl std::error::Error for Error {}
 
 impl From<DecodeError> for Error {
     fn from(e: DecodeError) -> Self {
-        Self::Decode(e)
+        Self::PeerMisbehaved(PeerMisbehaved::Malformed(e))
     }
 }
 
-impl From<ProtocolError> for Error {
-    fn from(e: ProtocolError) -> Self {
-        Self::Protocol(e)
+impl From<PeerMisbehaved> for Error {
+    fn from(e: PeerMisbehaved) -> Self {
+        Self::PeerMisbehaved(e)
+    }
+}
+
+impl From<PeerIncompatible> for Error {
+    fn from(e: PeerIncompatible) -> Self {
+        Self::PeerIncompatible(e)
+    }
+}
+
+impl From<Refusal> for Error {
+    fn from(e: Refusal) -> Self {
+        Self::Refused(e)
+    }
+}
+
+impl From<LocalFailure> for Error {
+    fn from(e: LocalFailure) -> Self {
+        Self::Local(e)
+    }
+}
+
+impl From<ApiMisuse> for Error {
+    fn from(e: ApiMisuse) -> Self {
+        Self::Misuse(e)
     }
 }
 
@@ -254,10 +448,30 @@ impl From<ChannelError> for Error {
     }
 }
 
-/// The error for an alert the peer sent.
-pub(crate) fn peer_alert(code: u8) -> ProtocolError {
-    match Alert::from_code(code) {
-        Some(alert) => ProtocolError::PeerAlert(alert),
-        None => ProtocolError::UnknownAlert(code),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alert_codes_round_trip() {
+        for alert in Alert::ALL {
+            assert_eq!(Alert::from_code(alert.code()), Some(alert));
+        }
+        assert_eq!(Alert::from_code(0), None);
+        assert_eq!(Alert::from_code(13), None);
+    }
+
+    #[test]
+    fn errors_that_send_no_alert() {
+        let none = [
+            Error::PeerAlert(ReceivedAlert::Unknown(99)),
+            Error::Misuse(ApiMisuse::NotEstablished { state: "x" }),
+            Error::Channel(ChannelError::AfterClose),
+        ];
+        for e in none {
+            assert_eq!(Alert::try_from(&e), Err(()), "{e}");
+        }
+        assert_eq!(Error::Local(LocalFailure::Persist).alert(), Some(Alert::Internal));
+        assert_eq!(Error::Refused(Refusal::UnknownClient).alert(), Some(Alert::BadProof));
     }
 }

@@ -6,12 +6,25 @@ use alloc::vec::Vec;
 
 use crate::channel::MAX_FRAME;
 use crate::codec::DecodeError;
-use crate::error::{Error, ProtocolError};
+use crate::error::{Error, PeerMisbehaved};
 use crate::messages::{FRAME_HEADER_LEN, FrameType, MAX_HANDSHAKE_BODY, peek_handshake_frame};
 
 /// Most bytes buffered before the handshake completes: one handshake frame and one
 /// pipelined channel frame.
 pub(crate) const MAX_BUFFERED: usize = FRAME_HEADER_LEN + MAX_HANDSHAKE_BODY + MAX_FRAME;
+
+/// One whole handshake frame, header included (what the transcript hashes).
+#[derive(Debug)]
+pub(crate) struct Frame {
+    pub(crate) frame_type: FrameType,
+    pub(crate) bytes: Vec<u8>,
+}
+
+impl Frame {
+    pub(crate) fn body(&self) -> &[u8] {
+        self.bytes.get(FRAME_HEADER_LEN..).unwrap_or(&[])
+    }
+}
 
 #[derive(Debug, Default)]
 pub(crate) struct Inbound {
@@ -28,28 +41,26 @@ impl Inbound {
         Ok(())
     }
 
-    /// Takes the next whole handshake frame, if one is buffered. A channel frame where
-    /// a handshake frame is expected is an unexpected message.
-    pub(crate) fn next_frame(&mut self, expected: &'static str) -> Result<Option<(FrameType, Vec<u8>)>, Error> {
-        if let Some(&t) = self.buf.first()
-            && (t == FrameType::Data as u8 || t == FrameType::Close as u8)
-        {
-            return Err(ProtocolError::UnexpectedMessage { expected, got: t }.into());
+    /// Takes the next whole handshake frame, if one is buffered.
+    ///
+    /// The checks run in the order the specification fixes (§4): the type byte first
+    /// (an undefined type is malformed; a defined type that is neither expected here
+    /// nor an Alert is an unexpected message, channel frames included), then the
+    /// length against the handshake limit, from the header alone.
+    pub(crate) fn next_frame(&mut self, expected: &'static [FrameType]) -> Result<Option<Frame>, Error> {
+        let Some(&type_byte) = self.buf.first() else { return Ok(None) };
+        let frame_type = FrameType::from_byte(type_byte)?;
+        if frame_type != FrameType::Alert && !expected.contains(&frame_type) {
+            return Err(PeerMisbehaved::UnexpectedMessage { expected, got: type_byte }.into());
         }
         let Some(frame) = peek_handshake_frame(&self.buf)? else { return Ok(None) };
-        let frame_type = frame.frame_type;
         let n = frame.bytes.len();
         let bytes: Vec<u8> = self.buf.drain(..n).collect();
-        Ok(Some((frame_type, bytes)))
+        Ok(Some(Frame { frame_type, bytes }))
     }
 
     /// Everything still buffered (channel frames that followed the handshake).
     pub(crate) fn take_rest(&mut self) -> Vec<u8> {
         core::mem::take(&mut self.buf)
     }
-}
-
-/// The body of a frame taken by [`Inbound::next_frame`].
-pub(crate) fn body(frame: &[u8]) -> &[u8] {
-    frame.get(FRAME_HEADER_LEN..).unwrap_or(&[])
 }

@@ -20,7 +20,7 @@ use subtle::ConstantTimeEq;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::error::ProtocolError;
+use crate::error::PeerMisbehaved;
 use crate::identity::ClientId;
 use crate::pin::Pin;
 use crate::token::TokenSecret;
@@ -177,10 +177,10 @@ impl EphemeralSecret {
     }
 
     /// X25519 with the peer's share; rejects the all-zero (non-contributory) result.
-    pub fn agree(&self, peer: &[u8; 32]) -> Result<Zeroizing<[u8; 32]>, ProtocolError> {
+    pub fn agree(&self, peer: &[u8; 32]) -> Result<Zeroizing<[u8; 32]>, PeerMisbehaved> {
         let shared = self.0.diffie_hellman(&PublicKey::from(*peer));
         if !shared.was_contributory() {
-            return Err(ProtocolError::NonContributoryShare);
+            return Err(PeerMisbehaved::NonContributoryShare);
         }
         Ok(Zeroizing::new(shared.to_bytes()))
     }
@@ -283,11 +283,11 @@ mod tests {
     #[test]
     fn all_zero_share_is_rejected() {
         let a = EphemeralSecret(StaticSecret::from([5u8; 32]));
-        assert_eq!(a.agree(&[0u8; 32]), Err(ProtocolError::NonContributoryShare));
+        assert_eq!(a.agree(&[0u8; 32]), Err(PeerMisbehaved::NonContributoryShare));
         // The order-1 point (1, ...) is also non-contributory.
         let mut one = [0u8; 32];
         one[0] = 1;
-        assert_eq!(a.agree(&one), Err(ProtocolError::NonContributoryShare));
+        assert_eq!(a.agree(&one), Err(PeerMisbehaved::NonContributoryShare));
     }
 
     /// RFC 5869 test case 1.

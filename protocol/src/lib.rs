@@ -9,9 +9,10 @@
 //! number generator of its own: callers feed bytes in with `handle_*`, drain what the
 //! state machine wants done with `poll_*`, pass the current time in, and hand it a
 //! [`rand_core::CryptoRng`]. The gateway's storage needs (look up a token, redeem it
-//! atomically with the new keyring, look up and confirm a keyring) are *yielded* as
-//! [`storage::StorageRequest`]s and resumed with the answer, so the same core serves a
-//! blocking driver, an async one and a deterministic simulator.
+//! atomically with the new keyring, look up and confirm a keyring) and the
+//! application's admission decision are *yielded* as requests and resumed with the
+//! answer, so the same core serves a blocking driver, an async one and a deterministic
+//! simulator. A failure is an output like any other, and the last one.
 //!
 //! The wire format, key schedule and state machines are specified byte for byte in
 //! `spec/PROTOCOL.md`; this crate implements that document.
@@ -29,17 +30,31 @@
 //! | [`transcript`] | the running transcript hash |
 //! | [`keys`] | the HKDF-SHA256 key schedule, keyrings and session keys |
 //! | [`suite`] | protocol versions and MAC suites (HMAC-SHA256, BLAKE3) |
+//! | [`handshake`] | the output contract and run loop both handshakes share |
 //! | [`client`] | the agent's join and resume state machines |
 //! | [`server`] | the gateway's state machine |
-//! | [`storage`] | the gateway's storage requests and the redemption rule |
+//! | [`storage`] | the gateway's storage requests and the one storage rule |
 //! | [`channel`] | MAC-authenticated frames into caller-owned buffers |
-//! | [`error`] | layered errors and the coarse alerts a peer sees |
+//! | [`error`] | errors grouped by cause, and the coarse alerts a peer sees |
+//!
+//! ## Randomness
+//!
+//! Every constructor that needs randomness takes `&mut R` where
+//! `R: rand_core::CryptoRng` from **`rand_core` 0.10** (what this crate re-exports as
+//! [`rand_core`]). The operating system's generator is
+//! `rand_core::UnwrapErr(getrandom::SysRng)` with `getrandom` 0.4; an RNG from another
+//! `rand_core` major version (such as `rand` 0.9's) does not implement this trait.
+//! Tests use a seeded `rand_chacha::ChaCha20Rng` for reproducibility; production code
+//! must not.
 //!
 //! ## A join in memory
 //!
+//! One loop per side, draining outputs until `None` (see [`handshake`]):
+//!
 //! ```
-//! use boarding::client::{Client, ClientOutput, JoinConfig};
-//! use boarding::server::{Server, ServerConfig, ServerOutput};
+//! use boarding::client::{Client, ClientOutput, ClientRequest, JoinConfig};
+//! use boarding::handshake::Output;
+//! use boarding::server::{Admission, Server, ServerConfig, ServerRequest};
 //! use boarding::storage::{StorageAnswer, StorageRequest, Redemption};
 //! use boarding::identity::{ClientId, GatewayIdentity};
 //! use boarding::token::{BootstrapToken, TokenRecord};
@@ -56,26 +71,36 @@
 //! let mut server = Server::new(ServerConfig::new(identity), &mut rng);
 //!
 //! let mut keyring = None;
-//! // Shuttle bytes and storage answers until both sides are established.
-//! for _ in 0..16 {
+//! let (mut to_server, mut to_client) = (Vec::new(), Vec::new());
+//! let (mut client_done, mut server_done) = (false, false);
+//! while !(client_done && server_done) {
+//!     for bytes in to_client.drain(..) { let _ = client.handle_input(&bytes); }
 //!     while let Some(out) = client.poll_output() {
 //!         match out {
-//!             ClientOutput::Transmit(bytes) => server.handle_input(10, &bytes)?,
-//!             ClientOutput::PersistKeyring(saved) => { keyring = Some(saved); client.handle_persisted()?; }
-//!             ClientOutput::Established(_) => {}
+//!             Output::Transmit(bytes) => to_server.push(bytes),
+//!             Output::Request(ClientRequest::PersistKeyring(saved)) => {
+//!                 keyring = Some(saved); // store it durably here
+//!                 client.handle_persisted(Ok(()))?;
+//!             }
+//!             Output::Established(_) => client_done = true,
+//!             Output::Failed(e) => return Err(e.into()),
 //!         }
 //!     }
+//!     for bytes in to_server.drain(..) { let _ = server.handle_input(10, &bytes); }
 //!     while let Some(out) = server.poll_output() {
 //!         match out {
-//!             ServerOutput::Transmit(bytes) => client.handle_input(&bytes)?,
-//!             ServerOutput::Storage(StorageRequest::LookupToken { .. }) =>
-//!                 server.handle_storage(StorageAnswer::Tokens(vec![record.clone()]))?,
-//!             ServerOutput::Storage(StorageRequest::Redeem(_)) =>
-//!                 server.handle_storage(StorageAnswer::Redeemed(Ok(Redemption::new(Default::default(), true, Vec::new()))))?,
-//!             ServerOutput::Storage(StorageRequest::ConfirmKeyring { .. }) =>
-//!                 server.handle_storage(StorageAnswer::Confirmed(Ok(())))?,
-//!             ServerOutput::Storage(other) => unreachable!("{other:?}"),
-//!             ServerOutput::Established(_) => {}
+//!             Output::Transmit(bytes) => to_client.push(bytes),
+//!             Output::Request(ServerRequest::Admit(_)) => server.handle_admission(Admission::admit())?,
+//!             Output::Request(ServerRequest::Storage(request)) => server.handle_storage(match request {
+//!                 StorageRequest::LookupToken { .. } | StorageRequest::UnexpiredTokens { .. } =>
+//!                     StorageAnswer::Tokens(vec![record.clone()]),
+//!                 StorageRequest::Redeem(_) =>
+//!                     StorageAnswer::Redeemed(Ok(Redemption { labels: Default::default(), charged: true })),
+//!                 StorageRequest::ConfirmKeyring { .. } => StorageAnswer::Confirmed(Ok(())),
+//!                 StorageRequest::LookupKeyring { .. } => StorageAnswer::Keyring(None),
+//!             })?,
+//!             Output::Established(_) => server_done = true,
+//!             Output::Failed(e) => return Err(e.into()),
 //!         }
 //!     }
 //! }
@@ -95,7 +120,6 @@
         clippy::panic
     )
 )]
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 extern crate alloc;
 #[cfg(feature = "std")]
@@ -105,6 +129,7 @@ pub mod channel;
 pub mod client;
 pub mod codec;
 pub mod error;
+pub mod handshake;
 pub mod identity;
 mod inbound;
 pub mod jws;
@@ -118,6 +143,7 @@ pub mod token;
 pub mod transcript;
 
 pub use error::{Alert, Error};
+pub use rand_core;
 
 /// Seconds since the Unix epoch, as passed in by the caller (the core reads no clock).
 pub type UnixTime = u64;

@@ -1,44 +1,51 @@
 //! The gateway's state machine: one [`Server`] per connection.
 //!
-//! Feed the client's bytes to [`Server::handle_input`] with the current time, drain
-//! [`Server::poll_output`] until it returns `None`, carry out each
-//! [`StorageRequest`] and resume with [`Server::handle_storage`]. When
-//! [`ServerOutput::Established`] appears, [`Server::into_session`] yields the channel
-//! and the client's [`VerifiedClient`] identity.
+//! Drive it as [`crate::handshake`] describes: feed the client's bytes to
+//! [`Server::handle_input`] with the current time, drain [`Server::poll_output`] until
+//! it returns `None`, carry out each [`ServerRequest`] and answer it
+//! ([`Server::handle_storage`] for storage, [`Server::handle_admission`] for the
+//! application's admission decision). When [`Output::Established`] appears,
+//! [`Server::into_session`] yields the channel and the client's [`VerifiedClient`]
+//! identity.
 //!
 //! ```text
 //! join:   ExpectHello -ClientHello-> AwaitTokens -tokens-> ExpectClientAuth
-//!           -ClientAuth-> AwaitRedeem -redeemed-> ExpectClientFinished
+//!           -ClientAuth-> AwaitAdmission -admitted-> AwaitRedeem -redeemed-> ExpectClientFinished
 //!           -ClientFinished-> AwaitConfirm -confirmed-> Established
 //! resume: ExpectHello -ResumeHello-> AwaitKeyring -keyring-> ExpectResumeFinished
 //!           -ResumeFinished-> [AwaitConfirm, if unconfirmed] -> Established
-//! any error -> Failed (an alert is queued; the error is returned on every later call)
+//! any error -> failed (its alert, then Output::Failed; the error is returned on every later call)
 //! ```
+//!
+//! The application decides admission *before* redemption, so a refused client
+//! charges nothing; its answer carries the join ticket. Stores hold only records.
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::mem;
 
 use crate::UnixTime;
 use crate::channel::{Channel, Side};
-use crate::error::{Error, ProtocolError};
+use crate::error::{Error, LocalFailure, PeerIncompatible, PeerMisbehaved, Refusal};
+use crate::handshake::{HandshakeState, Machine, Outbox, Output};
 use crate::identity::{ClientId, GatewayIdentity};
-use crate::inbound::{Inbound, body};
+use crate::inbound::Frame;
 use crate::jws::{challenge_header, check_hs256_detached, eddsa_detached};
 use crate::keys::{
     EphemeralSecret, JoinSecrets, Keyring, ResumeSecrets, SessionKeys, SymmetricKey, finished_mac, join_secrets,
     resume_secrets, verify_finished,
 };
 use crate::messages::{
-    AlertMessage, ClientAuth, ClientFinished, ClientHello, FrameType, HandshakeMessage, MAX_CHALLENGES, MAX_TICKET,
-    Message, NONCE_LEN, ResumeChallenge, ResumeFinished, ResumeHello, ServerChallenge, ServerFinished,
+    ClientAuth, ClientFinished, ClientHello, FrameType, HandshakeMessage, MAX_CHALLENGES, MAX_TICKET, Message,
+    NONCE_LEN, ResumeChallenge, ResumeFinished, ResumeHello, ServerChallenge, ServerFinished,
 };
 use crate::pin::Pin;
-use crate::storage::{ConfirmRefusal, KeyringRecord, RedeemRefusal, RedeemRequest, StorageAnswer, StorageRequest};
+use crate::storage::{
+    ConfirmRefusal, KeyringRecord, RedeemRefusal, RedeemRequest, Redemption, StorageAnswer, StorageRequest,
+};
 use crate::suite::{MacSuite, SUPPORTED_VERSIONS, choose};
-use crate::token::{TokenId, TokenRecord, TokenUnusable};
+use crate::token::{TokenId, TokenRecord};
 use crate::transcript::Transcript;
 
 /// A gateway's settings, shared by all its connections.
@@ -51,7 +58,8 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    /// Defaults: every suite (BLAKE3 preferred), up to 16 challenges in the seed flow.
+    /// Defaults: every suite (BLAKE3 preferred), up to 16 challenges in the
+    /// unnamed-token flow.
     pub fn new(identity: GatewayIdentity) -> Self {
         let pin = identity.pin();
         Self { identity, pin, suites: MacSuite::ALL.to_vec(), max_seed_challenges: MAX_CHALLENGES }
@@ -63,8 +71,9 @@ impl ServerConfig {
         self
     }
 
-    /// The most tokens to answer for in the seed flow (clamped to 1..=16). Each one
-    /// answered gives an eavesdropper one more token to attack offline, so keep it low.
+    /// The most tokens to answer for in the unnamed-token flow (clamped to 1..=16): the
+    /// first unexpired ones in token-id order. Each one answered gives an eavesdropper
+    /// one more token to attack offline, so keep it low.
     pub fn with_max_seed_challenges(mut self, n: usize) -> Self {
         self.max_seed_challenges = n.clamp(1, MAX_CHALLENGES);
         self
@@ -81,16 +90,52 @@ impl ServerConfig {
     }
 }
 
-/// What the gateway state machine wants done next.
-#[derive(Debug)]
-pub enum ServerOutput {
-    /// Send these bytes to the client.
-    Transmit(Vec<u8>),
+/// What the gateway asks its driver to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerRequest {
     /// Carry out this storage request and answer with [`Server::handle_storage`].
     Storage(StorageRequest),
-    /// The handshake is complete; call [`Server::into_session`].
-    Established(VerifiedClient),
+    /// Ask the application whether to admit this client, and answer with
+    /// [`Server::handle_admission`]. Comes before redemption: a refusal charges nothing.
+    Admit(AdmissionRequest),
 }
+
+/// What the application decides admission on: everything the handshake has verified
+/// so far. The client has proven it holds the token; nothing is stored yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdmissionRequest {
+    /// The client id the agent asked for.
+    pub client_id: ClientId,
+    /// The token it proved it holds.
+    pub token_id: TokenId,
+    /// That token's labels, as looked up for this handshake.
+    pub labels: BTreeMap<String, String>,
+    /// Attestation evidence the agent sent (opaque; empty if none).
+    pub evidence: Vec<u8>,
+}
+
+/// The application's answer to [`ServerRequest::Admit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Admit the client and send it this ticket in `ServerFinished` (at most 4 KiB;
+    /// longer fails the handshake with [`LocalFailure::TicketTooLong`]).
+    Admit {
+        /// The join ticket (may be empty).
+        ticket: Vec<u8>,
+    },
+    /// Refuse the client: it is told `AdmissionRefused`, and nothing is charged.
+    Refuse,
+}
+
+impl Admission {
+    /// Admit with no ticket.
+    pub fn admit() -> Self {
+        Self::Admit { ticket: Vec::new() }
+    }
+}
+
+/// What the gateway state machine wants done next.
+pub type ServerOutput = Output<ServerRequest, VerifiedClient>;
 
 /// A client identity that only a successful handshake can produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,11 +203,20 @@ struct ExpectClientAuth {
 }
 
 #[derive(Debug)]
+struct AwaitAdmission {
+    transcript: Transcript,
+    secrets: JoinSecrets,
+    peer: VerifiedClient,
+    suite: MacSuite,
+}
+
+#[derive(Debug)]
 struct AwaitRedeem {
     transcript: Transcript,
     secrets: JoinSecrets,
     peer: VerifiedClient,
     suite: MacSuite,
+    ticket: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -176,9 +230,9 @@ struct ExpectClientFinished {
 #[derive(Debug)]
 struct AwaitKeyring {
     transcript: Transcript,
-    hello: ResumeHello,
     client_id: ClientId,
     negotiated: Negotiated,
+    dh: zeroize::Zeroizing<[u8; 32]>,
 }
 
 #[derive(Debug)]
@@ -208,39 +262,86 @@ enum State {
     ExpectHello,
     AwaitTokens(AwaitTokens),
     ExpectClientAuth(ExpectClientAuth),
+    AwaitAdmission(AwaitAdmission),
     AwaitRedeem(AwaitRedeem),
     ExpectClientFinished(ExpectClientFinished),
     AwaitKeyring(AwaitKeyring),
     ExpectResumeFinished(ExpectResumeFinished),
     AwaitConfirm(AwaitConfirm),
     Established(Established),
-    Failed(Error),
+}
+
+impl HandshakeState for State {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::ExpectHello => "ExpectHello",
+            Self::AwaitTokens(_) => "AwaitTokens",
+            Self::ExpectClientAuth(_) => "ExpectClientAuth",
+            Self::AwaitAdmission(_) => "AwaitAdmission",
+            Self::AwaitRedeem(_) => "AwaitRedeem",
+            Self::ExpectClientFinished(_) => "ExpectClientFinished",
+            Self::AwaitKeyring(_) => "AwaitKeyring",
+            Self::ExpectResumeFinished(_) => "ExpectResumeFinished",
+            Self::AwaitConfirm(_) => "AwaitConfirm",
+            Self::Established(_) => "Established",
+        }
+    }
+
+    fn expected(&self) -> Option<&'static [FrameType]> {
+        match self {
+            Self::ExpectHello => Some(&[FrameType::ClientHello, FrameType::ResumeHello]),
+            Self::ExpectClientAuth(_) => Some(&[FrameType::ClientAuth]),
+            Self::ExpectClientFinished(_) => Some(&[FrameType::ClientFinished]),
+            Self::ExpectResumeFinished(_) => Some(&[FrameType::ResumeFinished]),
+            Self::AwaitTokens(_)
+            | Self::AwaitAdmission(_)
+            | Self::AwaitRedeem(_)
+            | Self::AwaitKeyring(_)
+            | Self::AwaitConfirm(_)
+            | Self::Established(_) => None,
+        }
+    }
 }
 
 impl State {
-    /// The message this state waits for, if it waits for one.
-    fn expecting(&self) -> Option<&'static str> {
-        match self {
-            Self::ExpectHello => Some("ClientHello or ResumeHello"),
-            Self::ExpectClientAuth(_) => Some("ClientAuth"),
-            Self::ExpectClientFinished(_) => Some("ClientFinished"),
-            Self::ExpectResumeFinished(_) => Some("ResumeFinished"),
-            _ => None,
-        }
+    /// Whether this state waits for `answer`. [`StorageAnswer::Failed`] answers any
+    /// pending storage request.
+    fn awaits(&self, answer: &StorageAnswer) -> bool {
+        matches!(
+            (self, answer),
+            (Self::AwaitTokens(_), StorageAnswer::Tokens(_))
+                | (Self::AwaitRedeem(_), StorageAnswer::Redeemed(_))
+                | (Self::AwaitKeyring(_), StorageAnswer::Keyring(_))
+                | (Self::AwaitConfirm(_), StorageAnswer::Confirmed(_))
+                | (
+                    Self::AwaitTokens(_) | Self::AwaitRedeem(_) | Self::AwaitKeyring(_) | Self::AwaitConfirm(_),
+                    StorageAnswer::Failed
+                )
+        )
     }
+}
+
+type ServerOutbox = Outbox<ServerRequest, VerifiedClient>;
+
+/// What every step of one connection's handshake reads besides its state.
+#[derive(Debug)]
+struct Context {
+    config: Arc<ServerConfig>,
+    now: UnixTime,
+    nonce: [u8; NONCE_LEN],
+    ephemeral: EphemeralSecret,
+    decoy: Keyring,
+    /// Records a failed resume held, dropped with the [`Server`] rather than on the
+    /// failure path: freeing a record (its size depends on its labels) before the alert
+    /// is out would time a known client apart from a decoy.
+    retired: Option<KeyringRecord>,
 }
 
 /// One connection's gateway-side handshake.
 #[derive(Debug)]
 pub struct Server {
-    config: Arc<ServerConfig>,
-    state: State,
-    inbound: Inbound,
-    outputs: VecDeque<ServerOutput>,
-    now: UnixTime,
-    nonce: [u8; NONCE_LEN],
-    ephemeral: EphemeralSecret,
-    decoy: Keyring,
+    machine: Machine<State, ServerRequest, VerifiedClient>,
+    context: Context,
 }
 
 impl Server {
@@ -254,171 +355,181 @@ impl Server {
             s2c: SymmetricKey::from_bytes(crate::random_array(rng)),
         };
         Self {
-            config: config.into(),
-            state: State::ExpectHello,
-            inbound: Inbound::default(),
-            outputs: VecDeque::new(),
-            now: 0,
-            nonce,
-            ephemeral,
-            decoy,
+            machine: Machine::new(State::ExpectHello, None),
+            context: Context { config: config.into(), now: 0, nonce, ephemeral, decoy, retired: None },
         }
     }
 
-    /// Feeds bytes from the client, with the current time.
+    /// Feeds bytes from the client (any split: partial frames are buffered), with the
+    /// current time.
     pub fn handle_input(&mut self, now: UnixTime, bytes: &[u8]) -> Result<(), Error> {
-        self.check_failed()?;
-        self.now = now;
-        if let Err(e) = self.inbound.push(bytes) {
-            return Err(self.fail(e));
-        }
+        self.context.now = now;
+        let context = &mut self.context;
+        self.machine.handle_input(bytes, |state, frame, message, outbox| context.on_frame(state, frame, message, outbox))
+    }
+
+    /// Answers a [`ServerRequest::Storage`] with the store's answer. An answer that does
+    /// not match the pending request is [`Error::Misuse`] and changes nothing.
+    pub fn handle_storage(&mut self, answer: StorageAnswer) -> Result<(), Error> {
+        let context = &mut self.context;
+        let name = answer.name();
+        // Decided before `answer` moves into the transition; a failed machine returns
+        // its error first whatever this says.
+        let awaited = matches!(self.machine.state(), Ok(state) if state.awaits(&answer));
+        self.machine.answer(
+            name,
+            |_| awaited,
+            |state, outbox| match (state, answer) {
+                (_, StorageAnswer::Failed) => Err(LocalFailure::Storage.into()),
+                (State::AwaitTokens(s), StorageAnswer::Tokens(records)) => context.on_tokens(s, records, outbox),
+                (State::AwaitRedeem(s), StorageAnswer::Redeemed(outcome)) => on_redeemed(s, outcome, outbox),
+                (State::AwaitKeyring(s), StorageAnswer::Keyring(record)) => context.on_keyring(s, record, outbox),
+                (State::AwaitConfirm(s), StorageAnswer::Confirmed(outcome)) => on_confirmed(s, outcome, outbox),
+                // Unreachable: `awaits` admitted only the pairs above.
+                (state, _) => Ok(state),
+            },
+        )?;
         self.process()
     }
 
-    /// Resumes after a [`StorageRequest`] with the store's answer.
-    pub fn handle_storage(&mut self, answer: StorageAnswer) -> Result<(), Error> {
-        self.check_failed()?;
-        let state = mem::replace(&mut self.state, State::ExpectHello);
-        let next = match (state, answer) {
-            (_, StorageAnswer::Failed) => Err(ProtocolError::Storage.into()),
-            (State::AwaitTokens(s), StorageAnswer::Tokens(records)) => self.on_tokens(s, records),
-            (State::AwaitRedeem(s), StorageAnswer::Redeemed(outcome)) => self.on_redeemed(s, outcome),
-            (State::AwaitKeyring(s), StorageAnswer::Keyring(record)) => self.on_keyring(s, record),
-            (State::AwaitConfirm(s), StorageAnswer::Confirmed(outcome)) => self.on_confirmed(s, outcome),
-            _ => Err(ProtocolError::Misuse("storage answer does not match the pending request").into()),
-        };
-        self.advance(next)?;
+    /// Answers a [`ServerRequest::Admit`] with the application's decision. Called when
+    /// no admission is pending, it is [`Error::Misuse`] and changes nothing.
+    pub fn handle_admission(&mut self, admission: Admission) -> Result<(), Error> {
+        self.machine.answer(
+            "handle_admission",
+            |state| matches!(state, State::AwaitAdmission(_)),
+            |state, outbox| match (state, admission) {
+                (State::AwaitAdmission(_), Admission::Refuse) => Err(Refusal::Admission.into()),
+                (State::AwaitAdmission(_), Admission::Admit { ticket }) if ticket.len() > MAX_TICKET => {
+                    Err(LocalFailure::TicketTooLong { len: ticket.len() }.into())
+                }
+                (State::AwaitAdmission(s), Admission::Admit { ticket }) => {
+                    outbox.request(ServerRequest::Storage(StorageRequest::Redeem(RedeemRequest {
+                        token_id: s.peer.token_id,
+                        client_id: s.peer.client_id.clone(),
+                        keyring: s.secrets.keyring.clone(),
+                        now: self.context.now,
+                    })));
+                    Ok(State::AwaitRedeem(AwaitRedeem {
+                        transcript: s.transcript,
+                        secrets: s.secrets,
+                        peer: s.peer,
+                        suite: s.suite,
+                        ticket,
+                    }))
+                }
+                // Unreachable: `pending` admitted only AwaitAdmission.
+                (state, _) => Ok(state),
+            },
+        )?;
         self.process()
+    }
+
+    fn process(&mut self) -> Result<(), Error> {
+        let context = &mut self.context;
+        self.machine.process(&mut |state, frame, message, outbox| context.on_frame(state, frame, message, outbox))
     }
 
     /// The next thing to do, or `None` when there is nothing until more input.
     pub fn poll_output(&mut self) -> Option<ServerOutput> {
-        self.outputs.pop_front()
+        self.machine.poll()
     }
 
     /// Whether the handshake completed.
     pub fn is_established(&self) -> bool {
-        matches!(self.state, State::Established(_))
+        matches!(self.machine.state(), Ok(State::Established(_)))
     }
 
-    /// The error the handshake failed with, if it did.
-    pub fn failure(&self) -> Option<&Error> {
-        match &self.state {
-            State::Failed(e) => Some(e),
+    /// The verified client, once the handshake completed.
+    pub fn peer(&self) -> Option<&VerifiedClient> {
+        match self.machine.state() {
+            Ok(State::Established(e)) => Some(&e.peer),
             _ => None,
         }
     }
 
-    /// Turns an established handshake into its session.
-    pub fn into_session(mut self) -> Result<ServerSession, Error> {
-        match mem::replace(&mut self.state, State::ExpectHello) {
-            State::Established(e) => Ok(ServerSession {
-                channel: Channel::new(Side::Server, e.suite, &e.session),
-                peer: e.peer,
-                buffered: self.inbound.take_rest(),
-            }),
-            State::Failed(e) => Err(e),
-            _ => Err(ProtocolError::Misuse("the handshake is not complete").into()),
-        }
+    /// The error the handshake failed with, if it did.
+    pub fn failure(&self) -> Option<&Error> {
+        self.machine.failure()
     }
 
-    fn check_failed(&self) -> Result<(), Error> {
-        match &self.state {
-            State::Failed(e) => Err(e.clone()),
-            _ => Ok(()),
-        }
+    /// Turns an established handshake into its session. Before that, it returns the
+    /// handshake's error, or [`Error::Misuse`] if it is still in progress.
+    pub fn into_session(self) -> Result<ServerSession, Error> {
+        let (e, buffered) = self.machine.into_established(|state| match state {
+            State::Established(e) => Ok(e),
+            other => Err(other),
+        })?;
+        Ok(ServerSession { channel: Channel::new(Side::Server, e.suite, &e.session), peer: e.peer, buffered })
     }
+}
 
-    fn fail(&mut self, e: Error) -> Error {
-        if !matches!(e, Error::Protocol(ProtocolError::PeerAlert(_) | ProtocolError::UnknownAlert(_))) {
-            let alert = AlertMessage { code: e.alert().code() };
-            self.outputs.push_back(ServerOutput::Transmit(alert.to_frame()));
-        }
-        self.state = State::Failed(e.clone());
-        e
-    }
-
-    fn advance(&mut self, next: Result<State, Error>) -> Result<(), Error> {
-        match next {
-            Ok(state) => {
-                self.state = state;
-                Ok(())
-            }
-            Err(e) => Err(self.fail(e)),
-        }
-    }
-
-    fn process(&mut self) -> Result<(), Error> {
-        while let Some(expected) = self.state.expecting() {
-            let frame = match self.inbound.next_frame(expected) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => return Ok(()),
-                Err(e) => return Err(self.fail(e)),
-            };
-            let next = self.on_frame(frame, expected);
-            self.advance(next)?;
-        }
-        Ok(())
-    }
-
-    fn on_frame(&mut self, (frame_type, frame): (FrameType, Vec<u8>), expected: &'static str) -> Result<State, Error> {
-        let message = HandshakeMessage::decode(frame_type, body(&frame))?;
-        let state = mem::replace(&mut self.state, State::ExpectHello);
+impl Context {
+    fn on_frame(
+        &mut self,
+        state: State,
+        frame: Frame,
+        message: HandshakeMessage,
+        outbox: &mut ServerOutbox,
+    ) -> Result<State, Error> {
         match (state, message) {
-            (_, HandshakeMessage::Alert(a)) => Err(crate::error::peer_alert(a.code).into()),
-            (State::ExpectHello, HandshakeMessage::ClientHello(m)) => self.on_client_hello(m, &frame),
-            (State::ExpectHello, HandshakeMessage::ResumeHello(m)) => self.on_resume_hello(m, &frame),
-            (State::ExpectClientAuth(s), HandshakeMessage::ClientAuth(m)) => self.on_client_auth(s, m, &frame),
-            (State::ExpectClientFinished(s), HandshakeMessage::ClientFinished(m)) => {
-                self.on_client_finished(s, m, &frame)
-            }
+            (State::ExpectHello, HandshakeMessage::ClientHello(m)) => self.on_client_hello(m, &frame, outbox),
+            (State::ExpectHello, HandshakeMessage::ResumeHello(m)) => self.on_resume_hello(m, &frame, outbox),
+            (State::ExpectClientAuth(s), HandshakeMessage::ClientAuth(m)) => self.on_client_auth(s, m, &frame, outbox),
+            (State::ExpectClientFinished(s), HandshakeMessage::ClientFinished(m)) => on_client_finished(s, m, outbox),
             (State::ExpectResumeFinished(s), HandshakeMessage::ResumeFinished(m)) => {
-                self.on_resume_finished(s, m, &frame)
+                self.on_resume_finished(s, m, outbox)
             }
-            _ => Err(ProtocolError::UnexpectedMessage { expected, got: frame_type as u8 }.into()),
+            // The frame type was checked against the state before decoding.
+            (state, _) => Err(PeerMisbehaved::UnexpectedMessage {
+                expected: state.expected().unwrap_or(&[]),
+                got: frame.frame_type as u8,
+            }
+            .into()),
         }
     }
 
-    fn negotiate(&self, versions: &[u16], suites: &[u16]) -> Result<Negotiated, ProtocolError> {
-        let version = choose(SUPPORTED_VERSIONS, versions).ok_or(ProtocolError::NoCommonVersion)?;
+    fn negotiate(&self, versions: &[u16], suites: &[u16]) -> Result<Negotiated, PeerIncompatible> {
+        let version = choose(SUPPORTED_VERSIONS, versions).ok_or(PeerIncompatible::NoCommonVersion)?;
         let offered: Vec<MacSuite> = suites.iter().filter_map(|&c| MacSuite::from_code(c)).collect();
-        let suite = choose(&self.config.suites, &offered).ok_or(ProtocolError::NoCommonSuite)?;
+        let suite = choose(&self.config.suites, &offered).ok_or(PeerIncompatible::NoCommonSuite)?;
         Ok(Negotiated { version, suite })
     }
 
-    fn on_client_hello(&mut self, hello: ClientHello, frame: &[u8]) -> Result<State, Error> {
+    fn on_client_hello(&mut self, hello: ClientHello, frame: &Frame, outbox: &mut ServerOutbox) -> Result<State, Error> {
+        // Negotiation comes before any storage work.
         let negotiated = self.negotiate(&hello.versions, &hello.suites)?;
         let mut transcript = Transcript::new();
-        transcript.add_frame(frame);
+        transcript.add_frame(&frame.bytes);
         let request = match hello.token_id {
             Some(token_id) => StorageRequest::LookupToken { token_id },
-            None => StorageRequest::ActiveTokens { now: self.now, limit: self.config.max_seed_challenges },
+            None => StorageRequest::UnexpiredTokens { now: self.now, limit: self.config.max_seed_challenges },
         };
-        self.outputs.push_back(ServerOutput::Storage(request));
+        outbox.request(ServerRequest::Storage(request));
         Ok(State::AwaitTokens(AwaitTokens { transcript, hello, negotiated }))
     }
 
-    fn on_tokens(&mut self, s: AwaitTokens, records: Vec<TokenRecord>) -> Result<State, Error> {
+    fn on_tokens(&mut self, s: AwaitTokens, records: Vec<TokenRecord>, outbox: &mut ServerOutbox) -> Result<State, Error> {
         let now = self.now;
         let tokens: Vec<TokenRecord> = match s.hello.token_id {
             Some(id) => {
-                let record = records.into_iter().find(|r| r.id() == id).ok_or(ProtocolError::UnknownToken)?;
+                let record = records.into_iter().find(|r| r.id() == id).ok_or(Refusal::UnknownToken)?;
                 // Exhaustion is decided at redemption, atomically: a used-up token may
                 // still be redeemed by the retry of the join that used it.
-                if record.usable_at(now) == Err(TokenUnusable::Expired) {
-                    return Err(ProtocolError::ExpiredToken.into());
+                if record.is_expired(now) {
+                    return Err(Refusal::ExpiredToken.into());
                 }
                 alloc::vec![record]
             }
             None => {
                 let mut usable: Vec<TokenRecord> = Vec::new();
-                for r in records.into_iter().filter(|r| r.usable_at(now) != Err(TokenUnusable::Expired)) {
+                for r in records.into_iter().filter(|r| !r.is_expired(now)) {
                     if usable.len() < self.config.max_seed_challenges && usable.iter().all(|u| u.id() != r.id()) {
                         usable.push(r);
                     }
                 }
                 if usable.is_empty() {
-                    return Err(ProtocolError::UnknownToken.into());
+                    return Err(Refusal::UnknownToken.into());
                 }
                 usable
             }
@@ -440,7 +551,7 @@ impl Server {
         let frame = challenge.to_frame();
         let mut transcript = s.transcript;
         transcript.add_frame(&frame);
-        self.outputs.push_back(ServerOutput::Transmit(frame));
+        outbox.transmit(frame);
         Ok(State::ExpectClientAuth(ExpectClientAuth {
             transcript,
             named_token: s.hello.token_id,
@@ -449,27 +560,33 @@ impl Server {
         }))
     }
 
-    fn on_client_auth(&mut self, s: ExpectClientAuth, auth: ClientAuth, frame: &[u8]) -> Result<State, Error> {
+    fn on_client_auth(
+        &mut self,
+        s: ExpectClientAuth,
+        auth: ClientAuth,
+        frame: &Frame,
+        outbox: &mut ServerOutbox,
+    ) -> Result<State, Error> {
         if s.named_token.is_some_and(|id| id != auth.token_id) {
-            return Err(ProtocolError::TokenMismatch.into());
+            return Err(PeerMisbehaved::TokenMismatch.into());
         }
-        let record = s.tokens.iter().find(|r| r.id() == auth.token_id).ok_or(ProtocolError::UnknownToken)?;
-        let client_id = ClientId::from_bytes(&auth.client_id).map_err(|_| ProtocolError::InvalidClientId)?;
+        let record = s.tokens.iter().find(|r| r.id() == auth.token_id).ok_or(Refusal::UnknownToken)?;
+        let client_id = ClientId::from_bytes(&auth.client_id).map_err(|_| Refusal::InvalidClientId)?;
         let th_proof = s.transcript.hash_partial(FrameType::ClientAuth as u8, &auth.signed_part());
         let secret = record.token.secret();
+        // Every JWS rejection of §7.6 is a bad proof.
         check_hs256_detached(&auth.proof, &th_proof, record.id().as_str(), secret.expose())
-            .map_err(|_| ProtocolError::BadClientProof)?;
+            .map_err(|_| PeerMisbehaved::BadClientProof)?;
         let dh = self.ephemeral.agree(&auth.ephemeral)?;
         let mut transcript = s.transcript;
-        transcript.add_frame(frame);
+        transcript.add_frame(&frame.bytes);
         let secrets = join_secrets(&dh, secret, &transcript.current(), &client_id, &self.config.pin);
-        self.outputs.push_back(ServerOutput::Storage(StorageRequest::Redeem(RedeemRequest {
-            token_id: auth.token_id,
+        outbox.request(ServerRequest::Admit(AdmissionRequest {
             client_id: client_id.clone(),
-            keyring: secrets.keyring.clone(),
-            now: self.now,
+            token_id: auth.token_id,
+            labels: record.labels.clone(),
             evidence: auth.evidence.clone(),
-        })));
+        }));
         let peer = VerifiedClient {
             client_id,
             token_id: auth.token_id,
@@ -477,62 +594,31 @@ impl Server {
             evidence: auth.evidence,
             resumed: false,
         };
-        Ok(State::AwaitRedeem(AwaitRedeem { transcript, secrets, peer, suite: s.negotiated.suite }))
+        Ok(State::AwaitAdmission(AwaitAdmission { transcript, secrets, peer, suite: s.negotiated.suite }))
     }
 
-    fn on_redeemed(
-        &mut self,
-        s: AwaitRedeem,
-        outcome: Result<crate::storage::Redemption, RedeemRefusal>,
-    ) -> Result<State, Error> {
-        let redemption = outcome.map_err(|refusal| match refusal {
-            RedeemRefusal::UnknownToken => ProtocolError::UnknownToken,
-            RedeemRefusal::Expired => ProtocolError::ExpiredToken,
-            RedeemRefusal::Exhausted => ProtocolError::ExhaustedToken,
-            RedeemRefusal::ClientIdTaken => ProtocolError::ClientIdTaken,
-        })?;
-        if redemption.ticket.len() > MAX_TICKET {
-            return Err(ProtocolError::Misuse("ticket longer than 4 KiB").into());
-        }
-        let mut finished = ServerFinished { ticket: redemption.ticket, mac: [0; 32] };
-        let th = s.transcript.hash_partial(FrameType::ServerFinished as u8, &finished.signed_part());
-        finished.mac = finished_mac(&s.secrets.server_finished, &th);
-        let frame = finished.to_frame();
-        let mut transcript = s.transcript;
-        transcript.add_frame(&frame);
-        self.outputs.push_back(ServerOutput::Transmit(frame));
-        let mut peer = s.peer;
-        peer.labels = redemption.labels;
-        Ok(State::ExpectClientFinished(ExpectClientFinished { transcript, secrets: s.secrets, peer, suite: s.suite }))
-    }
-
-    fn on_client_finished(&mut self, s: ExpectClientFinished, m: ClientFinished, _: &[u8]) -> Result<State, Error> {
-        let th = s.transcript.hash_partial(FrameType::ClientFinished as u8, &[]);
-        if !verify_finished(&s.secrets.client_finished, &th, &m.mac) {
-            return Err(ProtocolError::BadClientProof.into());
-        }
-        self.outputs.push_back(ServerOutput::Storage(StorageRequest::ConfirmKeyring {
-            client_id: s.peer.client_id.clone(),
-            keyring_id: s.secrets.keyring.id(),
-        }));
-        Ok(State::AwaitConfirm(AwaitConfirm { session: s.secrets.session.clone(), peer: s.peer, suite: s.suite }))
-    }
-
-    fn on_resume_hello(&mut self, hello: ResumeHello, frame: &[u8]) -> Result<State, Error> {
+    fn on_resume_hello(&mut self, hello: ResumeHello, frame: &Frame, outbox: &mut ServerOutbox) -> Result<State, Error> {
         let negotiated = self.negotiate(&hello.versions, &hello.suites)?;
-        let client_id = ClientId::from_bytes(&hello.client_id).map_err(|_| ProtocolError::InvalidClientId)?;
+        let client_id = ClientId::from_bytes(&hello.client_id).map_err(|_| Refusal::InvalidClientId)?;
+        // Before the lookup, so a non-contributory share is refused alike for every
+        // client id, known or not, and costs no storage work.
+        let dh = self.ephemeral.agree(&hello.ephemeral)?;
         let mut transcript = Transcript::new();
-        transcript.add_frame(frame);
-        self.outputs.push_back(ServerOutput::Storage(StorageRequest::LookupKeyring { client_id: client_id.clone() }));
-        Ok(State::AwaitKeyring(AwaitKeyring { transcript, hello, client_id, negotiated }))
+        transcript.add_frame(&frame.bytes);
+        outbox.request(ServerRequest::Storage(StorageRequest::LookupKeyring { client_id: client_id.clone() }));
+        Ok(State::AwaitKeyring(AwaitKeyring { transcript, client_id, negotiated, dh }))
     }
 
-    fn on_keyring(&mut self, s: AwaitKeyring, record: Option<KeyringRecord>) -> Result<State, Error> {
+    fn on_keyring(
+        &mut self,
+        s: AwaitKeyring,
+        record: Option<KeyringRecord>,
+        outbox: &mut ServerOutbox,
+    ) -> Result<State, Error> {
         // An unknown client gets a challenge made with a random keyring through the
         // same code path: it cannot tell it from a real one.
         let record = record.filter(|r| r.client_id == s.client_id);
         let keyring = record.as_ref().map_or(&self.decoy, |r| &r.keyring);
-        let dh = self.ephemeral.agree(&s.hello.ephemeral)?;
         let mut challenge = ResumeChallenge {
             version: s.negotiated.version,
             suite: s.negotiated.suite.code(),
@@ -541,22 +627,33 @@ impl Server {
             mac: [0; 32],
         };
         let th = s.transcript.hash_partial(FrameType::ResumeChallenge as u8, &challenge.signed_part());
-        let secrets = resume_secrets(&dh, keyring, &th, &s.client_id, &self.config.pin);
+        let secrets = resume_secrets(&s.dh, keyring, &th, &s.client_id, &self.config.pin);
         challenge.mac = finished_mac(&secrets.server_finished, &th);
         let frame = challenge.to_frame();
         let mut transcript = s.transcript;
         transcript.add_frame(&frame);
-        self.outputs.push_back(ServerOutput::Transmit(frame));
+        outbox.transmit(frame);
         Ok(State::ExpectResumeFinished(ExpectResumeFinished { transcript, secrets, record, suite: s.negotiated.suite }))
     }
 
-    fn on_resume_finished(&mut self, s: ExpectResumeFinished, m: ResumeFinished, _: &[u8]) -> Result<State, Error> {
+    fn on_resume_finished(
+        &mut self,
+        s: ExpectResumeFinished,
+        m: ResumeFinished,
+        outbox: &mut ServerOutbox,
+    ) -> Result<State, Error> {
         let th = s.transcript.hash_partial(FrameType::ResumeFinished as u8, &[]);
         let valid = verify_finished(&s.secrets.client_finished, &th, &m.mac);
-        let record = s.record.ok_or(ProtocolError::UnknownClient)?;
-        if !valid {
-            return Err(ProtocolError::BadClientProof.into());
-        }
+        let record = match (s.record, valid) {
+            (Some(record), true) => record,
+            // Known or not, a failure does the same work until the alert is out: the
+            // record is kept for later, and both tell the peer `BadProof`.
+            (record, _) => {
+                let known = record.is_some();
+                self.retired = record;
+                return Err(if known { PeerMisbehaved::BadClientProof.into() } else { Refusal::UnknownClient.into() });
+            }
+        };
         let peer = VerifiedClient {
             client_id: record.client_id.clone(),
             token_id: record.token_id,
@@ -565,22 +662,57 @@ impl Server {
             resumed: true,
         };
         if record.confirmed {
-            self.outputs.push_back(ServerOutput::Established(peer.clone()));
+            outbox.established(peer.clone());
             return Ok(State::Established(Established { session: s.secrets.session.clone(), peer, suite: s.suite }));
         }
-        self.outputs.push_back(ServerOutput::Storage(StorageRequest::ConfirmKeyring {
+        outbox.request(ServerRequest::Storage(StorageRequest::ConfirmKeyring {
             client_id: record.client_id.clone(),
             keyring_id: record.keyring.id(),
         }));
         Ok(State::AwaitConfirm(AwaitConfirm { session: s.secrets.session.clone(), peer, suite: s.suite }))
     }
+}
 
-    fn on_confirmed(&mut self, s: AwaitConfirm, outcome: Result<(), ConfirmRefusal>) -> Result<State, Error> {
-        outcome.map_err(|refusal| match refusal {
-            ConfirmRefusal::Missing => ProtocolError::UnknownClient,
-            ConfirmRefusal::Replaced => ProtocolError::ClientIdTaken,
-        })?;
-        self.outputs.push_back(ServerOutput::Established(s.peer.clone()));
-        Ok(State::Established(Established { session: s.session, peer: s.peer, suite: s.suite }))
+fn on_redeemed(
+    s: AwaitRedeem,
+    outcome: Result<Redemption, RedeemRefusal>,
+    outbox: &mut ServerOutbox,
+) -> Result<State, Error> {
+    let redemption = outcome.map_err(|refusal| match refusal {
+        RedeemRefusal::UnknownToken => Refusal::UnknownToken,
+        RedeemRefusal::Expired => Refusal::ExpiredToken,
+        RedeemRefusal::Exhausted => Refusal::ExhaustedToken,
+        RedeemRefusal::ClientIdTaken => Refusal::ClientIdTaken,
+    })?;
+    let mut finished = ServerFinished { ticket: s.ticket, mac: [0; 32] };
+    let th = s.transcript.hash_partial(FrameType::ServerFinished as u8, &finished.signed_part());
+    finished.mac = finished_mac(&s.secrets.server_finished, &th);
+    let frame = finished.to_frame();
+    let mut transcript = s.transcript;
+    transcript.add_frame(&frame);
+    outbox.transmit(frame);
+    let mut peer = s.peer;
+    peer.labels = redemption.labels;
+    Ok(State::ExpectClientFinished(ExpectClientFinished { transcript, secrets: s.secrets, peer, suite: s.suite }))
+}
+
+fn on_client_finished(s: ExpectClientFinished, m: ClientFinished, outbox: &mut ServerOutbox) -> Result<State, Error> {
+    let th = s.transcript.hash_partial(FrameType::ClientFinished as u8, &[]);
+    if !verify_finished(&s.secrets.client_finished, &th, &m.mac) {
+        return Err(PeerMisbehaved::BadClientProof.into());
     }
+    outbox.request(ServerRequest::Storage(StorageRequest::ConfirmKeyring {
+        client_id: s.peer.client_id.clone(),
+        keyring_id: s.secrets.keyring.id(),
+    }));
+    Ok(State::AwaitConfirm(AwaitConfirm { session: s.secrets.session.clone(), peer: s.peer, suite: s.suite }))
+}
+
+fn on_confirmed(s: AwaitConfirm, outcome: Result<(), ConfirmRefusal>, outbox: &mut ServerOutbox) -> Result<State, Error> {
+    outcome.map_err(|refusal| match refusal {
+        ConfirmRefusal::Missing => Error::from(Refusal::UnknownClient),
+        ConfirmRefusal::Replaced => Error::from(Refusal::ClientIdTaken),
+    })?;
+    outbox.established(s.peer.clone());
+    Ok(State::Established(Established { session: s.session, peer: s.peer, suite: s.suite }))
 }

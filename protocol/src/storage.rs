@@ -1,11 +1,18 @@
 //! What the gateway needs from storage, yielded as requests and resumed with
-//! answers, and the one redemption rule every store applies atomically.
+//! answers, and the one storage rule every store applies.
 //!
-//! A store implements [`decide_redemption`] and [`decide_confirmation`] inside one
-//! write transaction each: read the token record and the client's keyring record,
-//! call the rule, write what it says. That is what makes redemption atomic (N racing
-//! joins on a one-use token: exactly one wins) and retries charge-once (an unconfirmed
-//! keyring from the same token is replaced without charging the token again).
+//! A store does not interpret requests itself. It implements [`StoreTransaction`]
+//! (read and write token and keyring records inside one transaction of its own) and
+//! calls [`execute`], which carries the request out through it: lookups read,
+//! [`decide_redemption`] and [`decide_confirmation`] decide, and the writes they call
+//! for go back through the same transaction. A store commits the transaction when
+//! [`execute`] returns `Ok` and rolls it back otherwise. That is what makes redemption
+//! atomic (N racing joins on a one-use token: exactly one wins) and retries charge-once
+//! (an unconfirmed keyring from the same token is replaced without charging the token
+//! again), in every store alike.
+//!
+//! Stores hold only records: the join ticket and the verdict on a client's evidence are
+//! the gateway application's (see [`crate::server::ServerRequest::Admit`]).
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -19,18 +26,17 @@ use crate::token::{TokenId, TokenRecord, TokenUnusable};
 
 /// A storage operation the gateway state machine is waiting for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum StorageRequest {
     /// Fetch one token record. Answer with [`StorageAnswer::Tokens`] (empty if unknown).
     LookupToken {
         /// The token id the client named.
         token_id: TokenId,
     },
-    /// Fetch up to `limit` token records not expired at `now` (the seed flow),
-    /// exhausted ones included: the retry of an interrupted join may still redeem a
-    /// token its first attempt used up, and redemption decides. Answer with
-    /// [`StorageAnswer::Tokens`].
-    ActiveTokens {
+    /// Fetch the first `limit` token records, in ascending token-id order, that are not
+    /// expired at `now` (the unnamed-token flow). Exhausted ones are included: the
+    /// retry of an interrupted join may still redeem a token its first attempt used
+    /// up, and redemption decides. Answer with [`StorageAnswer::Tokens`].
+    UnexpiredTokens {
         /// The current time.
         now: UnixTime,
         /// The most records to return.
@@ -54,6 +60,25 @@ pub enum StorageRequest {
     },
 }
 
+impl StorageRequest {
+    /// Whether carrying the request out may write (a store opens a write transaction
+    /// for these and a read transaction for the others).
+    pub fn writes(&self) -> bool {
+        matches!(self, Self::Redeem(_) | Self::ConfirmKeyring { .. })
+    }
+
+    /// The request's name, for logs and misuse errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::LookupToken { .. } => "LookupToken",
+            Self::UnexpiredTokens { .. } => "UnexpiredTokens",
+            Self::Redeem(_) => "Redeem",
+            Self::LookupKeyring { .. } => "LookupKeyring",
+            Self::ConfirmKeyring { .. } => "ConfirmKeyring",
+        }
+    }
+}
+
 /// The parameters of a redemption.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedeemRequest {
@@ -65,8 +90,6 @@ pub struct RedeemRequest {
     pub keyring: Keyring,
     /// The current time.
     pub now: UnixTime,
-    /// Attestation evidence the client sent (opaque; empty if none).
-    pub evidence: Vec<u8>,
 }
 
 /// A gateway's stored keyring for one client.
@@ -89,24 +112,15 @@ pub struct KeyringRecord {
 /// A successful redemption.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Redemption {
-    /// The labels to hand the client's verified identity.
+    /// The labels to hand the client's verified identity (the token's, as read inside
+    /// the redemption's transaction).
     pub labels: BTreeMap<String, String>,
     /// Whether this redemption used up one of the token's uses (false on a retry).
     pub charged: bool,
-    /// The ticket to send the client in `ServerFinished` (at most 4 KiB).
-    pub ticket: Vec<u8>,
-}
-
-impl Redemption {
-    /// Builds an answer.
-    pub fn new(labels: BTreeMap<String, String>, charged: bool, ticket: Vec<u8>) -> Self {
-        Self { labels, charged, ticket }
-    }
 }
 
 /// Why a store refused a redemption.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum RedeemRefusal {
     /// The token does not exist (never issued, or revoked).
     UnknownToken,
@@ -131,7 +145,6 @@ impl fmt::Display for RedeemRefusal {
 
 /// Why a store refused a confirmation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum ConfirmRefusal {
     /// No keyring for the client id any more (revoked).
     Missing,
@@ -141,9 +154,8 @@ pub enum ConfirmRefusal {
 
 /// A store's answer to a [`StorageRequest`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum StorageAnswer {
-    /// Token records ([`StorageRequest::LookupToken`], [`StorageRequest::ActiveTokens`]).
+    /// Token records ([`StorageRequest::LookupToken`], [`StorageRequest::UnexpiredTokens`]).
     Tokens(Vec<TokenRecord>),
     /// The outcome of [`StorageRequest::Redeem`].
     Redeemed(Result<Redemption, RedeemRefusal>),
@@ -151,8 +163,149 @@ pub enum StorageAnswer {
     Keyring(Option<KeyringRecord>),
     /// The outcome of [`StorageRequest::ConfirmKeyring`].
     Confirmed(Result<(), ConfirmRefusal>),
-    /// The store failed; the handshake aborts with an internal alert.
+    /// The store failed; the handshake aborts with an internal alert. Any pending
+    /// request may be answered with it.
     Failed,
+}
+
+impl StorageAnswer {
+    /// The answer's name, for misuse errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Tokens(_) => "StorageAnswer::Tokens",
+            Self::Redeemed(_) => "StorageAnswer::Redeemed",
+            Self::Keyring(_) => "StorageAnswer::Keyring",
+            Self::Confirmed(_) => "StorageAnswer::Confirmed",
+            Self::Failed => "StorageAnswer::Failed",
+        }
+    }
+}
+
+/// What a store reads and writes inside one of its transactions: the only thing a
+/// store implements. [`execute`] decides everything else.
+///
+/// A transaction for a request whose [`StorageRequest::writes`] is `false` is never
+/// asked to write, so a store may back it with a read-only transaction.
+pub trait StoreTransaction {
+    /// The store's own error (I/O, corruption, a lost lock).
+    type Error;
+
+    /// One token record.
+    fn token(&mut self, id: TokenId) -> Result<Option<TokenRecord>, Self::Error>;
+
+    /// Visits token records in ascending token-id order until `visit` returns `false`.
+    fn scan_tokens(&mut self, visit: &mut dyn FnMut(TokenRecord) -> bool) -> Result<(), Self::Error>;
+
+    /// One client's keyring record.
+    fn keyring(&mut self, id: &ClientId) -> Result<Option<KeyringRecord>, Self::Error>;
+
+    /// Inserts or replaces a token record (keyed by its id).
+    fn put_token(&mut self, record: &TokenRecord) -> Result<(), Self::Error>;
+
+    /// Inserts or replaces a keyring record (keyed by its client id).
+    fn put_keyring(&mut self, record: &KeyringRecord) -> Result<(), Self::Error>;
+}
+
+/// Carries `request` out inside `txn`: the one storage rule. On `Ok` the store
+/// commits `txn`; on `Err` it rolls back (nothing it wrote may stay).
+pub fn execute<T: StoreTransaction + ?Sized>(txn: &mut T, request: &StorageRequest) -> Result<StorageAnswer, T::Error> {
+    Ok(match request {
+        StorageRequest::LookupToken { token_id } => StorageAnswer::Tokens(txn.token(*token_id)?.into_iter().collect()),
+        StorageRequest::UnexpiredTokens { now, limit } => {
+            let mut found = Vec::new();
+            if *limit > 0 {
+                txn.scan_tokens(&mut |record| {
+                    if !record.is_expired(*now) {
+                        found.push(record);
+                    }
+                    found.len() < *limit
+                })?;
+            }
+            StorageAnswer::Tokens(found)
+        }
+        StorageRequest::LookupKeyring { client_id } => StorageAnswer::Keyring(txn.keyring(client_id)?),
+        StorageRequest::Redeem(req) => {
+            let token = txn.token(req.token_id)?;
+            let existing = txn.keyring(&req.client_id)?;
+            match decide_redemption(token.as_ref(), existing.as_ref(), req) {
+                Err(refusal) => StorageAnswer::Redeemed(Err(refusal)),
+                Ok(decision) => {
+                    if let (true, Some(mut token)) = (decision.charge, token) {
+                        token.use_count = token.use_count.saturating_add(1);
+                        txn.put_token(&token)?;
+                    }
+                    txn.put_keyring(&decision.record)?;
+                    StorageAnswer::Redeemed(Ok(Redemption {
+                        labels: decision.record.labels.clone(),
+                        charged: decision.charge,
+                    }))
+                }
+            }
+        }
+        StorageRequest::ConfirmKeyring { client_id, keyring_id } => {
+            let existing = txn.keyring(client_id)?;
+            let outcome = decide_confirmation(existing.as_ref(), keyring_id);
+            if let (Ok(()), Some(mut record)) = (outcome, existing)
+                && !record.confirmed
+            {
+                record.confirmed = true;
+                txn.put_keyring(&record)?;
+            }
+            StorageAnswer::Confirmed(outcome)
+        }
+    })
+}
+
+/// Token and keyring records in memory: the whole of an in-memory store's data, and a
+/// [`StoreTransaction`] over itself. A store that keeps its records in memory holds
+/// one behind a lock and calls [`Records::answer`] under it, so each request is atomic.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Records {
+    /// Token records by id.
+    pub tokens: BTreeMap<TokenId, TokenRecord>,
+    /// Keyring records by client id.
+    pub keyrings: BTreeMap<ClientId, KeyringRecord>,
+}
+
+impl Records {
+    /// Carries a request out on these records ([`execute`]; it cannot fail).
+    pub fn answer(&mut self, request: &StorageRequest) -> StorageAnswer {
+        match execute(self, request) {
+            Ok(answer) => answer,
+            Err(never) => match never {},
+        }
+    }
+}
+
+impl StoreTransaction for Records {
+    type Error = core::convert::Infallible;
+
+    fn token(&mut self, id: TokenId) -> Result<Option<TokenRecord>, Self::Error> {
+        Ok(self.tokens.get(&id).cloned())
+    }
+
+    fn scan_tokens(&mut self, visit: &mut dyn FnMut(TokenRecord) -> bool) -> Result<(), Self::Error> {
+        for record in self.tokens.values() {
+            if !visit(record.clone()) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn keyring(&mut self, id: &ClientId) -> Result<Option<KeyringRecord>, Self::Error> {
+        Ok(self.keyrings.get(id).cloned())
+    }
+
+    fn put_token(&mut self, record: &TokenRecord) -> Result<(), Self::Error> {
+        self.tokens.insert(record.id(), record.clone());
+        Ok(())
+    }
+
+    fn put_keyring(&mut self, record: &KeyringRecord) -> Result<(), Self::Error> {
+        self.keyrings.insert(record.client_id.clone(), record.clone());
+        Ok(())
+    }
 }
 
 /// What a store must write for a redemption.
@@ -224,7 +377,6 @@ mod tests {
             client_id: ClientId::new("n1").unwrap(),
             keyring: keyring(1),
             now,
-            evidence: Vec::new(),
         }
     }
 

@@ -269,7 +269,6 @@ impl<'de> Deserialize<'de> for BootstrapToken {
 
 /// Why a token cannot be used right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum TokenUnusable {
     /// `now` is at or past the expiry.
     Expired,
@@ -329,9 +328,16 @@ impl TokenRecord {
         self.token.id()
     }
 
+    /// Whether the token is expired at `now` (expiry is the instant `expires_at`
+    /// itself). The one expiry predicate: lookups, the unnamed-token flow, redemption
+    /// and listings all use it.
+    pub fn is_expired(&self, now: UnixTime) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
+    }
+
     /// Whether the token may be redeemed once more at `now`.
     pub fn usable_at(&self, now: UnixTime) -> Result<(), TokenUnusable> {
-        if self.expires_at.is_some_and(|at| now >= at) {
+        if self.is_expired(now) {
             return Err(TokenUnusable::Expired);
         }
         if self.max_uses != 0 && self.use_count >= self.max_uses {

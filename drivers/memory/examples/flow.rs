@@ -73,13 +73,13 @@ fn exchange(client: &mut Channel, server: &mut Channel) -> Result<(), boarding::
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let world = World::new(2026);
+    let mut world = World::new(2026);
+    world.ticket = b"welcome to the fleet".to_vec();
     println!("Boarding in memory (seed 2026, clock at unix {})", world.now);
     println!();
     println!("1. The gateway's identity");
     println!("    pin {}", world.config.pin());
     let token = world.issue_token(Some(3600), 1);
-    world.store.set_ticket(b"welcome to the fleet".to_vec());
     println!("2. An operator creates a one-use token, valid for an hour");
     println!("    token {token}   (the agent is given this and the pin; only the id ever crosses the wire)");
     println!();
@@ -100,7 +100,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         world.store.token(token.id()).map_or(0, |t| t.use_count)
     );
     let (mut c, mut s) = pair.into_sessions()?;
-    println!("    ticket {:?}, channel suite {}", String::from_utf8_lossy(&c.joined.ticket), c.channel.suite());
+    println!("    ticket {:?}, channel suite {}", String::from_utf8_lossy(&c.info.ticket), c.channel.suite());
     exchange(&mut c.channel, &mut s.channel)?;
     println!();
 
@@ -133,8 +133,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let outcome = again.drive();
     println!(
         "    the used token presented again: agent sees {:?}; gateway: {}",
-        outcome.client.as_ref().err().map(ToString::to_string),
-        outcome.server.as_ref().err().map_or_else(|| "accepted".to_string(), ToString::to_string)
+        outcome.client_error().map(ToString::to_string),
+        outcome.server_error().map_or_else(|| "accepted".to_string(), ToString::to_string)
     );
     let frames = again.log.iter().filter(|(_, b)| b.first() == Some(&(FrameType::Alert as u8))).count();
     println!(

@@ -19,36 +19,31 @@
 //! assert!(resume.drive().both_established());
 //! ```
 
-use std::collections::{BTreeMap, VecDeque};
+pub mod conformance;
+
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use boarding::Error;
-use boarding::client::{Client, ClientOutput, ClientSession, JoinConfig, ResumeConfig, SavedKeyring};
+use boarding::client::{Client, ClientRequest, ClientSession, JoinConfig, PersistFailed, ResumeConfig, SavedKeyring, SessionInfo};
+use boarding::handshake::Output;
 use boarding::identity::{ClientId, GatewayIdentity};
-use boarding::server::{Server, ServerConfig, ServerOutput, ServerSession, VerifiedClient};
-use boarding::storage::{
-    KeyringRecord, Redemption, StorageAnswer, StorageRequest, decide_confirmation, decide_redemption,
-};
+use boarding::server::{Admission, AdmissionRequest, Server, ServerConfig, ServerRequest, ServerSession, VerifiedClient};
+use boarding::storage::{KeyringRecord, Records, StorageAnswer, StorageRequest};
 use boarding::token::{BootstrapToken, TokenId, TokenRecord};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
 /// Everything a store holds, for tests that assert a failure changed nothing.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct StoreSnapshot {
-    /// Token records by id.
-    pub tokens: BTreeMap<TokenId, TokenRecord>,
-    /// Keyring records by client id.
-    pub keyrings: BTreeMap<ClientId, KeyringRecord>,
-}
+pub type StoreSnapshot = Records;
 
-/// An in-memory gateway store. Each request is answered under one lock, so a
-/// redemption (read token and keyring, decide, write both) is atomic.
+/// An in-memory gateway store: [`Records`] behind one lock, so every request (a
+/// redemption reads the token and the keyring, decides and writes both) is atomic.
+/// It implements nothing of the storage rule itself: [`Records::answer`] does.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    state: Mutex<StoreSnapshot>,
-    ticket: Mutex<Vec<u8>>,
+    state: Mutex<Records>,
 }
 
 impl MemoryStore {
@@ -57,7 +52,7 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, StoreSnapshot> {
+    fn lock(&self) -> MutexGuard<'_, Records> {
         // A panic elsewhere while holding the lock leaves consistent data (every write
         // is a whole decision), so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -93,57 +88,9 @@ impl MemoryStore {
         self.lock().clone()
     }
 
-    /// Sets the ticket handed to every client that joins.
-    pub fn set_ticket(&self, ticket: Vec<u8>) {
-        *self.ticket.lock().unwrap_or_else(|e| e.into_inner()) = ticket;
-    }
-
     /// Answers one storage request atomically.
     pub fn answer(&self, request: &StorageRequest) -> StorageAnswer {
-        let mut state = self.lock();
-        match request {
-            StorageRequest::LookupToken { token_id } => {
-                StorageAnswer::Tokens(state.tokens.get(token_id).cloned().into_iter().collect())
-            }
-            StorageRequest::ActiveTokens { now, limit } => StorageAnswer::Tokens(
-                state
-                    .tokens
-                    .values()
-                    .filter(|r| r.usable_at(*now) != Err(boarding::token::TokenUnusable::Expired))
-                    .take(*limit)
-                    .cloned()
-                    .collect(),
-            ),
-            StorageRequest::Redeem(req) => {
-                let decision =
-                    decide_redemption(state.tokens.get(&req.token_id), state.keyrings.get(&req.client_id), req);
-                StorageAnswer::Redeemed(decision.and_then(|d| {
-                    if d.charge {
-                        let Some(token) = state.tokens.get_mut(&req.token_id) else {
-                            return Err(boarding::storage::RedeemRefusal::UnknownToken);
-                        };
-                        token.use_count = token.use_count.saturating_add(1);
-                    }
-                    let labels = d.record.labels.clone();
-                    state.keyrings.insert(req.client_id.clone(), d.record);
-                    let ticket = self.ticket.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                    Ok(Redemption::new(labels, d.charge, ticket))
-                }))
-            }
-            StorageRequest::LookupKeyring { client_id } => {
-                StorageAnswer::Keyring(state.keyrings.get(client_id).cloned())
-            }
-            StorageRequest::ConfirmKeyring { client_id, keyring_id } => {
-                let outcome = decide_confirmation(state.keyrings.get(client_id), keyring_id);
-                if outcome.is_ok()
-                    && let Some(record) = state.keyrings.get_mut(client_id)
-                {
-                    record.confirmed = true;
-                }
-                StorageAnswer::Confirmed(outcome)
-            }
-            _ => StorageAnswer::Failed,
-        }
+        self.lock().answer(request)
     }
 }
 
@@ -173,19 +120,90 @@ pub enum Delivery {
 /// bytes, which it may change) and decides its fate.
 pub type TamperHook = Box<dyn FnMut(Dir, usize, &mut Vec<u8>) -> Delivery + Send>;
 
+/// What the pair does with one of the gateway's storage requests (decided by its
+/// storage hook).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageAction {
+    /// Answer it from the store now.
+    Answer,
+    /// Answer [`StorageAnswer::Failed`] (the store is down).
+    Fail,
+    /// Hold it unanswered until [`Pair::release_storage`].
+    Hold,
+}
+
+/// A storage hook: sees each storage request and decides what happens to it.
+pub type StorageHook = Box<dyn FnMut(&StorageRequest) -> StorageAction + Send>;
+
+/// An admission hook: the gateway application's decision for each join.
+pub type AdmissionHook = Box<dyn FnMut(&AdmissionRequest) -> Admission + Send>;
+
+/// What the pair does with the agent's request to persist its keyring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PersistAction {
+    /// Record the keyring in [`Pair::saved`] and answer that it is stored.
+    Store,
+    /// Answer that storing failed (the agent's disk is full).
+    Fail,
+    /// Record the keyring but do not answer until [`Pair::release_persist`] (a crash
+    /// between storing and confirming, or a slow disk).
+    Hold,
+    /// Do nothing at all (a crash before the keyring reached the disk).
+    Ignore,
+}
+
+/// How the bytes of each delivered message reach the receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Stream {
+    /// One `handle_input` per message.
+    #[default]
+    Whole,
+    /// Every message split into pieces of at most this many bytes, fed one by one.
+    Fragmented(usize),
+    /// Every message queued in that direction merged into one `handle_input`.
+    Coalesced,
+}
+
+/// Where one side stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// The handshake completed.
+    Established,
+    /// Still waiting (for bytes, or for an answer that was held or not given).
+    Waiting,
+    /// The handshake failed with this error (the side's `Output::Failed`).
+    Failed(Error),
+}
+
 /// How a [`Pair::drive`] ended for each side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
-    /// The agent's result: `Ok(true)` established, `Ok(false)` still waiting.
-    pub client: Result<bool, Error>,
-    /// The gateway's result, likewise.
-    pub server: Result<bool, Error>,
+    /// The agent.
+    pub client: Standing,
+    /// The gateway.
+    pub server: Standing,
 }
 
 impl Outcome {
     /// Whether both sides completed.
     pub fn both_established(&self) -> bool {
-        self.client == Ok(true) && self.server == Ok(true)
+        self.client == Standing::Established && self.server == Standing::Established
+    }
+
+    /// The agent's error, if it failed.
+    pub fn client_error(&self) -> Option<&Error> {
+        match &self.client {
+            Standing::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The gateway's error, if it failed.
+    pub fn server_error(&self) -> Option<&Error> {
+        match &self.server {
+            Standing::Failed(e) => Some(e),
+            _ => None,
+        }
     }
 }
 
@@ -198,6 +216,8 @@ pub struct World {
     pub store: Arc<MemoryStore>,
     /// The virtual clock (Unix seconds).
     pub now: u64,
+    /// The ticket the default admission hook gives every joining client.
+    pub ticket: Vec<u8>,
     seed: u64,
     counter: Arc<Mutex<u64>>,
 }
@@ -212,6 +232,7 @@ impl World {
             config: Arc::new(ServerConfig::new(identity)),
             store: Arc::new(MemoryStore::new()),
             now: 1_700_000_000,
+            ticket: Vec::new(),
             seed,
             counter: Arc::new(Mutex::new(0)),
         }
@@ -253,11 +274,19 @@ impl World {
     /// A pair around any client.
     pub fn pair_with(&self, client: Client) -> Pair {
         let server = Server::new(self.config.clone(), &mut self.rng());
-        Pair::new(client, server, self.store.clone(), self.now)
+        let mut pair = Pair::new(client, server, self.store.clone(), self.now);
+        let ticket = self.ticket.clone();
+        pair.admission = Box::new(move |_| Admission::Admit { ticket: ticket.clone() });
+        pair
     }
 }
 
-/// A client and a gateway connected by an in-memory network.
+/// A client and a gateway connected by an in-memory network: quinn-proto's `Pair`.
+///
+/// Both sides are driven by one loop each, draining outputs as [`boarding::handshake`]
+/// prescribes; requests are answered through hooks (storage, admission, persist) that
+/// can answer, fail or hold them, and the network can tamper with, drop, duplicate,
+/// delay, fragment or coalesce every message.
 pub struct Pair {
     /// The agent.
     pub client: Client,
@@ -267,21 +296,36 @@ pub struct Pair {
     pub store: Arc<MemoryStore>,
     /// The virtual clock passed to the gateway.
     pub now: u64,
-    /// What the agent persisted (answered automatically).
+    /// What the agent asked to persist (recorded on [`PersistAction::Store`] and
+    /// [`PersistAction::Hold`]).
     pub saved: Option<SavedKeyring>,
+    /// What the agent learned, once established.
+    pub info: Option<SessionInfo>,
     /// The gateway's verified peer, once established.
     pub peer: Option<VerifiedClient>,
     /// Every message sent, in order, before tampering: (direction, bytes).
     pub log: Vec<(Dir, Vec<u8>)>,
-    /// Whether to answer the agent's persist request (false simulates a crash there).
-    pub persist: bool,
+    /// What to do with the agent's persist request.
+    pub persist: PersistAction,
+    /// How bytes reach each receiver.
+    pub stream: Stream,
+    /// The gateway application's admission decision.
+    pub admission: AdmissionHook,
+    /// What to do with each storage request.
+    pub storage: StorageHook,
+    /// Every storage request the gateway made, in order.
+    pub requests: Vec<StorageRequest>,
+    /// A storage request held by [`StorageAction::Hold`].
+    pub held_storage: Option<StorageRequest>,
+    /// Whether a persist request is held by [`PersistAction::Hold`].
+    pub held_persist: bool,
     to_server: VecDeque<Vec<u8>>,
     to_client: VecDeque<Vec<u8>>,
     sent: [usize; 2],
     delayed: [Option<Vec<u8>>; 2],
     tamper: Option<TamperHook>,
-    client_error: Option<Error>,
-    server_error: Option<Error>,
+    client_failure: Option<Error>,
+    server_failure: Option<Error>,
 }
 
 impl fmt::Debug for Pair {
@@ -302,7 +346,8 @@ fn slot(dir: Dir) -> usize {
 }
 
 impl Pair {
-    /// Connects `client` and `server` with a perfect network.
+    /// Connects `client` and `server` with a perfect network; every request is answered
+    /// (storage from `store`, admission with no ticket, persist stored).
     pub fn new(client: Client, server: Server, store: Arc<MemoryStore>, now: u64) -> Self {
         Self {
             client,
@@ -310,16 +355,23 @@ impl Pair {
             store,
             now,
             saved: None,
+            info: None,
             peer: None,
             log: Vec::new(),
-            persist: true,
+            persist: PersistAction::Store,
+            stream: Stream::Whole,
+            admission: Box::new(|_| Admission::admit()),
+            storage: Box::new(|_| StorageAction::Answer),
+            requests: Vec::new(),
+            held_storage: None,
+            held_persist: false,
             to_server: VecDeque::new(),
             to_client: VecDeque::new(),
             sent: [0, 0],
             delayed: [None, None],
             tamper: None,
-            client_error: None,
-            server_error: None,
+            client_failure: None,
+            server_failure: None,
         }
     }
 
@@ -329,12 +381,33 @@ impl Pair {
         self
     }
 
+    /// Installs a storage hook.
+    pub fn with_storage(mut self, hook: impl FnMut(&StorageRequest) -> StorageAction + Send + 'static) -> Self {
+        self.storage = Box::new(hook);
+        self
+    }
+
+    /// Installs an admission hook.
+    pub fn with_admission(mut self, hook: impl FnMut(&AdmissionRequest) -> Admission + Send + 'static) -> Self {
+        self.admission = Box::new(hook);
+        self
+    }
+
+    /// Sets what happens to the persist request.
+    pub fn with_persist(mut self, action: PersistAction) -> Self {
+        self.persist = action;
+        self
+    }
+
+    /// Sets how bytes reach each receiver.
+    pub fn with_stream(mut self, stream: Stream) -> Self {
+        self.stream = stream;
+        self
+    }
+
     /// Injects raw bytes into one direction, bypassing the hook (replays, forgeries).
     pub fn inject(&mut self, dir: Dir, bytes: Vec<u8>) {
-        match dir {
-            Dir::ToServer => self.to_server.push_back(bytes),
-            Dir::ToClient => self.to_client.push_back(bytes),
-        }
+        self.in_flight(dir).push_back(bytes);
     }
 
     fn send(&mut self, dir: Dir, mut bytes: Vec<u8>) {
@@ -369,23 +442,12 @@ impl Pair {
         }
     }
 
-    /// Runs both sides until neither can move. Storage requests are answered by the
-    /// store, persist requests by recording the keyring.
+    /// Runs both sides until neither can move.
     pub fn drive(&mut self) -> Outcome {
         loop {
             let mut progressed = self.flush();
-            if let Some(bytes) = self.to_server.pop_front() {
-                progressed = true;
-                if let Err(e) = self.server.handle_input(self.now, &bytes) {
-                    self.server_error.get_or_insert(e);
-                }
-            }
-            if let Some(bytes) = self.to_client.pop_front() {
-                progressed = true;
-                if let Err(e) = self.client.handle_input(&bytes) {
-                    self.client_error.get_or_insert(e);
-                }
-            }
+            progressed |= self.deliver(Dir::ToServer);
+            progressed |= self.deliver(Dir::ToClient);
             if !progressed {
                 break;
             }
@@ -394,10 +456,9 @@ impl Pair {
     }
 
     /// Drains both sides' outputs without delivering anything: transmissions go
-    /// through the tamper hook into the in-flight queues, storage requests are
-    /// answered by the store, persist requests are recorded (if `persist`). Returns
-    /// whether there was anything to drain. A building block for tests that step the
-    /// network one message at a time (see [`Pair::step`]).
+    /// through the tamper hook into the in-flight queues, requests go to the hooks.
+    /// Returns whether there was anything to drain. A building block for tests that
+    /// step the network one message at a time (see [`Pair::step`]).
     pub fn flush(&mut self) -> bool {
         let mut progressed = false;
         loop {
@@ -405,29 +466,24 @@ impl Pair {
             while let Some(out) = self.client.poll_output() {
                 drained = true;
                 match out {
-                    ClientOutput::Transmit(bytes) => self.send(Dir::ToServer, bytes),
-                    ClientOutput::PersistKeyring(saved) => {
-                        if self.persist {
-                            self.saved = Some(saved);
-                            if let Err(e) = self.client.handle_persisted() {
-                                self.client_error.get_or_insert(e);
-                            }
-                        }
-                    }
-                    ClientOutput::Established(_) => {}
+                    Output::Transmit(bytes) => self.send(Dir::ToServer, bytes),
+                    Output::Request(ClientRequest::PersistKeyring(saved)) => self.on_persist(saved),
+                    Output::Established(info) => self.info = Some(info),
+                    Output::Failed(e) => self.client_failure = Some(e),
                 }
             }
             while let Some(out) = self.server.poll_output() {
                 drained = true;
                 match out {
-                    ServerOutput::Transmit(bytes) => self.send(Dir::ToClient, bytes),
-                    ServerOutput::Storage(request) => {
-                        let answer = self.store.answer(&request);
-                        if let Err(e) = self.server.handle_storage(answer) {
-                            self.server_error.get_or_insert(e);
-                        }
+                    Output::Transmit(bytes) => self.send(Dir::ToClient, bytes),
+                    Output::Request(ServerRequest::Storage(request)) => self.on_storage(request),
+                    Output::Request(ServerRequest::Admit(request)) => {
+                        let admission = (self.admission)(&request);
+                        // A failure is an output too: the loop above records it.
+                        let _ = self.server.handle_admission(admission);
                     }
-                    ServerOutput::Established(peer) => self.peer = Some(peer),
+                    Output::Established(peer) => self.peer = Some(peer),
+                    Output::Failed(e) => self.server_failure = Some(e),
                 }
             }
             if !drained {
@@ -437,26 +493,99 @@ impl Pair {
         }
     }
 
-    /// Delivers the message at the front of one direction's in-flight queue to its
-    /// receiver, then [`flush`](Pair::flush)es. Returns `false` (and does nothing) if
-    /// that queue is empty. Unlike [`Pair::drive`], the caller decides the order.
-    pub fn step(&mut self, dir: Dir) -> bool {
-        self.flush();
-        let Some(bytes) = self.in_flight(dir).pop_front() else { return false };
-        match dir {
-            Dir::ToServer => {
-                if let Err(e) = self.server.handle_input(self.now, &bytes) {
-                    self.server_error.get_or_insert(e);
-                }
+    fn on_persist(&mut self, saved: SavedKeyring) {
+        match self.persist {
+            PersistAction::Store => {
+                self.saved = Some(saved);
+                let _ = self.client.handle_persisted(Ok(()));
             }
-            Dir::ToClient => {
-                if let Err(e) = self.client.handle_input(&bytes) {
-                    self.client_error.get_or_insert(e);
-                }
+            PersistAction::Fail => {
+                let _ = self.client.handle_persisted(Err(PersistFailed));
             }
+            PersistAction::Hold => {
+                self.saved = Some(saved);
+                self.held_persist = true;
+            }
+            PersistAction::Ignore => {}
         }
+    }
+
+    fn on_storage(&mut self, request: StorageRequest) {
+        self.requests.push(request.clone());
+        match (self.storage)(&request) {
+            StorageAction::Answer => {
+                let answer = self.store.answer(&request);
+                let _ = self.server.handle_storage(answer);
+            }
+            StorageAction::Fail => {
+                let _ = self.server.handle_storage(StorageAnswer::Failed);
+            }
+            StorageAction::Hold => self.held_storage = Some(request),
+        }
+    }
+
+    /// Answers the held storage request from the store now (the store's state at
+    /// release time decides), then flushes. Returns whether one was held.
+    pub fn release_storage(&mut self) -> bool {
+        let Some(request) = self.held_storage.take() else { return false };
+        let answer = self.store.answer(&request);
+        let _ = self.server.handle_storage(answer);
         self.flush();
         true
+    }
+
+    /// Answers the held persist request (`Ok` stored, `Err` failed), then flushes.
+    /// Returns whether one was held.
+    pub fn release_persist(&mut self, outcome: Result<(), PersistFailed>) -> bool {
+        if !std::mem::take(&mut self.held_persist) {
+            return false;
+        }
+        let _ = self.client.handle_persisted(outcome);
+        self.flush();
+        true
+    }
+
+    /// Delivers what is queued in one direction according to [`Pair::stream`]: the
+    /// front message (whole or in pieces), or every queued message merged. Returns
+    /// whether anything was delivered.
+    fn deliver(&mut self, dir: Dir) -> bool {
+        let bytes = match self.stream {
+            Stream::Coalesced => {
+                let queue = self.in_flight(dir);
+                if queue.is_empty() {
+                    return false;
+                }
+                queue.drain(..).flatten().collect::<Vec<u8>>()
+            }
+            Stream::Whole | Stream::Fragmented(_) => match self.in_flight(dir).pop_front() {
+                Some(bytes) => bytes,
+                None => return false,
+            },
+        };
+        let piece = match self.stream {
+            Stream::Fragmented(n) => n.max(1),
+            Stream::Whole | Stream::Coalesced => bytes.len().max(1),
+        };
+        for chunk in bytes.chunks(piece) {
+            // Errors are outputs too (`Output::Failed`), recorded by `flush`.
+            let _ = match dir {
+                Dir::ToServer => self.server.handle_input(self.now, chunk),
+                Dir::ToClient => self.client.handle_input(chunk),
+            };
+            self.flush();
+        }
+        true
+    }
+
+    /// Delivers the message at the front of one direction's in-flight queue to its
+    /// receiver (as [`Pair::stream`] says), then [`flush`](Pair::flush)es. Returns
+    /// `false` (and does nothing) if that queue is empty. Unlike [`Pair::drive`], the
+    /// caller decides the order.
+    pub fn step(&mut self, dir: Dir) -> bool {
+        self.flush();
+        let delivered = self.deliver(dir);
+        self.flush();
+        delivered
     }
 
     /// The messages in flight in one direction, front (next delivered) first. A test
@@ -472,9 +601,14 @@ impl Pair {
     /// How each side stands now, without moving anything (what [`Pair::drive`]
     /// returns at the end).
     pub fn outcome(&self) -> Outcome {
+        let standing = |failure: &Option<Error>, established: bool| match failure {
+            Some(e) => Standing::Failed(e.clone()),
+            None if established => Standing::Established,
+            None => Standing::Waiting,
+        };
         Outcome {
-            client: self.client_error.clone().map_or(Ok(self.client.is_established()), Err),
-            server: self.server_error.clone().map_or(Ok(self.server.is_established()), Err),
+            client: standing(&self.client_failure, self.client.is_established()),
+            server: standing(&self.server_failure, self.server.is_established()),
         }
     }
 

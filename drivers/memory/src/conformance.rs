@@ -1,0 +1,222 @@
+//! The store conformance suite: what every gateway store must do, checked the same way
+//! for each (the in-memory stores, redb, and any store to come).
+//!
+//! A store under test implements [`ConformanceStore`] (usually a few lines over its
+//! real API) and a test calls [`run`] with a function that makes a fresh, empty store.
+//! Every check panics with a message naming the check and the store's answer.
+//!
+//! ```
+//! use boarding::storage::{KeyringRecord, StorageAnswer, StorageRequest};
+//! use boarding::identity::ClientId;
+//! use boarding::token::{TokenId, TokenRecord};
+//! use boarding_memory::MemoryStore;
+//! use boarding_memory::conformance::{self, ConformanceStore};
+//!
+//! struct Subject(MemoryStore);
+//! impl ConformanceStore for Subject {
+//!     fn insert_token(&self, record: TokenRecord) { self.0.insert_token(record) }
+//!     fn answer(&self, request: StorageRequest) -> StorageAnswer { self.0.answer(&request) }
+//!     fn token(&self, id: TokenId) -> Option<TokenRecord> { self.0.token(id) }
+//!     fn keyring(&self, id: &ClientId) -> Option<KeyringRecord> { self.0.keyring(id) }
+//! }
+//! conformance::run(|| Subject(MemoryStore::new()));
+//! ```
+
+use std::sync::Barrier;
+
+use boarding::identity::ClientId;
+use boarding::keys::{Keyring, SymmetricKey};
+use boarding::storage::{
+    ConfirmRefusal, KeyringRecord, RedeemRefusal, RedeemRequest, Redemption, StorageAnswer, StorageRequest,
+};
+use boarding::token::{BootstrapToken, TokenId, TokenRecord};
+
+/// The store interface the suite drives.
+pub trait ConformanceStore: Sync {
+    /// Adds a token record (the operator's `token create`).
+    fn insert_token(&self, record: TokenRecord);
+    /// Answers one request of the protocol core; a store error is [`StorageAnswer::Failed`].
+    fn answer(&self, request: StorageRequest) -> StorageAnswer;
+    /// Reads a token record back.
+    fn token(&self, id: TokenId) -> Option<TokenRecord>;
+    /// Reads a keyring record back.
+    fn keyring(&self, id: &ClientId) -> Option<KeyringRecord>;
+}
+
+/// Runs every check, each on a fresh store from `make`.
+pub fn run<S: ConformanceStore>(make: impl Fn() -> S) {
+    lookups(&make());
+    unexpired_tokens_in_id_order(&make());
+    one_use_token_is_charged_once(&make());
+    refusals_change_nothing(&make());
+    confirmation_by_fingerprint(&make());
+    unlimited_tokens_count_uses(&make());
+    racing_redemptions_one_winner(&make());
+}
+
+const NOW: u64 = 1_700_000_000;
+
+fn token(id: &str) -> BootstrapToken {
+    let text = format!("{id}.0123456789abcdef");
+    text.parse().unwrap_or_else(|e| panic!("conformance token {text}: {e}"))
+}
+
+fn client(id: &str) -> ClientId {
+    ClientId::new(id).unwrap_or_else(|e| panic!("conformance client id {id}: {e}"))
+}
+
+fn keyring(b: u8) -> Keyring {
+    Keyring { c2s: SymmetricKey::from_bytes([b; 32]), s2c: SymmetricKey::from_bytes([b.wrapping_add(1); 32]) }
+}
+
+fn redeem(token_id: TokenId, client_id: &str, ring: u8) -> StorageRequest {
+    StorageRequest::Redeem(RedeemRequest { token_id, client_id: client(client_id), keyring: keyring(ring), now: NOW })
+}
+
+fn redeemed<S: ConformanceStore>(store: &S, request: StorageRequest) -> Result<Redemption, RedeemRefusal> {
+    match store.answer(request) {
+        StorageAnswer::Redeemed(outcome) => outcome,
+        other => panic!("a Redeem request was answered with {other:?}"),
+    }
+}
+
+fn confirmed<S: ConformanceStore>(store: &S, client_id: &str, ring: u8) -> Result<(), ConfirmRefusal> {
+    let request = StorageRequest::ConfirmKeyring { client_id: client(client_id), keyring_id: keyring(ring).id() };
+    match store.answer(request) {
+        StorageAnswer::Confirmed(outcome) => outcome,
+        other => panic!("a ConfirmKeyring request was answered with {other:?}"),
+    }
+}
+
+fn tokens<S: ConformanceStore>(store: &S, request: StorageRequest) -> Vec<TokenId> {
+    match store.answer(request) {
+        StorageAnswer::Tokens(records) => records.iter().map(TokenRecord::id).collect(),
+        other => panic!("a token lookup was answered with {other:?}"),
+    }
+}
+
+fn lookups<S: ConformanceStore>(store: &S) {
+    let record = TokenRecord::new(token("look01"), None, 1).with_label("role", "worker").expect("label");
+    store.insert_token(record.clone());
+    let id = record.id();
+    assert_eq!(
+        store.answer(StorageRequest::LookupToken { token_id: id }),
+        StorageAnswer::Tokens(vec![record]),
+        "lookups: a known token is returned whole"
+    );
+    let unknown = token("look02").id();
+    assert_eq!(tokens(store, StorageRequest::LookupToken { token_id: unknown }), vec![], "lookups: unknown token");
+    assert_eq!(
+        store.answer(StorageRequest::LookupKeyring { client_id: client("nobody") }),
+        StorageAnswer::Keyring(None),
+        "lookups: unknown client"
+    );
+}
+
+fn unexpired_tokens_in_id_order<S: ConformanceStore>(store: &S) {
+    // Inserted out of order; one expired, one exhausted.
+    for (id, expires, uses) in
+        [("ord05", None, 0), ("ord01", Some(NOW + 10), 1), ("ord03", Some(NOW), 1), ("ord02", None, 1), ("ord04", None, 1)]
+    {
+        let mut record = TokenRecord::new(token(&format!("{id}x")), expires, uses);
+        if id == "ord04" {
+            record.use_count = 1;
+        }
+        store.insert_token(record);
+    }
+    let ids = |limit| {
+        tokens(store, StorageRequest::UnexpiredTokens { now: NOW, limit })
+            .iter()
+            .map(|id| id.as_str().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(16), ["ord01x", "ord02x", "ord04x", "ord05x"], "unexpired tokens: id order, expired skipped");
+    assert_eq!(ids(2), ["ord01x", "ord02x"], "unexpired tokens: the first `limit` by id");
+    assert_eq!(ids(0), Vec::<String>::new(), "unexpired tokens: limit 0");
+}
+
+fn one_use_token_is_charged_once<S: ConformanceStore>(store: &S) {
+    let id = token("once01").id();
+    store.insert_token(TokenRecord::new(token("once01"), Some(NOW + 60), 1).with_label("k", "v").expect("label"));
+    let first = redeemed(store, redeem(id, "node-a", 1)).expect("charge once: the first redemption succeeds");
+    assert!(first.charged, "charge once: the first redemption is charged");
+    assert_eq!(first.labels.get("k").map(String::as_str), Some("v"), "charge once: the token's labels");
+    assert_eq!(store.token(id).map(|t| t.use_count), Some(1), "charge once: use count after the first");
+    let stored = store.keyring(&client("node-a")).expect("charge once: keyring written");
+    assert!(!stored.confirmed && stored.keyring == keyring(1), "charge once: unconfirmed new keyring");
+    // Another client: exhausted, and nothing changes.
+    assert_eq!(redeemed(store, redeem(id, "node-b", 2)), Err(RedeemRefusal::Exhausted), "charge once: exhausted");
+    assert_eq!(store.keyring(&client("node-b")), None, "charge once: a refusal writes nothing");
+    // The same client retrying its interrupted join: free, and the keyring is replaced.
+    let retry = redeemed(store, redeem(id, "node-a", 3)).expect("charge once: a retry succeeds");
+    assert!(!retry.charged, "charge once: a retry is not charged");
+    assert_eq!(store.token(id).map(|t| t.use_count), Some(1), "charge once: use count after the retry");
+    assert_eq!(store.keyring(&client("node-a")).map(|r| r.keyring), Some(keyring(3)), "charge once: replaced");
+}
+
+fn refusals_change_nothing<S: ConformanceStore>(store: &S) {
+    let expired = token("gone01").id();
+    store.insert_token(TokenRecord::new(token("gone01"), Some(NOW), 0));
+    assert_eq!(redeemed(store, redeem(expired, "node-e", 1)), Err(RedeemRefusal::Expired), "refusals: expired");
+    let unknown = token("none01").id();
+    assert_eq!(redeemed(store, redeem(unknown, "node-u", 1)), Err(RedeemRefusal::UnknownToken), "refusals: unknown");
+    assert_eq!(store.keyring(&client("node-e")), None, "refusals: expired writes nothing");
+    assert_eq!(store.keyring(&client("node-u")), None, "refusals: unknown writes nothing");
+    assert_eq!(store.token(expired).map(|t| t.use_count), Some(0), "refusals: no charge");
+}
+
+fn confirmation_by_fingerprint<S: ConformanceStore>(store: &S) {
+    let id = token("conf01").id();
+    store.insert_token(TokenRecord::new(token("conf01"), None, 0));
+    let other = token("conf02").id();
+    store.insert_token(TokenRecord::new(token("conf02"), None, 0));
+    redeemed(store, redeem(id, "node-c", 1)).expect("confirm: redemption");
+    assert_eq!(confirmed(store, "node-c", 9), Err(ConfirmRefusal::Replaced), "confirm: another fingerprint");
+    assert!(store.keyring(&client("node-c")).is_some_and(|r| !r.confirmed), "confirm: refusal leaves it unconfirmed");
+    assert_eq!(confirmed(store, "node-c", 1), Ok(()), "confirm: the derived fingerprint");
+    assert!(store.keyring(&client("node-c")).is_some_and(|r| r.confirmed), "confirm: stored confirmed");
+    assert_eq!(confirmed(store, "node-c", 1), Ok(()), "confirm: confirming twice is fine");
+    assert_eq!(confirmed(store, "node-m", 1), Err(ConfirmRefusal::Missing), "confirm: missing keyring");
+    // Once confirmed, the client id is taken, by the same token or another.
+    assert_eq!(redeemed(store, redeem(id, "node-c", 2)), Err(RedeemRefusal::ClientIdTaken), "confirm: id taken");
+    assert_eq!(redeemed(store, redeem(other, "node-c", 2)), Err(RedeemRefusal::ClientIdTaken), "confirm: id taken");
+    // An unconfirmed keyring from another token also holds the id.
+    redeemed(store, redeem(id, "node-d", 3)).expect("confirm: second client");
+    assert_eq!(redeemed(store, redeem(other, "node-d", 4)), Err(RedeemRefusal::ClientIdTaken), "confirm: other token");
+}
+
+fn unlimited_tokens_count_uses<S: ConformanceStore>(store: &S) {
+    let id = token("many01").id();
+    store.insert_token(TokenRecord::new(token("many01"), None, 0));
+    for i in 0..5u8 {
+        let outcome = redeemed(store, redeem(id, &format!("many-{i}"), i));
+        assert!(outcome.is_ok_and(|r| r.charged), "unlimited: redemption {i}");
+    }
+    assert_eq!(store.token(id).map(|t| t.use_count), Some(5), "unlimited: uses counted");
+}
+
+fn racing_redemptions_one_winner<S: ConformanceStore>(store: &S) {
+    const RACERS: usize = 8;
+    let id = token("race01").id();
+    store.insert_token(TokenRecord::new(token("race01"), None, 1));
+    let barrier = Barrier::new(RACERS);
+    let outcomes: Vec<Result<Redemption, RedeemRefusal>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..RACERS)
+            .map(|i| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    barrier.wait();
+                    redeemed(store, redeem(id, &format!("racer-{i}"), u8::try_from(i).unwrap_or(0)))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| panic!("a racer panicked"))).collect()
+    });
+    let winners = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert_eq!(winners, 1, "race: exactly one of {RACERS} redemptions of a one-use token wins: {outcomes:?}");
+    assert!(
+        outcomes.iter().all(|o| o.is_ok() || *o == Err(RedeemRefusal::Exhausted)),
+        "race: the losers are told the token is exhausted: {outcomes:?}"
+    );
+    assert_eq!(store.token(id).map(|t| t.use_count), Some(1), "race: charged once");
+}
