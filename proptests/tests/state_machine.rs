@@ -40,7 +40,7 @@ use boarding::channel::{FRAME_OVERHEAD, Received};
 use boarding::client::{Client, ResumeConfig, SavedKeyring};
 use boarding::identity::ClientId;
 use boarding::token::{BootstrapToken, TokenSecret};
-use boarding_memory::{Dir, Pair, StoreSnapshot, World};
+use boarding_memory::{Dir, Pair, Standing, StoreSnapshot, World};
 use boarding_proptests::{config, deep};
 use proptest::prelude::*;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
@@ -317,10 +317,10 @@ impl System {
     fn check_established(&mut self, agent: usize) {
         let Some(c) = self.agents[agent].connection.as_ref() else { return };
         let outcome = c.pair.outcome();
-        if outcome.server != Ok(true) {
+        if outcome.server != Standing::Established {
             return;
         }
-        assert_eq!(outcome.client, Ok(true), "the gateway succeeded before the agent (no key confirmation)");
+        assert_eq!(outcome.client, Standing::Established, "the gateway succeeded before the agent (no key confirmation)");
         assert!(!c.forged, "established with a forged token secret");
         let c = self.agents[agent].connection.take().unwrap_or_else(|| unreachable!());
         let peer = c.pair.peer.clone().unwrap_or_else(|| panic!("established without a peer"));

@@ -4,7 +4,9 @@
 
 use boarding::Alert;
 use boarding::client::{Client, JoinConfig, ResumeConfig, SavedKeyring};
-use boarding::error::{Error, ProtocolError};
+use boarding::codec::DecodeError;
+use boarding::error::{ApiMisuse, Error, PeerIncompatible, PeerMisbehaved, ReceivedAlert, Refusal};
+use boarding::handshake::Output;
 use boarding::identity::{ClientId, GatewayIdentity};
 use boarding::jws::hs256_detached;
 use boarding::keys::{Keyring, SymmetricKey};
@@ -12,19 +14,29 @@ use boarding::messages::{
     ClientAuth, ClientHello, FrameType, HandshakeMessage, Message, ResumeChallenge, ResumeFinished, ResumeHello,
     ServerChallenge, encode_frame,
 };
-use boarding::server::ServerConfig;
+use boarding::server::{ServerConfig, ServerRequest};
 use boarding::suite::MacSuite;
 use boarding::token::BootstrapToken;
 use boarding::transcript::Transcript;
-use boarding_memory::{Delivery, Dir, Outcome, Pair, World};
+use boarding_memory::{Delivery, Dir, Outcome, Pair, PersistAction, Standing, World};
 use std::sync::Arc;
 
-fn proto(e: ProtocolError) -> Result<bool, Error> {
-    Err(Error::Protocol(e))
+/// The side failed with this local error.
+fn failed(e: impl Into<Error>) -> Standing {
+    Standing::Failed(e.into())
 }
 
-fn alert(a: Alert) -> Result<bool, Error> {
-    proto(ProtocolError::PeerAlert(a))
+/// The side failed because the peer sent this alert.
+fn alert(a: Alert) -> Standing {
+    Standing::Failed(Error::PeerAlert(ReceivedAlert::Known(a)))
+}
+
+/// The side failed with a decode error (the peer's bytes were malformed).
+fn malformed(e: &Standing) -> Option<DecodeError> {
+    match e {
+        Standing::Failed(Error::PeerMisbehaved(PeerMisbehaved::Malformed(d))) => Some(*d),
+        _ => None,
+    }
 }
 
 fn joined(world: &World, id: &str, token: &BootstrapToken) -> (SavedKeyring, Pair) {
@@ -87,13 +99,13 @@ fn sessions_exchange_frames_with_pipelined_first_frame() {
 
     // ClientFinished and a data frame in one write: the gateway keeps the data frame.
     let token = world.issue_token(None, 1);
-    let mut pair = world.join_pair("pipe-2", &token).tamper(|_, _, _| Delivery::Deliver);
-    pair.persist = false;
+    let mut pair = world.join_pair("pipe-2", &token).with_persist(PersistAction::Hold);
     pair.drive();
-    pair.client.handle_persisted().unwrap();
+    assert!(pair.held_persist);
+    pair.client.handle_persisted(Ok(())).unwrap();
     let mut finished = Vec::new();
     while let Some(out) = pair.client.poll_output() {
-        if let boarding::client::ClientOutput::Transmit(b) = out {
+        if let Output::Transmit(b) = out {
             finished = b;
         }
     }
@@ -104,7 +116,7 @@ fn sessions_exchange_frames_with_pipelined_first_frame() {
     write.extend_from_slice(&frame[..n]);
     pair.server.handle_input(pair.now, &write).unwrap();
     while let Some(out) = pair.server.poll_output() {
-        if let boarding::server::ServerOutput::Storage(req) = out {
+        if let Output::Request(ServerRequest::Storage(req)) = out {
             pair.server.handle_storage(pair.store.answer(&req)).unwrap();
         }
     }
@@ -121,11 +133,11 @@ fn wrong_pin_is_refused_and_changes_nothing() {
     let config = JoinConfig::new(token, vec![other], ClientId::new("n").unwrap());
     let mut pair = world.pair_with(Client::join(config, &mut world.rng()));
     let out = pair.drive();
-    assert_eq!(out.client, proto(ProtocolError::WrongPin { presented: world.config.pin() }));
+    assert_eq!(out.client, failed(Refusal::WrongPin { presented: world.config.pin() }));
     assert_eq!(out.server, alert(Alert::BadIdentity));
     assert_eq!(world.store.snapshot(), before);
     // The message names the presented pin for the operator.
-    let msg = out.client.unwrap_err().to_string();
+    let msg = out.client_error().unwrap().to_string();
     assert!(msg.contains(&world.config.pin().to_string()), "{msg}");
 }
 
@@ -138,7 +150,7 @@ fn impostor_gateway_with_the_same_store_is_refused() {
     let config = world.join_config("n", &token);
     let mut pair = impostor.pair_with(Client::join(config, &mut world.rng()));
     let out = pair.drive();
-    assert!(matches!(out.client, Err(Error::Protocol(ProtocolError::WrongPin { .. }))));
+    assert!(matches!(out.client, Standing::Failed(Error::Refused(Refusal::WrongPin { .. }))));
 
     // Swapping the identity key in flight for the pinned one breaks the signature.
     let pinned = world.config.identity().public_key().to_bytes();
@@ -153,7 +165,7 @@ fn impostor_gateway_with_the_same_store_is_refused() {
         },
     );
     let out = pair.drive();
-    assert_eq!(out.client, proto(ProtocolError::TranscriptMismatch));
+    assert_eq!(out.client, failed(PeerMisbehaved::TranscriptMismatch));
     assert_eq!(out.server, alert(Alert::BadProof));
     assert_eq!(world.store.snapshot(), before);
 
@@ -171,7 +183,7 @@ fn impostor_gateway_with_the_same_store_is_refused() {
         Delivery::Deliver
     });
     let out = pair.drive();
-    assert_eq!(out.client, proto(ProtocolError::BadGatewaySignature));
+    assert_eq!(out.client, failed(PeerMisbehaved::BadGatewaySignature));
     assert_eq!(out.server, alert(Alert::BadIdentity));
     assert_eq!(world.store.snapshot(), before);
 }
@@ -189,16 +201,16 @@ fn unknown_expired_exhausted_and_revoked_tokens() {
     let mut late = world.clone();
     late.now += 10;
     let cases = [
-        (&world, &never_issued, ProtocolError::UnknownToken, Alert::UnknownToken),
-        (&late, &expired, ProtocolError::ExpiredToken, Alert::ExpiredToken),
-        (&world, &exhausted, ProtocolError::ExhaustedToken, Alert::ExhaustedToken),
-        (&world, &revoked, ProtocolError::UnknownToken, Alert::UnknownToken),
+        (&world, &never_issued, Refusal::UnknownToken, Alert::UnknownToken),
+        (&late, &expired, Refusal::ExpiredToken, Alert::ExpiredToken),
+        (&world, &exhausted, Refusal::ExhaustedToken, Alert::ExhaustedToken),
+        (&world, &revoked, Refusal::UnknownToken, Alert::UnknownToken),
     ];
     for (w, token, local, peer) in cases {
         let before = world.store.snapshot();
         let mut pair = w.join_pair("second", token);
         let out = pair.drive();
-        assert_eq!(out.server, proto(local.clone()), "{local:?}");
+        assert_eq!(out.server, failed(local.clone()), "{local:?}");
         assert_eq!(out.client, alert(peer), "{local:?}");
         assert_eq!(world.store.snapshot(), before, "{local:?}");
     }
@@ -218,7 +230,7 @@ fn wrong_token_secret() {
     let wrong: BootstrapToken = format!("{}.aaaaaaaaaaaaaaaa", token.id()).parse().unwrap();
     let mut pair = world.join_pair("n", &wrong);
     let out = pair.drive();
-    assert_eq!(out.client, proto(ProtocolError::BadGatewaySignature));
+    assert_eq!(out.client, failed(PeerMisbehaved::BadGatewaySignature));
     assert_eq!(out.server, alert(Alert::BadIdentity));
     assert_eq!(pair.sent(Dir::ToServer).len(), 2, "hello and alert only");
 
@@ -235,7 +247,7 @@ fn wrong_token_secret() {
         Delivery::Deliver
     });
     let out = pair.drive();
-    assert_eq!(out.server, proto(ProtocolError::BadClientProof));
+    assert_eq!(out.server, failed(PeerMisbehaved::BadClientProof));
     assert_eq!(out.client, alert(Alert::BadProof));
     assert_eq!(world.store.snapshot(), before);
 }
@@ -260,11 +272,11 @@ fn malformed_and_invalid_client_ids() {
     let before = world.store.snapshot();
     let mut pair = world.join_pair("n", &token).tamper(rewrite_client_id(b"Not_Valid"));
     let out = pair.drive();
-    assert_eq!(out.server, proto(ProtocolError::InvalidClientId));
+    assert_eq!(out.server, failed(Refusal::InvalidClientId));
     assert_eq!(out.client, alert(Alert::InvalidClientId));
     let mut pair = world.join_pair("n", &token).tamper(rewrite_client_id(&[b'a'; 64]));
     let out = pair.drive();
-    assert!(matches!(out.server, Err(Error::Decode(boarding::codec::DecodeError::TooLong { field: "client id", .. }))));
+    assert!(matches!(malformed(&out.server), Some(DecodeError::TooLong { field: "client id", .. })), "{out:?}");
     assert_eq!(out.client, alert(Alert::Malformed));
     let mut pair = world.join_pair("n", &token).tamper(rewrite_client_id(b""));
     assert_eq!(pair.drive().client, alert(Alert::Malformed));
@@ -282,7 +294,7 @@ fn confirmed_client_id_is_taken() {
     for token in [&first, &second] {
         let mut pair = world.join_pair("taken", token);
         let out = pair.drive();
-        assert_eq!(out.server, proto(ProtocolError::ClientIdTaken));
+        assert_eq!(out.server, failed(Refusal::ClientIdTaken));
         assert_eq!(out.client, alert(Alert::ClientIdTaken));
         assert_eq!(world.store.snapshot(), before);
     }
@@ -326,7 +338,7 @@ fn any_flipped_byte_in_any_handshake_message_fails() {
                 };
                 let out: Outcome = pair.drive();
                 assert!(!out.both_established(), "resume={resume} {dir:?} #{which} byte {pos}: {out:?}");
-                assert!(out.server != Ok(true), "gateway accepted: resume={resume} {dir:?} #{which} byte {pos}");
+                assert!(out.server != Standing::Established, "gateway accepted: resume={resume} {dir:?} #{which} byte {pos}");
                 if !resume {
                     let record = world.store.keyring(&ClientId::new(&id).unwrap());
                     assert!(record.is_none_or(|r| !r.confirmed), "confirmed after flip at {dir:?} #{which} {pos}");
@@ -354,7 +366,7 @@ fn messages_replayed_from_another_session_fail() {
         Delivery::Deliver
     });
     let out = pair.drive();
-    assert_eq!(out.server, proto(ProtocolError::BadClientProof));
+    assert_eq!(out.server, failed(PeerMisbehaved::BadClientProof));
 
     // The recorded ServerChallenge replayed to a new client: its signature names the
     // old transcript.
@@ -365,7 +377,7 @@ fn messages_replayed_from_another_session_fail() {
         }
         Delivery::Deliver
     });
-    assert_eq!(pair.drive().client, proto(ProtocolError::TranscriptMismatch));
+    assert_eq!(pair.drive().client, failed(PeerMisbehaved::TranscriptMismatch));
 
     // A recorded ClientFinished and ResumeFinished into new sessions.
     let replay = old_to_server[2].clone();
@@ -375,7 +387,7 @@ fn messages_replayed_from_another_session_fail() {
         }
         Delivery::Deliver
     });
-    assert_eq!(pair.drive().server, proto(ProtocolError::BadClientProof));
+    assert_eq!(pair.drive().server, failed(PeerMisbehaved::BadClientProof));
     let mut first = world.resume_pair(&saved);
     assert!(first.drive().both_established());
     let replay = first.sent(Dir::ToServer)[1].clone();
@@ -385,7 +397,7 @@ fn messages_replayed_from_another_session_fail() {
         }
         Delivery::Deliver
     });
-    assert_eq!(pair.drive().server, proto(ProtocolError::BadClientProof));
+    assert_eq!(pair.drive().server, failed(PeerMisbehaved::BadClientProof));
     // And a recorded ResumeChallenge to a new resuming client.
     let replay = first.sent(Dir::ToClient)[0].clone();
     let mut pair = world.resume_pair(&saved).tamper(move |dir, i, bytes| {
@@ -394,7 +406,7 @@ fn messages_replayed_from_another_session_fail() {
         }
         Delivery::Deliver
     });
-    assert_eq!(pair.drive().client, proto(ProtocolError::BadGatewayProof));
+    assert_eq!(pair.drive().client, failed(PeerMisbehaved::BadGatewayProof));
 }
 
 fn rewrite_hello_suites(suites: Vec<u16>) -> impl FnMut(Dir, usize, &mut Vec<u8>) -> Delivery + Send + 'static {
@@ -424,12 +436,12 @@ fn downgrades_are_detected() {
     // gateway signed a different hello.
     let mut pair = world.join_pair("d1", &token).tamper(rewrite_hello_suites(vec![MacSuite::HmacSha256.code()]));
     let out = pair.drive();
-    assert_eq!(out.client, proto(ProtocolError::TranscriptMismatch));
+    assert_eq!(out.client, failed(PeerMisbehaved::TranscriptMismatch));
     assert_eq!(out.server, alert(Alert::BadProof));
     // The same on resume: the resume MAC covers the hello.
     let (saved, _) = joined(&world, "d2", &token);
     let mut pair = world.resume_pair(&saved).tamper(rewrite_hello_suites(vec![MacSuite::HmacSha256.code()]));
-    assert_eq!(pair.drive().client, proto(ProtocolError::BadGatewayProof));
+    assert_eq!(pair.drive().client, failed(PeerMisbehaved::BadGatewayProof));
     // A gateway answer naming a version the client never offered.
     let mut pair = world.join_pair("d3", &token).tamper(|dir, i, bytes| {
         if dir == Dir::ToClient && i == 0 {
@@ -438,7 +450,7 @@ fn downgrades_are_detected() {
         Delivery::Deliver
     });
     let out = pair.drive();
-    assert_eq!(out.client, proto(ProtocolError::ChoiceNotOffered));
+    assert_eq!(out.client, failed(PeerMisbehaved::ChoiceNotOffered));
     assert_eq!(out.server, alert(Alert::UnsupportedVersion));
     // No suite in common.
     let mut only_hmac = world.clone();
@@ -448,7 +460,7 @@ fn downgrades_are_detected() {
         .with_suites(&[MacSuite::Blake3]);
     let mut pair = only_hmac.pair_with(Client::join(config, &mut world.rng()));
     let out = pair.drive();
-    assert_eq!(out.server, proto(ProtocolError::NoCommonSuite));
+    assert_eq!(out.server, failed(PeerIncompatible::NoCommonSuite));
     assert_eq!(out.client, alert(Alert::UnsupportedVersion));
 }
 
@@ -459,30 +471,35 @@ fn oversized_truncated_and_trailing_input() {
     // A frame header announcing 1 GiB: refused from the header alone.
     let mut pair = world.join_pair("o", &token);
     let err = pair.server.handle_input(0, &[0x01, 0x40, 0, 0, 0]).unwrap_err();
-    assert!(matches!(err, Error::Decode(boarding::codec::DecodeError::TooLong { field: "frame length", .. })));
-    assert_eq!(err.alert(), Alert::Malformed);
+    assert!(matches!(
+        err,
+        Error::PeerMisbehaved(PeerMisbehaved::Malformed(DecodeError::TooLong { field: "frame length", .. }))
+    ));
+    assert_eq!(err.alert(), Some(Alert::Malformed));
     // Fatal errors stick.
     assert_eq!(pair.server.handle_input(0, &[]).unwrap_err(), err);
-    let Some(boarding::server::ServerOutput::Transmit(a)) = pair.server.poll_output() else { panic!() };
+    let Some(Output::Transmit(a)) = pair.server.poll_output() else { panic!() };
     assert_eq!(a, vec![0x15, 0, 0, 0, 1, Alert::Malformed.code()]);
+    assert!(matches!(pair.server.poll_output(), Some(Output::Failed(e)) if e == err));
+    assert!(pair.server.poll_output().is_none(), "the failure is the last output, reported once");
 
     // A list count over its limit inside a well-framed hello.
     let hello = ClientHello { versions: vec![1; 17], suites: vec![1], nonce: [0; 32], token_id: None };
     let mut pair = world.join_pair("o", &token);
     let err = pair.server.handle_input(0, &hello.to_frame()).unwrap_err();
-    assert!(matches!(err, Error::Decode(boarding::codec::DecodeError::TooLong { field: "versions", .. })));
+    assert!(matches!(err, Error::PeerMisbehaved(PeerMisbehaved::Malformed(DecodeError::TooLong { field: "versions", .. }))));
 
     // Trailing bytes inside the frame.
     let mut body = ClientHello { versions: vec![1], suites: vec![1], nonce: [0; 32], token_id: None }.encode_body();
     body.push(0);
     let mut pair = world.join_pair("o", &token);
     let err = pair.server.handle_input(0, &encode_frame(FrameType::ClientHello, &body)).unwrap_err();
-    assert!(matches!(err, Error::Decode(boarding::codec::DecodeError::TrailingBytes { .. })));
+    assert!(matches!(err, Error::PeerMisbehaved(PeerMisbehaved::Malformed(DecodeError::TrailingBytes { .. }))));
 
     // A truncated field: the frame says 3 bytes, the hello needs more.
     let mut pair = world.join_pair("o", &token);
     let err = pair.server.handle_input(0, &encode_frame(FrameType::ClientHello, &[1, 0, 1])).unwrap_err();
-    assert!(matches!(err, Error::Decode(boarding::codec::DecodeError::Truncated { .. })));
+    assert!(matches!(err, Error::PeerMisbehaved(PeerMisbehaved::Malformed(DecodeError::Truncated { .. }))));
 
     // A truncated ServerFinished (cut in flight): the client waits, never establishes,
     // and the gateway's keyring stays unconfirmed.
@@ -493,7 +510,7 @@ fn oversized_truncated_and_trailing_input() {
         Delivery::Deliver
     });
     let out = pair.drive();
-    assert_eq!(out.client, Ok(false));
+    assert_eq!(out.client, Standing::Waiting);
     assert!(!world.store.keyring(&ClientId::new("trunc").unwrap()).unwrap().confirmed);
 
     // A message of the wrong type for the state.
@@ -501,12 +518,15 @@ fn oversized_truncated_and_trailing_input() {
     let err = pair.server.handle_input(0, &ResumeFinished { mac: [0; 32] }.to_frame()).unwrap_err();
     assert_eq!(
         err,
-        Error::Protocol(ProtocolError::UnexpectedMessage { expected: "ClientHello or ResumeHello", got: 8 })
+        Error::PeerMisbehaved(PeerMisbehaved::UnexpectedMessage {
+            expected: &[FrameType::ClientHello, FrameType::ResumeHello],
+            got: 8
+        })
     );
     // A channel frame during the handshake.
     let mut pair = world.join_pair("o", &token);
     let err = pair.server.handle_input(0, &[0x17, 0, 0, 0, 0]).unwrap_err();
-    assert!(matches!(err, Error::Protocol(ProtocolError::UnexpectedMessage { got: 0x17, .. })));
+    assert!(matches!(err, Error::PeerMisbehaved(PeerMisbehaved::UnexpectedMessage { got: 0x17, .. })));
 }
 
 #[test]
@@ -550,7 +570,7 @@ fn non_contributory_shares_are_refused() {
     // (what a malicious or broken gateway would send).
     let config = world.join_config("z", &token);
     let mut client = Client::join(config, &mut world.rng());
-    let Some(boarding::client::ClientOutput::Transmit(hello)) = client.poll_output() else { panic!() };
+    let Some(Output::Transmit(hello)) = client.poll_output() else { panic!() };
     let mut transcript = Transcript::new();
     transcript.add_frame(&hello);
     let mut sc = ServerChallenge {
@@ -566,22 +586,22 @@ fn non_contributory_shares_are_refused() {
     let seed = world.config.identity().to_seed();
     let key = ed25519_dalek::SigningKey::from_bytes(&seed);
     sc.challenges.push(boarding::jws::eddsa_detached(&header, token.to_string().as_bytes(), &key));
-    assert_eq!(client.handle_input(&sc.to_frame()).unwrap_err(), Error::Protocol(ProtocolError::NonContributoryShare));
+    assert_eq!(client.handle_input(&sc.to_frame()).unwrap_err(), Error::PeerMisbehaved(PeerMisbehaved::NonContributoryShare));
 
     // Gateway side: the token holder sends a valid proof over a ClientAuth with a
     // zero share.
     let mut pair = world.join_pair("z3", &token);
     let mut transcript = Transcript::new();
-    let Some(boarding::client::ClientOutput::Transmit(hello)) = pair.client.poll_output() else { panic!() };
+    let Some(Output::Transmit(hello)) = pair.client.poll_output() else { panic!() };
     transcript.add_frame(&hello);
     pair.server.handle_input(world.now, &hello).unwrap();
     let mut challenge = None;
     while let Some(out) = pair.server.poll_output() {
         match out {
-            boarding::server::ServerOutput::Storage(req) => {
+            Output::Request(ServerRequest::Storage(req)) => {
                 pair.server.handle_storage(world.store.answer(&req)).unwrap()
             }
-            boarding::server::ServerOutput::Transmit(b) => challenge = Some(b),
+            Output::Transmit(b) => challenge = Some(b),
             _ => {}
         }
     }
@@ -597,7 +617,7 @@ fn non_contributory_shares_are_refused() {
     auth.proof = hs256_detached(&th, token.id().as_str(), token.secret().expose());
     let before = world.store.snapshot();
     let err = pair.server.handle_input(world.now, &auth.to_frame()).unwrap_err();
-    assert_eq!(err, Error::Protocol(ProtocolError::NonContributoryShare));
+    assert_eq!(err, Error::PeerMisbehaved(PeerMisbehaved::NonContributoryShare));
     assert_eq!(world.store.snapshot(), before);
 
     // Resume: a zero share in either hello or challenge.
@@ -609,7 +629,7 @@ fn non_contributory_shares_are_refused() {
         }
         Delivery::Deliver
     });
-    assert_eq!(pair.drive().server, proto(ProtocolError::NonContributoryShare));
+    assert_eq!(pair.drive().server, failed(PeerMisbehaved::NonContributoryShare));
     let mut pair = world.resume_pair(&saved).tamper(|dir, i, bytes| {
         if dir == Dir::ToClient && i == 0 {
             let HandshakeMessage::ResumeChallenge(c) = HandshakeMessage::decode_frame(bytes).unwrap() else { panic!() };
@@ -617,7 +637,7 @@ fn non_contributory_shares_are_refused() {
         }
         Delivery::Deliver
     });
-    assert_eq!(pair.drive().client, proto(ProtocolError::NonContributoryShare));
+    assert_eq!(pair.drive().client, failed(PeerMisbehaved::NonContributoryShare));
 }
 
 #[test]
@@ -637,7 +657,7 @@ fn concurrent_redemptions_of_a_one_use_token_have_one_winner() {
         let winners = outcomes.iter().filter(|o| o.both_established()).count();
         assert_eq!(winners, 1, "{outcomes:?}");
         for o in outcomes.iter().filter(|o| !o.both_established()) {
-            assert_eq!(o.server, proto(ProtocolError::ExhaustedToken));
+            assert_eq!(o.server, failed(Refusal::ExhaustedToken));
             assert_eq!(o.client, alert(Alert::ExhaustedToken));
         }
         assert_eq!(world.store.token(token.id()).unwrap().use_count, 1);
@@ -654,7 +674,7 @@ fn interrupted_join_retried_succeeds_and_charges_once() {
         .join_pair("retry", &token)
         .tamper(|dir, i, _| if dir == Dir::ToClient && i == 1 { Delivery::Drop } else { Delivery::Deliver });
     let out = pair.drive();
-    assert_eq!((out.client, out.server), (Ok(false), Ok(false)));
+    assert_eq!((out.client, out.server), (Standing::Waiting, Standing::Waiting));
     assert_eq!(world.store.token(token.id()).unwrap().use_count, 1);
     let pending = world.store.keyring(&ClientId::new("retry").unwrap()).unwrap();
     assert!(!pending.confirmed);
@@ -690,6 +710,7 @@ fn resume_for_an_unknown_client_gets_an_indistinguishable_decoy() {
     // An attacker without the keyring probes a known and an unknown id: both
     // challenges have the same shape, its guessed finished MAC fails the same way.
     let mut seen = Vec::new();
+    let mut local = Vec::new();
     for probe in [&saved, &unknown] {
         let guess = SavedKeyring {
             keyring: Keyring { c2s: SymmetricKey::from_bytes([9; 32]), s2c: SymmetricKey::from_bytes([9; 32]) },
@@ -697,30 +718,32 @@ fn resume_for_an_unknown_client_gets_an_indistinguishable_decoy() {
         };
         let mut pair = world.resume_pair(&guess);
         let out = pair.drive();
-        assert_eq!(out.client, proto(ProtocolError::BadGatewayProof));
+        assert_eq!(out.client, failed(PeerMisbehaved::BadGatewayProof));
         let challenge = pair.sent(Dir::ToClient)[0].clone();
         // Answer the challenge with a forged finished MAC, as a prober would.
         let mut pair = world.resume_pair(&guess);
-        let Some(boarding::client::ClientOutput::Transmit(hello)) = pair.client.poll_output() else { panic!() };
+        let Some(Output::Transmit(hello)) = pair.client.poll_output() else { panic!() };
         pair.server.handle_input(world.now, &hello).unwrap();
         while let Some(out) = pair.server.poll_output() {
-            if let boarding::server::ServerOutput::Storage(req) = out {
+            if let Output::Request(ServerRequest::Storage(req)) = out {
                 pair.server.handle_storage(world.store.answer(&req)).unwrap();
             }
         }
         let err = pair.server.handle_input(world.now, &ResumeFinished { mac: [1; 32] }.to_frame()).unwrap_err();
-        let Some(boarding::server::ServerOutput::Transmit(alert_bytes)) = pair.server.poll_output() else { panic!() };
+        let Some(Output::Transmit(alert_bytes)) = pair.server.poll_output() else { panic!() };
         seen.push((challenge.len(), challenge[..9].to_vec(), alert_bytes, err.alert()));
+        local.push(err);
     }
     assert_eq!(seen[0], seen[1]);
-    assert_eq!(seen[0].3, Alert::BadProof);
+    assert_eq!(seen[0].3, Some(Alert::BadProof));
+    assert_eq!(local, [Error::from(PeerMisbehaved::BadClientProof), Error::from(Refusal::UnknownClient)]);
     // Locally the gateway knows which it was.
     let mut pair = world.resume_pair(&unknown);
     assert_eq!(pair.drive().server, alert(Alert::BadIdentity));
     // A revoked client is unknown from then on.
     assert!(world.store.revoke_client(&saved.client_id));
     let mut pair = world.resume_pair(&saved);
-    assert_eq!(pair.drive().client, proto(ProtocolError::BadGatewayProof));
+    assert_eq!(pair.drive().client, failed(PeerMisbehaved::BadGatewayProof));
 }
 
 #[test]
@@ -729,7 +752,7 @@ fn unexpected_storage_answers_are_misuse() {
     let token = world.issue_token(None, 0);
     let mut pair = world.join_pair("m", &token);
     let err = pair.server.handle_storage(boarding::storage::StorageAnswer::Keyring(None)).unwrap_err();
-    assert!(matches!(err, Error::Protocol(ProtocolError::Misuse(_))));
+    assert!(matches!(err, Error::Misuse(ApiMisuse::NotPending { .. })), "{err:?}");
     let _ = ResumeConfig::new;
 }
 
@@ -751,5 +774,5 @@ fn evidence_reaches_the_gateway_bound_to_the_transcript() {
         }
         Delivery::Deliver
     });
-    assert_eq!(pair.drive().server, proto(ProtocolError::BadClientProof));
+    assert_eq!(pair.drive().server, failed(PeerMisbehaved::BadClientProof));
 }

@@ -62,7 +62,9 @@ fn frame_types_alerts_and_suites_match_the_tables() {
             assert!(spec.contains(&format!("| {code} | {alert:?} |")), "alert {code} {alert:?}");
         }
     }
-    assert!(Alert::from_code(12).is_none() && Alert::from_code(0).is_none());
+    // The codes are exactly 1 to 12, the last one the gateway application's refusal.
+    assert_eq!(Alert::from_code(12), Some(Alert::AdmissionRefused));
+    assert!(Alert::from_code(13).is_none() && Alert::from_code(0).is_none());
     for suite in MacSuite::ALL {
         assert!(spec.contains(&format!("| `0x{:04x}` | {suite}", suite.code())), "{suite}");
     }

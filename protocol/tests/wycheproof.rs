@@ -3,7 +3,7 @@
 //! `EphemeralSecret::agree` (which must refuse every all-zero shared secret), strict
 //! Ed25519 verification, HKDF-SHA256 and HMAC-SHA256.
 
-use boarding::error::ProtocolError;
+use boarding::error::PeerMisbehaved;
 use boarding::keys::EphemeralSecret;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
@@ -37,7 +37,7 @@ fn x25519() {
         match secret.agree(&public) {
             Ok(got) => assert_eq!(got.to_vec(), shared, "tcId {}", t["tcId"]),
             Err(e) => {
-                assert_eq!(e, ProtocolError::NonContributoryShare);
+                assert_eq!(e, PeerMisbehaved::NonContributoryShare);
                 assert!(shared.iter().all(|&b| b == 0), "tcId {} refused a non-zero secret", t["tcId"]);
                 zero += 1;
             }

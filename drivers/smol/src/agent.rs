@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use boarding::channel::MAX_PAYLOAD;
 use boarding::client::{Client, JoinConfig, ResumeConfig, SavedKeyring};
-use boarding::error::ProtocolError;
+use boarding::error::Refusal as ProtocolRefusal;
 use boarding::identity::ClientId;
 use boarding::pin::Pin;
 use boarding::token::BootstrapToken;
@@ -15,10 +16,11 @@ use smol::io::{AsyncRead, AsyncWrite};
 use smol::net::TcpStream;
 
 use crate::error::Error;
-use crate::session::{AgentSession, deadline, run_client};
-use crate::store::KeyringStore;
+use crate::handshake::{AgentEndpoint, drive};
+use crate::session::{AgentSession, deadline};
+use crate::store::{KeyringStore, MemoryKeyringStore};
 use crate::tls::{self, PinVerifier, Refusal};
-use crate::{MemoryStore, os_rng};
+use crate::os_rng;
 
 /// The stream an agent session runs over when made by [`Agent`].
 pub type AgentStream = futures_rustls::client::TlsStream<TcpStream>;
@@ -30,7 +32,8 @@ pub struct AgentConfig {
     pub connect_timeout: Duration,
     /// Deadline for TLS and the Boarding handshake together. Default 10 s.
     pub handshake_timeout: Duration,
-    /// Largest message payload a session sends or accepts (at most 1 MiB). Default 64 KiB.
+    /// Largest message payload a session sends or accepts (at most 1 MiB, the
+    /// protocol's limit, which is also the default).
     pub max_payload: usize,
 }
 
@@ -39,14 +42,14 @@ impl Default for AgentConfig {
         Self {
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
-            max_payload: 64 * 1024,
+            max_payload: MAX_PAYLOAD,
         }
     }
 }
 
 fn pin_error(e: Error, expected: &[Pin]) -> Error {
     match e {
-        Error::Handshake { source: boarding::Error::Protocol(ProtocolError::WrongPin { presented }), .. } => {
+        Error::Handshake { source: boarding::Error::Refused(ProtocolRefusal::WrongPin { presented }), .. } => {
             Error::PinMismatch { layer: "protocol identity", presented: vec![presented], expected: expected.to_vec() }
         }
         other => other,
@@ -68,7 +71,8 @@ where
     K: KeyringStore + ?Sized,
 {
     let client = Client::join(JoinConfig::new(token, pins.to_vec(), client_id), &mut os_rng());
-    run_client(io, client, Some(keyrings), max_payload).await.map_err(|e| pin_error(e, pins))
+    let endpoint = AgentEndpoint { client, keyrings: Some(keyrings), cause: None };
+    drive(io, endpoint, max_payload).await.map_err(|e| pin_error(e, pins))
 }
 
 /// Resumes over any stream (no TLS) with a saved keyring.
@@ -77,7 +81,8 @@ where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let client = Client::resume(ResumeConfig::new(saved), &mut os_rng());
-    run_client::<IO, MemoryStore>(io, client, None, max_payload).await
+    let endpoint = AgentEndpoint::<MemoryKeyringStore> { client, keyrings: None, cause: None };
+    drive(io, endpoint, max_payload).await
 }
 
 /// An agent over TCP and TLS 1.3.
@@ -107,8 +112,7 @@ impl Agent {
             let tls = self.tls(gateway, pins).await?;
             join(tls, token, pins, client_id, keyrings, self.config.max_payload).await
         };
-        deadline(self.config.handshake_timeout, "join", "the gateway did not answer in time; is it overloaded?", work)
-            .await
+        deadline(self.config.handshake_timeout, "join", work).await
     }
 
     /// Connects to `gateway` and resumes with the keyring stored in `keyrings`.
@@ -130,15 +134,13 @@ impl Agent {
             let tls = self.tls(gateway, &[saved.gateway_pin]).await?;
             resume(tls, saved, self.config.max_payload).await
         };
-        deadline(self.config.handshake_timeout, "resume", "the gateway did not answer in time; is it overloaded?", work)
-            .await
+        deadline(self.config.handshake_timeout, "resume", work).await
     }
 
     async fn tls(&self, gateway: &str, pins: &[Pin]) -> Result<AgentStream, Error> {
         let tcp = deadline(
             self.config.connect_timeout,
             "TCP connection",
-            "the gateway address does not answer; check --gateway and firewalls",
             async {
                 TcpStream::connect(gateway).await.map_err(|source| Error::Connect { addr: gateway.to_owned(), source })
             },
@@ -155,8 +157,7 @@ impl Agent {
             Some(Refusal::Chain(reason)) => Error::CertificateChain { reason },
             None => Error::Tls {
                 source,
-                hint: "the server is not a Boarding gateway speaking TLS 1.3, or it dropped the connection \
-                       (see its log)",
+                cause: "the server is not a Boarding gateway speaking TLS 1.3, or it dropped the connection",
             },
         })
     }

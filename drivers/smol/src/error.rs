@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use boarding::Alert;
-use boarding::error::{ChannelError, ProtocolError};
+use boarding::channel::Side;
+use boarding::error::{ChannelError, ReceivedAlert};
 use boarding::pin::Pin;
 
 /// Formats pins as a comma-separated list.
@@ -16,16 +17,13 @@ fn pin_list(pins: &[Pin]) -> String {
     pins.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
-/// Everything the smol driver can fail with. `Display` names the cause and, where there
-/// is one, the fix.
+/// Everything the smol driver can fail with. `Display` names the cause; what to do
+/// about it in a given deployment (which flag or command) is the application's to say.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The TCP connection to the gateway could not be made.
-    #[error(
-        "cannot connect to the gateway at {addr}: {source}; check that `boarding gateway serve` is running \
-         there and that --gateway names its --listen address"
-    )]
+    #[error("cannot connect to the gateway at {addr}: {source}")]
     Connect {
         /// The address tried.
         addr: String,
@@ -43,19 +41,17 @@ pub enum Error {
         source: io::Error,
     },
     /// The TLS 1.3 handshake failed for a reason other than the pin.
-    #[error("TLS handshake failed: {source}; {hint}")]
+    #[error("TLS handshake failed: {source}; {cause}")]
     Tls {
         /// The error rustls reported.
         #[source]
         source: io::Error,
         /// What probably happened.
-        hint: &'static str,
+        cause: &'static str,
     },
     /// The gateway's key (TLS certificate or protocol identity) matches none of the pins.
     #[error(
-        "the gateway's {layer} key does not match any pin: it presented {}, expected {}; check --pin against \
-         the pin `boarding gateway serve` printed (a gateway whose data directory was re-created has a new \
-         pin), or you are talking to another server",
+        "the gateway's {layer} key does not match any pin: it presented {}, expected {}",
         pin_list(.presented),
         pin_list(.expected)
     )]
@@ -74,32 +70,27 @@ pub enum Error {
         reason: String,
     },
     /// The Boarding handshake failed.
-    #[error("{source}; {}", if *.gateway_side { gateway_hint(.source) } else { agent_hint(.source) })]
+    #[error("{source}")]
     Handshake {
         /// The protocol core's error.
         #[source]
         source: boarding::Error,
-        /// Whether this side is the gateway (the hint differs).
-        gateway_side: bool,
+        /// The side that reports it.
+        side: Side,
     },
     /// The peer closed the connection in the middle of the handshake.
-    #[error(
-        "the peer closed the connection during the Boarding handshake; if this is the agent side, the gateway \
-         refused or dropped the connection (see its log: too many concurrent handshakes, a deadline, or a crash)"
-    )]
+    #[error("the peer closed the connection during the Boarding handshake")]
     HandshakeEof,
     /// A deadline passed.
-    #[error("the {what} did not complete within {after:?}; {hint}")]
+    #[error("the {what} did not complete within {after:?}")]
     Timeout {
         /// What timed out.
         what: &'static str,
         /// The deadline.
         after: Duration,
-        /// What probably happened.
-        hint: &'static str,
     },
     /// A frame announced a payload larger than this side accepts.
-    #[error("the peer sent a {len}-byte frame, over this side's limit of {max} bytes; raise the limit or send less")]
+    #[error("the peer sent a {len}-byte frame, over this side's limit of {max} bytes")]
     FrameTooLarge {
         /// The announced payload length.
         len: usize,
@@ -115,22 +106,28 @@ pub enum Error {
         max: usize,
     },
     /// A channel frame was rejected (forged, replayed, reordered, or from another session).
-    #[error("channel: {0}; the session is closed, connect again")]
+    #[error("channel: {0}; the session is closed")]
     Channel(#[from] ChannelError),
     /// The connection ended without the peer's authenticated close.
-    #[error(
-        "the connection ended without an authenticated close (the peer crashed, or the stream was truncated); \
-         connect again"
-    )]
+    #[error("the connection ended without an authenticated close (the peer crashed, or the stream was truncated)")]
     Truncated,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The agent has no stored keyring to resume with.
-    #[error("no keyring is stored in {location}: this agent has not joined yet; run `boarding agent join` first")]
+    #[error("no keyring is stored in {location}: this agent has not joined yet")]
     NotJoined {
         /// Where it looked.
         location: String,
+    },
+    /// A token's metadata breaks the limits.
+    #[error("invalid token metadata: {0}")]
+    TokenMetadata(#[from] boarding::token::TokenError),
+    /// Every random token id tried was already taken.
+    #[error("could not find a free token id in {tries} tries; revoke old tokens")]
+    NoFreeTokenId {
+        /// How many ids were tried.
+        tries: usize,
     },
     /// Building the TLS configuration or the certificate failed.
     #[error("cannot set up TLS: {0}")]
@@ -146,14 +143,6 @@ pub enum Error {
 }
 
 impl Error {
-    /// Marks a handshake error as the gateway's (for its hint).
-    pub(crate) fn on_gateway(self) -> Self {
-        match self {
-            Self::Handshake { source, .. } => Self::Handshake { source, gateway_side: true },
-            other => other,
-        }
-    }
-
     pub(crate) fn io(context: &'static str) -> impl FnOnce(io::Error) -> Error {
         move |source| Error::Io { context, source }
     }
@@ -166,82 +155,12 @@ impl Error {
         }
     }
 
-    /// The alert the gateway sent, if it refused the handshake with one.
+    /// The alert the peer sent, if it refused the handshake with one.
     pub fn peer_alert(&self) -> Option<Alert> {
         match self.protocol() {
-            Some(boarding::Error::Protocol(ProtocolError::PeerAlert(alert))) => Some(*alert),
+            Some(boarding::Error::PeerAlert(ReceivedAlert::Known(alert))) => Some(*alert),
             _ => None,
         }
-    }
-}
-
-impl From<boarding::Error> for Error {
-    fn from(source: boarding::Error) -> Self {
-        Self::Handshake { source, gateway_side: false }
-    }
-}
-
-/// What a gateway operator should make of a refused handshake.
-fn gateway_hint(e: &boarding::Error) -> &'static str {
-    let boarding::Error::Protocol(p) = e else {
-        return "the client sent bytes that are not the Boarding protocol (not a Boarding agent, or the wrong port)";
-    };
-    match p {
-        ProtocolError::UnknownToken | ProtocolError::ExpiredToken | ProtocolError::ExhaustedToken => {
-            "the agent was refused and told why; it needs a valid token (`boarding token create`)"
-        }
-        ProtocolError::ClientIdTaken => "the agent was refused: another agent holds that client id",
-        ProtocolError::BadClientProof => "the agent does not hold the token secret or the keyring it claims",
-        ProtocolError::UnknownClient => {
-            "a resume from a client id without a keyring (revoked, or never joined); it got a decoy"
-        }
-        ProtocolError::PeerAlert(Alert::BadIdentity) => {
-            "the agent rejected this gateway's identity: its --pin is not this gateway's pin"
-        }
-        ProtocolError::PeerAlert(_) => "the agent aborted the handshake; its own error says why",
-        ProtocolError::Storage => "the store failed; see the store error logged before this one",
-        _ => "the client does not follow the Boarding protocol, or the connection was tampered with",
-    }
-}
-
-/// What an agent should do about a handshake error.
-fn agent_hint(e: &boarding::Error) -> &'static str {
-    let boarding::Error::Protocol(p) = e else {
-        return "the peer sent bytes that are not the Boarding protocol (wrong port, or not a Boarding peer)";
-    };
-    match p {
-        ProtocolError::PeerAlert(alert) => match alert {
-            Alert::UnknownToken => {
-                "the gateway does not know this token: it was never created there, or it was revoked; \
-                 create one with `boarding token create` on the gateway"
-            }
-            Alert::ExpiredToken => "the token has expired; create a new one with `boarding token create --ttl`",
-            Alert::ExhaustedToken => {
-                "every use of the token is spent; create a new one with `boarding token create --uses`"
-            }
-            Alert::ClientIdTaken => {
-                "another agent has joined with this id; choose another --id, or remove the old one with \
-                 `boarding clients revoke` on the gateway"
-            }
-            Alert::BadProof => {
-                "the gateway rejected the proof: a wrong token secret, or (on resume) a client the gateway \
-                 no longer knows; check the token, or join again"
-            }
-            Alert::InvalidClientId => "client ids are DNS labels: lowercase letters, digits and '-', 1 to 63 long",
-            Alert::UnsupportedVersion => "the gateway speaks another protocol version or MAC suite; upgrade one side",
-            Alert::Internal => "the gateway failed internally (see its log, for example its database)",
-            _ => "see the gateway's log for details",
-        },
-        ProtocolError::BadGatewayProof => {
-            "join again with a new token and a fresh --data-dir (the client was revoked, or the gateway's database \
-             was replaced)"
-        }
-        ProtocolError::BadGatewaySignature | ProtocolError::TokenNotOffered => {
-            "check that the token was created on this gateway and was copied whole"
-        }
-        ProtocolError::WrongPin { .. } => "check --pin against the pin the gateway printed",
-        ProtocolError::Storage => "the gateway's store failed; see the store error logged before this one",
-        _ => "the peer does not follow the Boarding protocol, or the connection was tampered with",
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use boarding::channel::MAX_PAYLOAD;
 use boarding::identity::GatewayIdentity;
 use boarding::pin::Pin;
 use boarding::server::{Server, ServerConfig};
@@ -21,7 +22,8 @@ use smol::lock::Semaphore;
 use smol::net::{TcpListener, TcpStream};
 
 use crate::error::Error;
-use crate::session::{GatewaySession, deadline, run_server};
+use crate::handshake::{Admit, AdmitAll, GatewayEndpoint, drive};
+use crate::session::{GatewaySession, deadline};
 use crate::store::Store;
 use crate::{os_rng, tls};
 
@@ -37,7 +39,8 @@ pub struct GatewayConfig {
     /// Most handshakes in progress at once; connections over the cap are closed at
     /// once. Default 256.
     pub max_handshakes: usize,
-    /// Largest message payload a session sends or accepts (at most 1 MiB). Default 64 KiB.
+    /// Largest message payload a session sends or accepts (at most 1 MiB, the
+    /// protocol's limit, which is also the default).
     pub max_payload: usize,
     /// How long [`Serving::shutdown`] lets running connections finish before
     /// cancelling them. Default 5 s.
@@ -49,7 +52,7 @@ impl Default for GatewayConfig {
         Self {
             handshake_timeout: Duration::from_secs(10),
             max_handshakes: 256,
-            max_payload: 64 * 1024,
+            max_payload: MAX_PAYLOAD,
             shutdown_grace: Duration::from_secs(5),
         }
     }
@@ -92,11 +95,12 @@ struct Inner<S> {
 /// A Boarding gateway over a [`Store`]. Cheap to clone (shared).
 pub struct Gateway<S> {
     inner: Arc<Inner<S>>,
+    admit: Arc<dyn Admit>,
 }
 
 impl<S> Clone for Gateway<S> {
     fn clone(&self) -> Self {
-        Self { inner: Arc::clone(&self.inner) }
+        Self { inner: Arc::clone(&self.inner), admit: Arc::clone(&self.admit) }
     }
 }
 
@@ -127,7 +131,16 @@ impl<S: Store> Gateway<S> {
                 handshakes,
                 counters: Counters::default(),
             }),
+            admit: Arc::new(AdmitAll),
         })
+    }
+
+    /// Decides admission (and each joining client's ticket) with `admit` instead of
+    /// admitting every client with no ticket. Applies to this handle and the clones
+    /// and servers made from it afterwards.
+    pub fn with_admission(mut self, admit: impl Admit) -> Self {
+        self.admit = Arc::new(admit);
+        self
     }
 
     /// The pin agents need (`sha256:…` of the identity key).
@@ -163,7 +176,8 @@ impl<S: Store> Gateway<S> {
         IO: AsyncRead + AsyncWrite + Unpin,
     {
         let server = Server::new(Arc::clone(&self.inner.protocol), &mut os_rng());
-        run_server(io, server, &self.inner.store, self.inner.config.max_payload).await
+        let endpoint = GatewayEndpoint { server, store: &self.inner.store, admit: &*self.admit, cause: None };
+        drive(io, endpoint, self.inner.config.max_payload).await
     }
 
     /// Runs TLS 1.3 and then the Boarding handshake over `io`, within the handshake
@@ -174,18 +188,12 @@ impl<S: Store> Gateway<S> {
     {
         let work = async {
             let tls = self.inner.acceptor.accept(io).await.map_err(|source| {
-                let hint = tls_hint(&source);
-                Error::Tls { source, hint }
+                let cause = tls_cause(&source);
+                Error::Tls { source, cause }
             })?;
             self.handshake(tls).await
         };
-        deadline(
-            self.inner.config.handshake_timeout,
-            "gateway handshake",
-            "the client sent too little in time (silent, stalled or very slow); it was disconnected",
-            work,
-        )
-        .await
+        deadline(self.inner.config.handshake_timeout, "gateway handshake", work).await
     }
 
     /// Serves `listener` in a background task: each connection gets its own task,
@@ -277,14 +285,14 @@ where
 }
 
 /// Why a TLS accept probably failed.
-fn tls_hint(e: &std::io::Error) -> &'static str {
+fn tls_cause(e: &std::io::Error) -> &'static str {
     match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
         Some(rustls::Error::AlertReceived(_)) => {
-            "the agent rejected this gateway's TLS certificate: its --pin is not this gateway's pin"
+            "the agent rejected this gateway's TLS certificate (it does not pin this gateway's key)"
         }
         _ => {
             "the client is not a Boarding agent speaking TLS 1.3 (plain TCP, another TLS version, or another \
-             application protocol); only point Boarding agents at this port"
+             application protocol)"
         }
     }
 }

@@ -5,7 +5,7 @@
 //! token and reconnect (resume) for ever with the keyring they stored, and **stores**
 //! that keep the gateway's tokens, keyrings and identity across crashes.
 //!
-//! * **Any stream.** The handshake loops and [`Session`] work over any `futures-io`
+//! * **Any stream.** The handshake loop and [`Session`] work over any `futures-io`
 //!   `AsyncRead + AsyncWrite` ([`Gateway::handshake`], [`agent::join`],
 //!   [`agent::resume`]), so other runtimes can use them. The built-in server and
 //!   client use smol's TCP.
@@ -23,20 +23,24 @@
 //! * **Agent** ([`Agent`]): [`Agent::join`] (token, pins, client id; the keyring is
 //!   stored durably *before* the key confirmation is sent) and [`Agent::connect`]
 //!   (resume with the stored keyring), each returning an [`AgentSession`].
-//! * **Stores**: the [`Store`] trait (gateway) and [`KeyringStore`] (agent);
-//!   [`MemoryStore`]; and the embedded default [`RedbStore`] on `redb`: ACID, with
-//!   redemption (expiry, use count, client-id uniqueness, new keyring) in one write
-//!   transaction.
+//! * **Stores**: the [`Store`] trait (gateway) and [`KeyringStore`] (agent), each with
+//!   an in-memory implementation ([`MemoryStore`], [`MemoryKeyringStore`]) and an
+//!   embedded, ACID one on `redb` ([`RedbStore`], [`RedbKeyringStore`]). Every store
+//!   carries protocol requests out with the core's one storage rule
+//!   ([`boarding::storage::execute`]) inside one transaction of its own.
+//! * **Admission**: the gateway application's decision on each join, and the ticket it
+//!   sends, come from an [`Admit`] ([`Gateway::with_admission`]; [`AdmitAll`] by default).
 //!
-//! Errors ([`Error`], [`StoreError`]) name the cause and the fix; a pin mismatch, for
-//! example, shows the presented pin and the expected ones.
+//! Errors ([`Error`], [`StoreError`]) name the cause; a pin mismatch, for example,
+//! shows the presented pin and the expected ones. What to do about an error in a given
+//! deployment (which flag or command) is the application's to say.
 //!
 //! ## Example: a gateway and an agent on loopback
 //!
 //! ```
 //! use boarding::identity::ClientId;
 //! use boarding::token::{BootstrapToken, TokenRecord};
-//! use boarding_smol::{Agent, Gateway, GatewayConfig, MemoryStore, Store, echo, os_rng};
+//! use boarding_smol::{Agent, Gateway, GatewayConfig, MemoryKeyringStore, MemoryStore, Store, echo, os_rng};
 //!
 //! smol::block_on(async {
 //!     // The gateway: an identity, a store with one single-use token, a listener.
@@ -49,7 +53,7 @@
 //!
 //!     // The agent joins with the token and the gateway's pin...
 //!     let agent = Agent::default();
-//!     let keyrings = MemoryStore::new();
+//!     let keyrings = MemoryKeyringStore::new();
 //!     let id = ClientId::new("node-1")?;
 //!     let mut session = agent.join(&addr, token, &[gateway.pin()], id, &keyrings).await?;
 //!     session.send(b"hello").await?;
@@ -82,6 +86,7 @@
 pub mod agent;
 mod error;
 pub mod gateway;
+mod handshake;
 mod redb_store;
 mod session;
 mod store;
@@ -91,9 +96,10 @@ pub use agent::{Agent, AgentConfig, AgentStream};
 pub use boarding::server::VerifiedClient;
 pub use error::{Error, StoreError};
 pub use gateway::{Gateway, GatewayConfig, GatewayStats, GatewayStream, Serving, echo};
-pub use redb_store::{AGENT_DB, GATEWAY_DB, RedbStore, prepare_dir};
+pub use handshake::{Admit, AdmitAll};
+pub use redb_store::{AGENT_DB, GATEWAY_DB, RedbKeyringStore, RedbStore, prepare_dir};
 pub use session::{AgentSession, GatewaySession, Session, unix_now};
-pub use store::{KeyringStore, MemoryStore, Store, Writes, apply};
+pub use store::{KeyringStore, MemoryKeyringStore, MemoryStore, Store, TokenTemplate, create_token};
 
 /// The operating system's random number generator, as the core's `CryptoRng`.
 ///

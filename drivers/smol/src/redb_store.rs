@@ -1,8 +1,12 @@
-//! The embedded, crash-safe default store on [`redb`].
+//! The embedded, crash-safe default stores on [`redb`]: [`RedbStore`] for a gateway,
+//! [`RedbKeyringStore`] for an agent.
 //!
-//! One file holds four tables: `tokens` (token id → token record), `keyrings`
-//! (client id → keyring record, confirmed or not), `meta` (the gateway's identity
-//! seed) and `agent` (an agent's own saved keyring). Values are JSON. Every operation
+//! A gateway's file holds three tables: `tokens` (token id → token record), `keyrings`
+//! (client id → keyring record, confirmed or not) and `meta` (the gateway's identity
+//! seed); an agent's holds `agent` (its own saved keyring). Values are JSON. Protocol
+//! requests run [`boarding::storage::execute`] inside one redb transaction (a read
+//! transaction for lookups, a write transaction for redemption and confirmation),
+//! committed only if it succeeds: the store adds no rule of its own. Every operation
 //! is one redb transaction with immediate durability, so a crash (even `SIGKILL`) loses
 //! nothing that was reported stored, and a redemption (expiry, use count, client-id
 //! uniqueness, new keyring) is a single write transaction. The file is in redb's file
@@ -12,8 +16,7 @@
 //! redb lets one process at a time open a file. [`RedbStore::open`] holds the file
 //! for the life of the store; [`RedbStore::open_shared`] opens it for each operation
 //! only, waiting (up to [`RedbStore::with_lock_wait`]) while another process holds
-//! it, so a running gateway and the `boarding token` commands can share a data
-//! directory.
+//! it, so a running gateway and operator commands can share a data directory.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -22,15 +25,18 @@ use std::time::{Duration, Instant};
 
 use boarding::client::SavedKeyring;
 use boarding::identity::{ClientId, GatewayIdentity};
-use boarding::storage::{KeyringRecord, StorageAnswer, StorageRequest};
+use boarding::storage::{KeyringRecord, StorageAnswer, StorageRequest, StoreTransaction, execute};
 use boarding::token::{TokenId, TokenRecord};
-use redb::{Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, DatabaseError, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, Table, TableDefinition,
+    WriteTransaction,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
 use crate::error::StoreError;
-use crate::store::{KeyringStore, Store, Writes, apply, not_expired};
+use crate::store::{KeyringStore, Store};
 
 const TOKENS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("tokens");
 const KEYRINGS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("keyrings");
@@ -54,14 +60,25 @@ enum Mode {
 struct Inner {
     path: PathBuf,
     mode: Mode,
-    lock_wait: Duration,
-    ticket: Vec<u8>,
 }
 
-/// A [`Store`] and [`KeyringStore`] in one redb file. Cheap to clone (shared).
+/// One redb file, held or opened per operation. Cheap to clone (shared).
+#[derive(Debug, Clone)]
+struct Db {
+    inner: Arc<Inner>,
+    lock_wait: Duration,
+}
+
+/// A gateway's [`Store`] in one redb file. Cheap to clone (shared).
 #[derive(Debug, Clone)]
 pub struct RedbStore {
-    inner: Arc<Inner>,
+    db: Db,
+}
+
+/// An agent's [`KeyringStore`] in one redb file. Cheap to clone (shared).
+#[derive(Debug, Clone)]
+pub struct RedbKeyringStore {
+    db: Db,
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -157,68 +174,30 @@ fn all<T: DeserializeOwned>(
     Ok(out)
 }
 
-impl RedbStore {
-    /// Opens (creating if needed) the database at `path` and holds it open: no other
-    /// process can use it until this store is dropped.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref().to_owned();
+impl Db {
+    fn open(path: &Path, tables: &'static [TableDefinition<'static, &'static str, &'static [u8]>]) -> Result<Self> {
+        let path = path.to_owned();
         prepare_file(&path)?;
         let db = match create(&path) {
             Ok(db) => db,
             Err(OpenError::Held) => return Err(StoreError::Locked { path }),
             Err(OpenError::Failed(e)) => return Err(e),
         };
-        let store = Self::from_parts(path, Mode::Held(db));
-        store.with_db(init)?;
-        Ok(store)
+        let this = Self::from_parts(path, Mode::Held(db));
+        this.with_db(|db, path| init(db, path, tables))?;
+        Ok(this)
     }
 
-    /// Opens (creating if needed) the database at `path` for each operation only, so
-    /// other processes may use it in between.
-    pub fn open_shared(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref().to_owned();
+    fn open_shared(path: &Path, tables: &'static [TableDefinition<'static, &'static str, &'static [u8]>]) -> Result<Self> {
+        let path = path.to_owned();
         prepare_file(&path)?;
-        let store = Self::from_parts(path, Mode::PerOperation(Mutex::new(())));
-        store.with_db(init)?;
-        Ok(store)
-    }
-
-    /// The gateway database in `data_dir` (created, mode 0700, if missing), shared.
-    pub fn gateway_in(data_dir: impl AsRef<Path>) -> Result<Self> {
-        prepare_dir(data_dir.as_ref())?;
-        Self::open_shared(data_dir.as_ref().join(GATEWAY_DB))
-    }
-
-    /// The agent database in `data_dir` (created, mode 0700, if missing), shared.
-    pub fn agent_in(data_dir: impl AsRef<Path>) -> Result<Self> {
-        prepare_dir(data_dir.as_ref())?;
-        Self::open_shared(data_dir.as_ref().join(AGENT_DB))
+        let this = Self::from_parts(path, Mode::PerOperation(Mutex::new(())));
+        this.with_db(|db, path| init(db, path, tables))?;
+        Ok(this)
     }
 
     fn from_parts(path: PathBuf, mode: Mode) -> Self {
-        Self { inner: Arc::new(Inner { path, mode, lock_wait: Duration::from_secs(10), ticket: Vec::new() }) }
-    }
-
-    /// How long a shared store waits for another process to release the file before
-    /// failing with [`StoreError::Locked`] (default 10 s). Call before sharing the store.
-    pub fn with_lock_wait(mut self, wait: Duration) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.lock_wait = wait;
-        }
-        self
-    }
-
-    /// The ticket every joining client receives (at most 4 KiB). Call before sharing.
-    pub fn with_ticket(mut self, ticket: Vec<u8>) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.ticket = ticket;
-        }
-        self
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.inner.path
+        Self { inner: Arc::new(Inner { path, mode }), lock_wait: Duration::from_secs(10) }
     }
 
     fn with_db<T>(&self, f: impl FnOnce(&Database, &Path) -> Result<T>) -> Result<T> {
@@ -234,7 +213,7 @@ impl RedbStore {
                 let db = loop {
                     match create(path) {
                         Ok(db) => break db,
-                        Err(OpenError::Held) if started.elapsed() < self.inner.lock_wait => {
+                        Err(OpenError::Held) if started.elapsed() < self.lock_wait => {
                             std::thread::sleep(pause);
                             pause = (pause.saturating_mul(2)).min(Duration::from_millis(50));
                         }
@@ -248,99 +227,183 @@ impl RedbStore {
     }
 
     /// Runs a blocking database operation on smol's blocking pool.
-    async fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Database, &Path, &[u8]) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce(&Database, &Path) -> Result<T> + Send + 'static) -> Result<T> {
         let this = self.clone();
-        smol::unblock(move || this.with_db(|db, path| f(db, path, &this.inner.ticket))).await
+        smol::unblock(move || this.with_db(f)).await
+    }
+}
+
+const GATEWAY_TABLES: &[TableDefinition<'static, &'static str, &'static [u8]>] = &[TOKENS, KEYRINGS, META];
+const AGENT_TABLES: &[TableDefinition<'static, &'static str, &'static [u8]>] = &[AGENT];
+
+impl RedbStore {
+    /// Opens (creating if needed) the gateway database at `path` and holds it open: no
+    /// other process can use it until this store is dropped.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Ok(Self { db: Db::open(path.as_ref(), GATEWAY_TABLES)? })
+    }
+
+    /// Opens (creating if needed) the gateway database at `path` for each operation
+    /// only, so other processes may use it in between.
+    pub fn open_shared(path: impl AsRef<Path>) -> Result<Self> {
+        Ok(Self { db: Db::open_shared(path.as_ref(), GATEWAY_TABLES)? })
+    }
+
+    /// The gateway database in `data_dir` (created, mode 0700, if missing), shared.
+    pub fn gateway_in(data_dir: impl AsRef<Path>) -> Result<Self> {
+        prepare_dir(data_dir.as_ref())?;
+        Self::open_shared(data_dir.as_ref().join(GATEWAY_DB))
+    }
+
+    /// How long this handle (and clones made from it afterwards) waits for another
+    /// process to release a shared file before failing with [`StoreError::Locked`]
+    /// (default 10 s). A held store never waits.
+    pub fn with_lock_wait(mut self, wait: Duration) -> Self {
+        self.db.lock_wait = wait;
+        self
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.db.inner.path
     }
 
     /// Reads everything (for checks after a crash): tokens and keyrings.
     pub async fn snapshot(&self) -> Result<(Vec<TokenRecord>, Vec<KeyringRecord>)> {
-        self.run(|db, path, _| {
-            let txn = db.begin_read().map_err(db_error(path))?;
-            let tokens = all(path, &txn.open_table(TOKENS).map_err(db_error(path))?, "token")?;
-            let keyrings = all(path, &txn.open_table(KEYRINGS).map_err(db_error(path))?, "keyring")?;
-            Ok((tokens, keyrings))
+        self.db
+            .run(|db, path| {
+                let txn = db.begin_read().map_err(db_error(path))?;
+                let tokens = all(path, &txn.open_table(TOKENS).map_err(db_error(path))?, "token")?;
+                let keyrings = all(path, &txn.open_table(KEYRINGS).map_err(db_error(path))?, "keyring")?;
+                Ok((tokens, keyrings))
+            })
+            .await
+    }
+}
+
+impl RedbKeyringStore {
+    /// Opens (creating if needed) the agent database at `path`, for each operation only.
+    pub fn open_shared(path: impl AsRef<Path>) -> Result<Self> {
+        Ok(Self { db: Db::open_shared(path.as_ref(), AGENT_TABLES)? })
+    }
+
+    /// The agent database in `data_dir` (created, mode 0700, if missing).
+    pub fn agent_in(data_dir: impl AsRef<Path>) -> Result<Self> {
+        prepare_dir(data_dir.as_ref())?;
+        Self::open_shared(data_dir.as_ref().join(AGENT_DB))
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.db.inner.path
+    }
+}
+
+/// A protocol request's view of the gateway tables inside one redb transaction:
+/// `T` is a read-only table for lookups and a writable one for decisions.
+struct Tables<'p, T> {
+    path: &'p Path,
+    tokens: T,
+    keyrings: T,
+}
+
+/// Writing through a table, or refusing to in a read transaction.
+trait PutTable {
+    fn put(&mut self, path: &Path, key: &str, value: &[u8]) -> Result<()>;
+}
+
+impl PutTable for Table<'_, &'static str, &'static [u8]> {
+    fn put(&mut self, path: &Path, key: &str, value: &[u8]) -> Result<()> {
+        self.insert(key, value).map(drop).map_err(db_error(path))
+    }
+}
+
+impl PutTable for ReadOnlyTable<&'static str, &'static [u8]> {
+    fn put(&mut self, path: &Path, _: &str, _: &[u8]) -> Result<()> {
+        // `execute` writes only for requests whose `writes()` is true, which get a
+        // write transaction; reaching this is a bug in the caller, reported as such.
+        Err(StoreError::Corrupt {
+            path: path.to_owned(),
+            what: "transaction".into(),
+            reason: "a write was asked of a read transaction".into(),
         })
-        .await
     }
 }
 
-fn init(db: &Database, path: &Path) -> Result<()> {
-    let txn = begin_write(db, path)?;
-    for table in [TOKENS, KEYRINGS, META, AGENT] {
-        txn.open_table(table).map_err(db_error(path))?;
+impl<T: ReadableTable<&'static str, &'static [u8]> + PutTable> StoreTransaction for Tables<'_, T> {
+    type Error = StoreError;
+
+    fn token(&mut self, id: TokenId) -> Result<Option<TokenRecord>> {
+        get(self.path, &self.tokens, id.as_str(), "token")
     }
-    txn.commit().map_err(db_error(path))
+
+    fn scan_tokens(&mut self, visit: &mut dyn FnMut(TokenRecord) -> bool) -> Result<()> {
+        for entry in self.tokens.iter().map_err(db_error(self.path))? {
+            let (key, value) = entry.map_err(db_error(self.path))?;
+            let record = decode(self.path, &format!("token {}", key.value()), value.value())?;
+            if !visit(record) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn keyring(&mut self, id: &ClientId) -> Result<Option<KeyringRecord>> {
+        get(self.path, &self.keyrings, id.as_str(), "keyring")
+    }
+
+    fn put_token(&mut self, record: &TokenRecord) -> Result<()> {
+        let bytes = encode(self.path, "token", record)?;
+        self.tokens.put(self.path, record.id().as_str(), &bytes)
+    }
+
+    fn put_keyring(&mut self, record: &KeyringRecord) -> Result<()> {
+        let bytes = encode(self.path, "keyring", record)?;
+        self.keyrings.put(self.path, record.client_id.as_str(), &bytes)
+    }
 }
 
-fn answer(db: &Database, path: &Path, ticket: &[u8], request: &StorageRequest) -> Result<StorageAnswer> {
-    match request {
-        StorageRequest::LookupToken { token_id } => {
-            let txn = db.begin_read().map_err(db_error(path))?;
-            let table = txn.open_table(TOKENS).map_err(db_error(path))?;
-            let record: Option<TokenRecord> = get(path, &table, token_id.as_str(), "token")?;
-            Ok(StorageAnswer::Tokens(record.into_iter().collect()))
-        }
-        StorageRequest::ActiveTokens { now, limit } => {
-            let txn = db.begin_read().map_err(db_error(path))?;
-            let table = txn.open_table(TOKENS).map_err(db_error(path))?;
-            let records: Vec<TokenRecord> = all(path, &table, "token")?;
-            Ok(StorageAnswer::Tokens(records.into_iter().filter(|r| not_expired(r, *now)).take(*limit).collect()))
-        }
-        StorageRequest::LookupKeyring { client_id } => {
-            let txn = db.begin_read().map_err(db_error(path))?;
-            let table = txn.open_table(KEYRINGS).map_err(db_error(path))?;
-            Ok(StorageAnswer::Keyring(get(path, &table, client_id.as_str(), "keyring")?))
-        }
-        StorageRequest::Redeem(req) => write_decision(db, path, request, Some(req.token_id), &req.client_id, ticket),
-        StorageRequest::ConfirmKeyring { client_id, .. } => write_decision(db, path, request, None, client_id, ticket),
-        _ => Ok(StorageAnswer::Failed),
+/// Carries a protocol request out in one transaction: read-only for lookups (no
+/// disk writes), one durable write transaction for decisions.
+fn answer(db: &Database, path: &Path, request: &StorageRequest) -> Result<StorageAnswer> {
+    if !request.writes() {
+        let txn = db.begin_read().map_err(db_error(path))?;
+        let mut tables = Tables {
+            path,
+            tokens: txn.open_table(TOKENS).map_err(db_error(path))?,
+            keyrings: txn.open_table(KEYRINGS).map_err(db_error(path))?,
+        };
+        return execute(&mut tables, request);
     }
-}
-
-/// Reads the records, decides and writes, all in one write transaction.
-fn write_decision(
-    db: &Database,
-    path: &Path,
-    request: &StorageRequest,
-    token_id: Option<TokenId>,
-    client_id: &ClientId,
-    ticket: &[u8],
-) -> Result<StorageAnswer> {
     let txn = begin_write(db, path)?;
     let answer = {
-        let mut tokens = txn.open_table(TOKENS).map_err(db_error(path))?;
-        let mut keyrings = txn.open_table(KEYRINGS).map_err(db_error(path))?;
-        let token: Option<TokenRecord> = match token_id {
-            Some(id) => get(path, &tokens, id.as_str(), "token")?,
-            None => None,
+        let mut tables = Tables {
+            path,
+            tokens: txn.open_table(TOKENS).map_err(db_error(path))?,
+            keyrings: txn.open_table(KEYRINGS).map_err(db_error(path))?,
         };
-        let keyring: Option<KeyringRecord> = get(path, &keyrings, client_id.as_str(), "keyring")?;
-        let (answer, Writes { token, keyring }) = apply(request, token.as_ref(), keyring.as_ref(), ticket);
-        if let Some(record) = token {
-            let bytes = encode(path, "token", &record)?;
-            tokens.insert(record.id().as_str(), bytes.as_slice()).map_err(db_error(path))?;
-        }
-        if let Some(record) = keyring {
-            let bytes = encode(path, "keyring", &record)?;
-            keyrings.insert(record.client_id.as_str(), bytes.as_slice()).map_err(db_error(path))?;
-        }
-        answer
+        execute(&mut tables, request)?
     };
+    // Dropping an uncommitted transaction (the `?` above) rolls it back.
     txn.commit().map_err(db_error(path))?;
     Ok(answer)
 }
 
+fn init(db: &Database, path: &Path, tables: &[TableDefinition<'static, &'static str, &'static [u8]>]) -> Result<()> {
+    let txn = begin_write(db, path)?;
+    for table in tables {
+        txn.open_table(*table).map_err(db_error(path))?;
+    }
+    txn.commit().map_err(db_error(path))
+}
+
 impl Store for RedbStore {
     async fn answer(&self, request: StorageRequest) -> Result<StorageAnswer> {
-        self.run(move |db, path, ticket| answer(db, path, ticket, &request)).await
+        self.db.run(move |db, path| answer(db, path, &request)).await
     }
 
     async fn identity_or_insert(&self, candidate: GatewayIdentity) -> Result<GatewayIdentity> {
-        self.run(move |db, path, _| {
+        self.db.run(move |db, path| {
             let txn = begin_write(db, path)?;
             let identity = {
                 let mut meta = txn.open_table(META).map_err(db_error(path))?;
@@ -372,7 +435,7 @@ impl Store for RedbStore {
     }
 
     async fn insert_token(&self, record: TokenRecord) -> Result<bool> {
-        self.run(move |db, path, _| {
+        self.db.run(move |db, path| {
             let txn = begin_write(db, path)?;
             let inserted = {
                 let mut tokens = txn.open_table(TOKENS).map_err(db_error(path))?;
@@ -396,7 +459,7 @@ impl Store for RedbStore {
     }
 
     async fn revoke_token(&self, id: TokenId) -> Result<bool> {
-        self.run(move |db, path, _| remove(db, path, TOKENS, id.as_str())).await
+        self.db.run(move |db, path| remove(db, path, TOKENS, id.as_str())).await
     }
 
     async fn clients(&self) -> Result<Vec<KeyringRecord>> {
@@ -404,7 +467,7 @@ impl Store for RedbStore {
     }
 
     async fn revoke_client(&self, id: ClientId) -> Result<bool> {
-        self.run(move |db, path, _| remove(db, path, KEYRINGS, id.as_str())).await
+        self.db.run(move |db, path| remove(db, path, KEYRINGS, id.as_str())).await
     }
 }
 
@@ -418,10 +481,10 @@ fn remove(db: &Database, path: &Path, table: TableDefinition<'_, &str, &[u8]>, k
     Ok(existed)
 }
 
-impl KeyringStore for RedbStore {
+impl KeyringStore for RedbKeyringStore {
     async fn save_keyring(&self, saved: &SavedKeyring) -> Result<()> {
         let saved = saved.clone();
-        self.run(move |db, path, _| {
+        self.db.run(move |db, path| {
             let txn = begin_write(db, path)?;
             {
                 let mut table = txn.open_table(AGENT).map_err(db_error(path))?;
@@ -434,7 +497,7 @@ impl KeyringStore for RedbStore {
     }
 
     async fn load_keyring(&self) -> Result<Option<SavedKeyring>> {
-        self.run(|db, path, _| {
+        self.db.run(|db, path| {
             let txn = db.begin_read().map_err(db_error(path))?;
             let table = txn.open_table(AGENT).map_err(db_error(path))?;
             get(path, &table, AGENT_KEY, "agent keyring")

@@ -1,6 +1,10 @@
 //! The stores: one async trait for the gateway ([`Store`]), one for the agent
-//! ([`KeyringStore`]), and an in-memory implementation of both ([`MemoryStore`]).
-//! The embedded, crash-safe default is [`crate::RedbStore`].
+//! ([`KeyringStore`]), and in-memory implementations of each ([`MemoryStore`],
+//! [`MemoryKeyringStore`]). The embedded, crash-safe defaults are [`crate::RedbStore`]
+//! and [`crate::RedbKeyringStore`].
+//!
+//! No store interprets the protocol's requests: each opens a transaction of its own
+//! and hands it to [`boarding::storage::execute`], the one storage rule.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -8,20 +12,17 @@ use std::sync::{Mutex, MutexGuard};
 
 use boarding::client::SavedKeyring;
 use boarding::identity::{ClientId, GatewayIdentity};
-use boarding::storage::{
-    KeyringRecord, RedeemRefusal, Redemption, StorageAnswer, StorageRequest, decide_confirmation, decide_redemption,
-};
-use boarding::token::{TokenId, TokenRecord, TokenUnusable};
+use boarding::storage::{KeyringRecord, Records, StorageAnswer, StorageRequest};
+use boarding::token::{BootstrapToken, TokenId, TokenRecord};
 
-use crate::error::StoreError;
+use crate::error::{Error, StoreError};
+use crate::os_rng;
 
 /// A gateway's storage: token records, keyrings (confirmed or not) and its identity.
 ///
-/// [`Store::answer`] must carry out each [`StorageRequest`] atomically; in particular a
-/// `Redeem` reads the token and the client's keyring, applies
-/// [`boarding::storage::decide_redemption`] and writes the outcome in one transaction,
-/// and a `ConfirmKeyring` applies [`boarding::storage::decide_confirmation`] likewise.
-/// [`apply`] does exactly that on a snapshot of the two records, for stores to reuse.
+/// [`Store::answer`] carries out each [`StorageRequest`] atomically by running
+/// [`boarding::storage::execute`] inside one transaction of the store's own, committed
+/// only if it succeeds.
 pub trait Store: Send + Sync + 'static {
     /// Answers one request of the protocol core, atomically.
     fn answer(&self, request: StorageRequest) -> impl Future<Output = Result<StorageAnswer, StoreError>> + Send;
@@ -48,6 +49,44 @@ pub trait Store: Send + Sync + 'static {
     fn revoke_client(&self, id: ClientId) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
+/// What a new token is made of, apart from its random id and secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenTemplate {
+    /// When it expires (Unix seconds); `None` never.
+    pub expires_at: Option<u64>,
+    /// Most redemptions; 0 is unlimited.
+    pub max_uses: u32,
+    /// Labels every client that joins with it gets.
+    pub labels: BTreeMap<String, String>,
+    /// Free text for operators.
+    pub description: String,
+}
+
+/// How many random token ids [`create_token`] tries before giving up. With 36^6 ids a
+/// collision is rare; eight in a row means the id space is nearly full.
+const TOKEN_ID_TRIES: usize = 8;
+
+/// Creates a token with a fresh random id and secret from the OS RNG, checks the
+/// template against the token limits, and stores it, drawing a new id if the first is
+/// taken. Returns the token (shown once to the operator) and its record.
+pub async fn create_token<S: Store + ?Sized>(
+    store: &S,
+    template: &TokenTemplate,
+) -> Result<(BootstrapToken, TokenRecord), Error> {
+    for _ in 0..TOKEN_ID_TRIES {
+        let token = BootstrapToken::generate(&mut os_rng());
+        let mut record = TokenRecord::new(token.clone(), template.expires_at, template.max_uses)
+            .with_description(&template.description)?;
+        for (key, value) in &template.labels {
+            record = record.with_label(key, value)?;
+        }
+        if store.insert_token(record.clone()).await? {
+            return Ok((token, record));
+        }
+    }
+    Err(Error::NoFreeTokenId { tries: TOKEN_ID_TRIES })
+}
+
 /// An agent's storage: the one keyring it joined with.
 pub trait KeyringStore: Send + Sync {
     /// Stores the keyring durably (it must survive a crash right after this returns).
@@ -57,77 +96,22 @@ pub trait KeyringStore: Send + Sync {
     fn load_keyring(&self) -> impl Future<Output = Result<Option<SavedKeyring>, StoreError>> + Send;
 }
 
-/// What a store must write after [`apply`].
-#[derive(Debug, Default)]
-pub struct Writes {
-    /// The token record to write back (its use count was charged).
-    pub token: Option<TokenRecord>,
-    /// The keyring record to insert or replace.
-    pub keyring: Option<KeyringRecord>,
-}
-
-/// Applies the protocol's rules for a `Redeem` or `ConfirmKeyring` request to the
-/// records read inside the store's write transaction (`token`: the named token's
-/// record; `keyring`: the client's keyring record), returning the answer and what to
-/// write in that same transaction. `ticket` is sent to a client that joins.
-pub fn apply(
-    request: &StorageRequest,
-    token: Option<&TokenRecord>,
-    keyring: Option<&KeyringRecord>,
-    ticket: &[u8],
-) -> (StorageAnswer, Writes) {
-    match request {
-        StorageRequest::Redeem(req) => match decide_redemption(token, keyring, req) {
-            Err(refusal) => (StorageAnswer::Redeemed(Err(refusal)), Writes::default()),
-            Ok(decision) => {
-                let mut writes = Writes::default();
-                if decision.charge {
-                    let Some(mut record) = token.cloned() else {
-                        return (StorageAnswer::Redeemed(Err(RedeemRefusal::UnknownToken)), writes);
-                    };
-                    record.use_count = record.use_count.saturating_add(1);
-                    writes.token = Some(record);
-                }
-                let labels = decision.record.labels.clone();
-                writes.keyring = Some(decision.record);
-                (StorageAnswer::Redeemed(Ok(Redemption::new(labels, decision.charge, ticket.to_vec()))), writes)
-            }
-        },
-        StorageRequest::ConfirmKeyring { keyring_id, .. } => {
-            let outcome = decide_confirmation(keyring, keyring_id);
-            let mut writes = Writes::default();
-            if outcome.is_ok()
-                && let Some(record) = keyring
-                && !record.confirmed
-            {
-                let mut record = record.clone();
-                record.confirmed = true;
-                writes.keyring = Some(record);
-            }
-            (StorageAnswer::Confirmed(outcome), writes)
-        }
-        _ => (StorageAnswer::Failed, Writes::default()),
-    }
-}
-
-/// Whether a token may be offered in the seed flow at `now` (not expired).
-pub(crate) fn not_expired(record: &TokenRecord, now: u64) -> bool {
-    record.usable_at(now) != Err(TokenUnusable::Expired)
-}
-
 #[derive(Debug, Default)]
 struct Memory {
     identity: Option<GatewayIdentity>,
-    tokens: BTreeMap<TokenId, TokenRecord>,
-    keyrings: BTreeMap<ClientId, KeyringRecord>,
-    agent: Option<SavedKeyring>,
+    records: Records,
 }
 
-/// A store in memory, for tests and for a gateway that needs no persistence. Every
-/// request is answered under one lock, so each is atomic.
+/// A gateway store in memory, for tests and for a gateway that needs no persistence.
+/// Every request is answered under one lock, so each is atomic.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     state: Mutex<Memory>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every write is a whole decision, so the data stays consistent after a panic.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl MemoryStore {
@@ -135,93 +119,63 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
     }
-
-    fn lock(&self) -> MutexGuard<'_, Memory> {
-        // Every write is a whole decision, so the data stays consistent after a panic.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn answer_now(&self, request: &StorageRequest) -> StorageAnswer {
-        let mut state = self.lock();
-        match request {
-            StorageRequest::LookupToken { token_id } => {
-                StorageAnswer::Tokens(state.tokens.get(token_id).cloned().into_iter().collect())
-            }
-            StorageRequest::ActiveTokens { now, limit } => StorageAnswer::Tokens(
-                state.tokens.values().filter(|r| not_expired(r, *now)).take(*limit).cloned().collect(),
-            ),
-            StorageRequest::LookupKeyring { client_id } => {
-                StorageAnswer::Keyring(state.keyrings.get(client_id).cloned())
-            }
-            StorageRequest::Redeem(req) => {
-                let (answer, writes) =
-                    apply(request, state.tokens.get(&req.token_id), state.keyrings.get(&req.client_id), &[]);
-                state.write(writes);
-                answer
-            }
-            StorageRequest::ConfirmKeyring { client_id, .. } => {
-                let (answer, writes) = apply(request, None, state.keyrings.get(client_id), &[]);
-                state.write(writes);
-                answer
-            }
-            _ => StorageAnswer::Failed,
-        }
-    }
-}
-
-impl Memory {
-    fn write(&mut self, writes: Writes) {
-        if let Some(token) = writes.token {
-            self.tokens.insert(token.id(), token);
-        }
-        if let Some(keyring) = writes.keyring {
-            self.keyrings.insert(keyring.client_id.clone(), keyring);
-        }
-    }
 }
 
 impl Store for MemoryStore {
     async fn answer(&self, request: StorageRequest) -> Result<StorageAnswer, StoreError> {
-        Ok(self.answer_now(&request))
+        Ok(lock(&self.state).records.answer(&request))
     }
 
     async fn identity_or_insert(&self, candidate: GatewayIdentity) -> Result<GatewayIdentity, StoreError> {
-        Ok(self.lock().identity.get_or_insert(candidate).clone())
+        Ok(lock(&self.state).identity.get_or_insert(candidate).clone())
     }
 
     async fn insert_token(&self, record: TokenRecord) -> Result<bool, StoreError> {
-        let mut state = self.lock();
-        if state.tokens.contains_key(&record.id()) {
+        let mut state = lock(&self.state);
+        if state.records.tokens.contains_key(&record.id()) {
             return Ok(false);
         }
-        state.tokens.insert(record.id(), record);
+        state.records.tokens.insert(record.id(), record);
         Ok(true)
     }
 
     async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        Ok(self.lock().tokens.values().cloned().collect())
+        Ok(lock(&self.state).records.tokens.values().cloned().collect())
     }
 
     async fn revoke_token(&self, id: TokenId) -> Result<bool, StoreError> {
-        Ok(self.lock().tokens.remove(&id).is_some())
+        Ok(lock(&self.state).records.tokens.remove(&id).is_some())
     }
 
     async fn clients(&self) -> Result<Vec<KeyringRecord>, StoreError> {
-        Ok(self.lock().keyrings.values().cloned().collect())
+        Ok(lock(&self.state).records.keyrings.values().cloned().collect())
     }
 
     async fn revoke_client(&self, id: ClientId) -> Result<bool, StoreError> {
-        Ok(self.lock().keyrings.remove(&id).is_some())
+        Ok(lock(&self.state).records.keyrings.remove(&id).is_some())
     }
 }
 
-impl KeyringStore for MemoryStore {
+/// An agent's keyring in memory (lost when the process ends).
+#[derive(Debug, Default)]
+pub struct MemoryKeyringStore {
+    saved: Mutex<Option<SavedKeyring>>,
+}
+
+impl MemoryKeyringStore {
+    /// An empty store: the agent has not joined.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl KeyringStore for MemoryKeyringStore {
     async fn save_keyring(&self, saved: &SavedKeyring) -> Result<(), StoreError> {
-        self.lock().agent = Some(saved.clone());
+        *lock(&self.saved) = Some(saved.clone());
         Ok(())
     }
 
     async fn load_keyring(&self) -> Result<Option<SavedKeyring>, StoreError> {
-        Ok(self.lock().agent.clone())
+        Ok(lock(&self.saved).clone())
     }
 }
