@@ -192,7 +192,8 @@ pub struct ClientHello {
     pub suites: Vec<u16>,
     /// The client's nonce.
     pub nonce: [u8; NONCE_LEN],
-    /// The token id, or `None` for the seed flow (challenges for every active token).
+    /// The token id, or `None` for the unnamed-token flow (challenges for the first
+    /// unexpired tokens, up to the gateway's cap).
     pub token_id: Option<TokenId>,
 }
 

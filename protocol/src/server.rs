@@ -54,7 +54,7 @@ pub struct ServerConfig {
     identity: GatewayIdentity,
     pin: Pin,
     suites: Vec<MacSuite>,
-    max_seed_challenges: usize,
+    max_unnamed_challenges: usize,
 }
 
 impl ServerConfig {
@@ -62,7 +62,7 @@ impl ServerConfig {
     /// unnamed-token flow.
     pub fn new(identity: GatewayIdentity) -> Self {
         let pin = identity.pin();
-        Self { identity, pin, suites: MacSuite::ALL.to_vec(), max_seed_challenges: MAX_CHALLENGES }
+        Self { identity, pin, suites: MacSuite::ALL.to_vec(), max_unnamed_challenges: MAX_CHALLENGES }
     }
 
     /// The MAC suites to accept, most preferred first (an empty list accepts none).
@@ -74,8 +74,8 @@ impl ServerConfig {
     /// The most tokens to answer for in the unnamed-token flow (clamped to 1..=16): the
     /// first unexpired ones in token-id order. Each one answered gives an eavesdropper
     /// one more token to attack offline, so keep it low.
-    pub fn with_max_seed_challenges(mut self, n: usize) -> Self {
-        self.max_seed_challenges = n.clamp(1, MAX_CHALLENGES);
+    pub fn with_max_unnamed_challenges(mut self, n: usize) -> Self {
+        self.max_unnamed_challenges = n.clamp(1, MAX_CHALLENGES);
         self
     }
 
@@ -503,7 +503,7 @@ impl Context {
         transcript.add_frame(&frame.bytes);
         let request = match hello.token_id {
             Some(token_id) => StorageRequest::LookupToken { token_id },
-            None => StorageRequest::UnexpiredTokens { now: self.now, limit: self.config.max_seed_challenges },
+            None => StorageRequest::UnexpiredTokens { now: self.now, limit: self.config.max_unnamed_challenges },
         };
         outbox.request(ServerRequest::Storage(request));
         Ok(State::AwaitTokens(AwaitTokens { transcript, hello, negotiated }))
@@ -524,7 +524,7 @@ impl Context {
             None => {
                 let mut usable: Vec<TokenRecord> = Vec::new();
                 for r in records.into_iter().filter(|r| !r.is_expired(now)) {
-                    if usable.len() < self.config.max_seed_challenges && usable.iter().all(|u| u.id() != r.id()) {
+                    if usable.len() < self.config.max_unnamed_challenges && usable.iter().all(|u| u.id() != r.id()) {
                         usable.push(r);
                     }
                 }
