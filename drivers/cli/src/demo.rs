@@ -4,10 +4,19 @@ use std::time::Instant;
 
 use boarding::identity::ClientId;
 use boarding::pin::Pin;
-use boarding_smol::{Agent, GatewayConfig, GatewaySession, GatewayStream, RedbStore, Store};
+use boarding_smol::{Agent, GatewayConfig, GatewaySession, GatewayStream, MemoryKeyringStore, RedbKeyringStore, Store};
 
 use crate::cli::{DemoArgs, Ttl};
-use crate::ops::{CliError, Result, client_table, create_token, millis, open_gateway, token_table};
+use crate::error::{CliError, Result};
+use crate::ops::{client_table, create_token, millis, open_gateway, token_table};
+
+/// An error as the command line shows it: the cause, then the hint.
+fn with_hint(e: CliError) -> String {
+    match e.hint() {
+        Some(hint) => format!("{e}; {hint}"),
+        None => e.to_string(),
+    }
+}
 
 fn step(n: u32, title: &str) {
     println!();
@@ -89,7 +98,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
 
     step(4, "agent joins with the token and the pin");
     let agent = Agent::default();
-    let keyrings = RedbStore::agent_in(&agent_dir)?;
+    let keyrings = RedbKeyringStore::agent_in(&agent_dir)?;
     let id = ClientId::new("node-1").map_err(|e| CliError::Usage(e.to_string()))?;
     let t = Instant::now();
     let mut session = agent.join(&addr, token.clone(), &[gateway.pin()], id.clone(), &keyrings).await?;
@@ -116,21 +125,21 @@ pub async fn run(args: DemoArgs) -> Result<()> {
 
     step(6, "mistakes give clear errors");
     let other = ClientId::new("node-2").map_err(|e| CliError::Usage(e.to_string()))?;
-    let spare = boarding_smol::MemoryStore::new();
+    let spare = MemoryKeyringStore::new();
     match agent.join(&addr, token.clone(), &[gateway.pin()], other.clone(), &spare).await {
         Ok(_) => println!("   unexpected: a one-use token was accepted twice"),
-        Err(e) => println!("   second join with the spent token:\n     error: {e}"),
+        Err(e) => println!("   second join with the spent token:\n     error: {}", with_hint(e.into())),
     }
     let wrong: Pin = boarding::identity::GatewayIdentity::from_seed([7; 32]).pin();
     let (token2, _) = create_token(gateway.store(), Ttl::For(std::time::Duration::from_secs(600)), 1, &[], "").await?;
     match agent.join(&addr, token2, &[wrong], other, &spare).await {
         Ok(_) => println!("   unexpected: a wrong pin was accepted"),
-        Err(e) => println!("   join with a wrong pin:\n     error: {e}"),
+        Err(e) => println!("   join with a wrong pin:\n     error: {}", with_hint(e.into())),
     }
     gateway.store().revoke_client(id.clone()).await?;
     match agent.connect(&addr, &keyrings).await {
         Ok(_) => println!("   unexpected: a revoked client resumed"),
-        Err(e) => println!("   resume after `boarding clients revoke node-1`:\n     error: {e}"),
+        Err(e) => println!("   resume after `boarding clients revoke node-1`:\n     error: {}", with_hint(e.into())),
     }
 
     step(7, "graceful shutdown");

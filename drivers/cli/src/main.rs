@@ -19,6 +19,8 @@
 
 mod cli;
 mod demo;
+mod dispatch;
+mod error;
 mod ops;
 
 use std::process::ExitCode;
@@ -28,10 +30,13 @@ use clap::Parser;
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     init_logging(&args);
-    match smol::block_on(ops::run(args.command)) {
+    match smol::block_on(dispatch::run(args.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            match e.hint() {
+                Some(hint) => eprintln!("error: {e}; {hint}"),
+                None => eprintln!("error: {e}"),
+            }
             ExitCode::FAILURE
         }
     }

@@ -1,4 +1,5 @@
-//! What each command does.
+//! What the commands do: opening the data directories, creating and listing tokens
+//! and clients, serving, joining and sending. The dispatcher (`dispatch`) calls these.
 
 use std::io::Write;
 use std::path::Path;
@@ -6,139 +7,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use boarding::storage::KeyringRecord;
 use boarding::token::{BootstrapToken, TokenRecord, TokenUnusable};
-use boarding_smol::{
-    Agent, Gateway, GatewayConfig, KeyringStore, RedbStore, Store, StoreError, echo, os_rng, unix_now,
-};
+use boarding_smol::{Gateway, GatewayConfig, RedbKeyringStore, RedbStore, Store, TokenTemplate, echo, unix_now};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use smol::stream::StreamExt;
 
-use crate::cli::{AgentCommand, ClientsCommand, Command, GatewayCommand, TokenCommand, Ttl};
-
-/// A command's failure; `Display` is what the user sees after `error: `.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    /// From the driver (connection, TLS, handshake, session).
-    #[error(transparent)]
-    Boarding(#[from] boarding_smol::Error),
-    /// From a store.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// A request that cannot be carried out as given.
-    #[error("{0}")]
-    Usage(String),
-    /// An I/O error outside the driver.
-    #[error("{context}: {source}")]
-    Io {
-        /// What was being done.
-        context: String,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-pub type Result<T> = std::result::Result<T, CliError>;
-
-/// Runs one command.
-pub async fn run(command: Command) -> Result<()> {
-    match command {
-        Command::Demo(args) => crate::demo::run(args).await,
-        Command::Gateway { command } => match command {
-            GatewayCommand::Serve { listen, dir, handshake_timeout, max_handshakes, max_message } => {
-                let config = GatewayConfig {
-                    handshake_timeout,
-                    max_handshakes,
-                    max_payload: max_message.min(boarding::channel::MAX_PAYLOAD),
-                    ..GatewayConfig::default()
-                };
-                serve(&listen, &dir.data_dir, config).await
-            }
-            GatewayCommand::Pin { dir } => {
-                let (gateway, _) = open_gateway(&dir.data_dir, GatewayConfig::default()).await?;
-                println!("{}", gateway.pin());
-                Ok(())
-            }
-        },
-        Command::Token { command } => match command {
-            TokenCommand::Create { dir, ttl, uses, label, description } => {
-                token_create(&dir.data_dir, ttl, uses, &label, &description).await
-            }
-            TokenCommand::List { dir } => token_list(&dir.data_dir).await,
-            TokenCommand::Revoke { dir, id } => {
-                let store = existing_gateway_store(&dir.data_dir)?;
-                if store.revoke_token(id).await? {
-                    println!("token {id} revoked: no agent can join with it any more");
-                    Ok(())
-                } else {
-                    Err(CliError::Usage(format!(
-                        "no token {id} in {}; see `boarding token list`",
-                        store.path().display()
-                    )))
-                }
-            }
-        },
-        Command::Clients { command } => match command {
-            ClientsCommand::List { dir } => clients_list(&dir.data_dir).await,
-            ClientsCommand::Revoke { dir, id } => {
-                let store = existing_gateway_store(&dir.data_dir)?;
-                if store.revoke_client(id.clone()).await? {
-                    println!("client {id} revoked: it can no longer connect; its id is free to join again");
-                    Ok(())
-                } else {
-                    Err(CliError::Usage(format!(
-                        "no client {id} in {}; see `boarding clients list`",
-                        store.path().display()
-                    )))
-                }
-            }
-        },
-        Command::Agent { command } => match command {
-            AgentCommand::Join { gateway, token, pin, id, dir } => {
-                let store = RedbStore::agent_in(&dir.data_dir)?;
-                if let Some(saved) = store.load_keyring().await? {
-                    return Err(CliError::Usage(format!(
-                        "{} already holds a keyring: this agent joined gateway {} as {}; use `boarding agent send`, \
-                         or a fresh --data-dir to join again",
-                        dir.data_dir.display(),
-                        saved.gateway_pin,
-                        saved.client_id
-                    )));
-                }
-                let started = std::time::Instant::now();
-                let session = Agent::default().join(&gateway, token, &pin, id.clone(), &store).await?;
-                let joined = session.peer().clone();
-                session.close().await?;
-                println!(
-                    "joined gateway {} as {id} in {} (MAC suite {:?}); keyring stored in {}",
-                    joined.gateway_pin,
-                    millis(started.elapsed()),
-                    joined.suite,
-                    store.path().display()
-                );
-                Ok(())
-            }
-            AgentCommand::Send { gateway, dir, message } => {
-                let store = existing_agent_store(&dir.data_dir)?;
-                let mut session = Agent::default().connect(&gateway, &store).await?;
-                session.send(message.as_bytes()).await?;
-                let reply = session
-                    .recv()
-                    .await?
-                    .ok_or_else(|| CliError::Usage("the gateway closed the session without replying".into()))?;
-                session.close().await?;
-                println!("{}", String::from_utf8_lossy(&reply));
-                Ok(())
-            }
-        },
-    }
-}
+use crate::cli::Ttl;
+use crate::error::{CliError, Result};
 
 /// Formats a duration in milliseconds with one decimal.
 pub fn millis(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-fn existing_gateway_store(dir: &Path) -> Result<RedbStore> {
+/// The gateway database in `dir`, which must exist already.
+pub fn existing_gateway_store(dir: &Path) -> Result<RedbStore> {
     let path = dir.join(boarding_smol::GATEWAY_DB);
     if !path.exists() {
         return Err(CliError::Usage(format!(
@@ -151,13 +33,13 @@ fn existing_gateway_store(dir: &Path) -> Result<RedbStore> {
     Ok(RedbStore::gateway_in(dir)?)
 }
 
-fn existing_agent_store(dir: &Path) -> Result<RedbStore> {
+/// The agent database in `dir`, which must exist already (the agent has joined).
+pub fn existing_agent_store(dir: &Path) -> Result<RedbKeyringStore> {
     let path = dir.join(boarding_smol::AGENT_DB);
     if !path.exists() {
         return Err(boarding_smol::Error::NotJoined { location: path.display().to_string() }.into());
     }
-    let store = RedbStore::agent_in(dir)?;
-    Ok(store)
+    Ok(RedbKeyringStore::agent_in(dir)?)
 }
 
 /// Opens (creating on first use) the gateway in `dir`; `true` if the identity is new.
@@ -167,7 +49,8 @@ pub async fn open_gateway(dir: &Path, config: GatewayConfig) -> Result<(Gateway<
     Ok((Gateway::open(store, config).await?, fresh))
 }
 
-async fn serve(listen: &str, dir: &Path, config: GatewayConfig) -> Result<()> {
+/// `gateway serve`: runs the gateway until SIGINT or SIGTERM.
+pub async fn serve(listen: &str, dir: &Path, config: GatewayConfig) -> Result<()> {
     let (gateway, fresh) = open_gateway(dir, config).await?;
     if fresh {
         println!("created a new gateway identity in {}", dir.display());
@@ -215,7 +98,7 @@ fn format_time(unix: u64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-/// Creates and stores a token record.
+/// Creates and stores a token record (a fresh random id; the driver retries a taken one).
 pub async fn create_token<S: Store>(
     store: &S,
     ttl: Ttl,
@@ -223,22 +106,17 @@ pub async fn create_token<S: Store>(
     labels: &[(String, String)],
     description: &str,
 ) -> Result<(BootstrapToken, TokenRecord)> {
-    let bad = |e: boarding::token::TokenError| CliError::Usage(format!("invalid token metadata: {e}"));
-    for _ in 0..8 {
-        let token = BootstrapToken::generate(&mut os_rng());
-        let mut record =
-            TokenRecord::new(token.clone(), expiry(ttl)?, uses).with_description(description).map_err(bad)?;
-        for (k, v) in labels {
-            record = record.with_label(k, v).map_err(bad)?;
-        }
-        if store.insert_token(record.clone()).await? {
-            return Ok((token, record));
-        }
-    }
-    Err(CliError::Usage("could not find a free token id; revoke old tokens".into()))
+    let template = TokenTemplate {
+        expires_at: expiry(ttl)?,
+        max_uses: uses,
+        labels: labels.iter().cloned().collect(),
+        description: description.to_owned(),
+    };
+    Ok(boarding_smol::create_token(store, &template).await?)
 }
 
-async fn token_create(dir: &Path, ttl: Ttl, uses: u32, labels: &[(String, String)], description: &str) -> Result<()> {
+/// `token create`.
+pub async fn token_create(dir: &Path, ttl: Ttl, uses: u32, labels: &[(String, String)], description: &str) -> Result<()> {
     let (gateway, _) = open_gateway(dir, GatewayConfig::default()).await?;
     let (token, record) = create_token(gateway.store(), ttl, uses, labels, description).await?;
     println!("{token}");
@@ -255,7 +133,6 @@ fn state(record: &TokenRecord, now: u64) -> &'static str {
         Ok(()) => "active",
         Err(TokenUnusable::Expired) => "expired",
         Err(TokenUnusable::Exhausted) => "used up",
-        Err(_) => "unusable",
     }
 }
 
@@ -298,7 +175,8 @@ pub fn client_table(records: &[KeyringRecord]) -> Table {
     table
 }
 
-async fn token_list(dir: &Path) -> Result<()> {
+/// `token list`.
+pub async fn token_list(dir: &Path) -> Result<()> {
     let store = existing_gateway_store(dir)?;
     let records = store.tokens().await?;
     if records.is_empty() {
@@ -309,7 +187,8 @@ async fn token_list(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-async fn clients_list(dir: &Path) -> Result<()> {
+/// `clients list`.
+pub async fn clients_list(dir: &Path) -> Result<()> {
     let store = existing_gateway_store(dir)?;
     let records = store.clients().await?;
     if records.is_empty() {

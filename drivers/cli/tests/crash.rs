@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use boarding::identity::ClientId;
 use boarding::pin::Pin;
 use boarding::token::{BootstrapToken, TokenRecord};
-use boarding_smol::{Agent, AgentConfig, KeyringStore, RedbStore, Store, os_rng};
+use boarding_smol::{Agent, AgentConfig, KeyringStore, RedbKeyringStore, RedbStore, Store, os_rng};
 use common::{GatewayProcess, ok};
 
 const AGENTS: usize = 6;
@@ -19,7 +19,7 @@ const KILLS: usize = 6;
 struct TestAgent {
     id: ClientId,
     token: BootstrapToken,
-    keyrings: RedbStore,
+    keyrings: RedbKeyringStore,
 }
 
 fn agent() -> Agent {
@@ -85,7 +85,7 @@ fn sigkill_loop_loses_nothing_and_charges_once() {
         for i in 0..AGENTS {
             let token = BootstrapToken::generate(&mut os_rng());
             assert!(store.insert_token(TokenRecord::new(token.clone(), None, 1)).await.unwrap());
-            let keyrings = RedbStore::agent_in(dir.path().join(format!("agent-{i}"))).unwrap();
+            let keyrings = RedbKeyringStore::agent_in(dir.path().join(format!("agent-{i}"))).unwrap();
             agents.push(TestAgent { id: ClientId::new(&format!("node-{i}")).unwrap(), token, keyrings });
         }
         agents
