@@ -374,7 +374,12 @@ fn on_frame(state: State, frame: Frame, message: HandshakeMessage, outbox: &mut 
     }
 }
 
-fn on_challenge(s: ExpectChallenge, m: ServerChallenge, frame: &Frame, outbox: &mut ClientOutbox) -> Result<State, Error> {
+fn on_challenge(
+    s: ExpectChallenge,
+    m: ServerChallenge,
+    frame: &Frame,
+    outbox: &mut ClientOutbox,
+) -> Result<State, Error> {
     let suite = check_choice(m.version, m.suite, &s.hello.versions, &s.hello.suites)?;
     // The pin that matched (the presented key's) is the one the key schedule binds.
     let gateway_pin = Pin::from_ed25519(&m.identity_key);

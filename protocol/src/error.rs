@@ -244,9 +244,9 @@ impl Error {
     pub fn alert(&self) -> Option<Alert> {
         Some(match self {
             Self::PeerMisbehaved(p) => match p {
-                PeerMisbehaved::Malformed(_)
-                | PeerMisbehaved::NonContributoryShare
-                | PeerMisbehaved::TokenMismatch => Alert::Malformed,
+                PeerMisbehaved::Malformed(_) | PeerMisbehaved::NonContributoryShare | PeerMisbehaved::TokenMismatch => {
+                    Alert::Malformed
+                }
                 PeerMisbehaved::UnexpectedMessage { .. } => Alert::UnexpectedMessage,
                 PeerMisbehaved::ChoiceNotOffered => Alert::UnsupportedVersion,
                 PeerMisbehaved::BadGatewaySignature | PeerMisbehaved::BadGatewayProof => Alert::BadIdentity,

@@ -365,7 +365,8 @@ impl Server {
     pub fn handle_input(&mut self, now: UnixTime, bytes: &[u8]) -> Result<(), Error> {
         self.context.now = now;
         let context = &mut self.context;
-        self.machine.handle_input(bytes, |state, frame, message, outbox| context.on_frame(state, frame, message, outbox))
+        self.machine
+            .handle_input(bytes, |state, frame, message, outbox| context.on_frame(state, frame, message, outbox))
     }
 
     /// Answers a [`ServerRequest::Storage`] with the store's answer. An answer that does
@@ -496,7 +497,12 @@ impl Context {
         Ok(Negotiated { version, suite })
     }
 
-    fn on_client_hello(&mut self, hello: ClientHello, frame: &Frame, outbox: &mut ServerOutbox) -> Result<State, Error> {
+    fn on_client_hello(
+        &mut self,
+        hello: ClientHello,
+        frame: &Frame,
+        outbox: &mut ServerOutbox,
+    ) -> Result<State, Error> {
         // Negotiation comes before any storage work.
         let negotiated = self.negotiate(&hello.versions, &hello.suites)?;
         let mut transcript = Transcript::new();
@@ -509,7 +515,12 @@ impl Context {
         Ok(State::AwaitTokens(AwaitTokens { transcript, hello, negotiated }))
     }
 
-    fn on_tokens(&mut self, s: AwaitTokens, records: Vec<TokenRecord>, outbox: &mut ServerOutbox) -> Result<State, Error> {
+    fn on_tokens(
+        &mut self,
+        s: AwaitTokens,
+        records: Vec<TokenRecord>,
+        outbox: &mut ServerOutbox,
+    ) -> Result<State, Error> {
         let now = self.now;
         let tokens: Vec<TokenRecord> = match s.hello.token_id {
             Some(id) => {
@@ -597,7 +608,12 @@ impl Context {
         Ok(State::AwaitAdmission(AwaitAdmission { transcript, secrets, peer, suite: s.negotiated.suite }))
     }
 
-    fn on_resume_hello(&mut self, hello: ResumeHello, frame: &Frame, outbox: &mut ServerOutbox) -> Result<State, Error> {
+    fn on_resume_hello(
+        &mut self,
+        hello: ResumeHello,
+        frame: &Frame,
+        outbox: &mut ServerOutbox,
+    ) -> Result<State, Error> {
         let negotiated = self.negotiate(&hello.versions, &hello.suites)?;
         let client_id = ClientId::from_bytes(&hello.client_id).map_err(|_| Refusal::InvalidClientId)?;
         // Before the lookup, so a non-contributory share is refused alike for every
@@ -708,7 +724,11 @@ fn on_client_finished(s: ExpectClientFinished, m: ClientFinished, outbox: &mut S
     Ok(State::AwaitConfirm(AwaitConfirm { session: s.secrets.session.clone(), peer: s.peer, suite: s.suite }))
 }
 
-fn on_confirmed(s: AwaitConfirm, outcome: Result<(), ConfirmRefusal>, outbox: &mut ServerOutbox) -> Result<State, Error> {
+fn on_confirmed(
+    s: AwaitConfirm,
+    outcome: Result<(), ConfirmRefusal>,
+    outbox: &mut ServerOutbox,
+) -> Result<State, Error> {
     outcome.map_err(|refusal| match refusal {
         ConfirmRefusal::Missing => Error::from(Refusal::UnknownClient),
         ConfirmRefusal::Replaced => Error::from(Refusal::ClientIdTaken),

@@ -372,12 +372,7 @@ mod tests {
     }
 
     fn request(token: &TokenRecord, now: UnixTime) -> RedeemRequest {
-        RedeemRequest {
-            token_id: token.id(),
-            client_id: ClientId::new("n1").unwrap(),
-            keyring: keyring(1),
-            now,
-        }
+        RedeemRequest { token_id: token.id(), client_id: ClientId::new("n1").unwrap(), keyring: keyring(1), now }
     }
 
     #[test]

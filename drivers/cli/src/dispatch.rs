@@ -102,4 +102,3 @@ pub async fn run(command: Command) -> Result<()> {
         },
     }
 }
-

@@ -31,7 +31,6 @@ pub enum CliError {
 
 pub type Result<T> = std::result::Result<T, CliError>;
 
-
 impl CliError {
     /// What the operator can do about it, if there is something to say.
     pub fn hint(&self) -> Option<&'static str> {
@@ -45,13 +44,17 @@ impl CliError {
 fn driver_hint(e: &boarding_smol::Error) -> Option<&'static str> {
     use boarding_smol::Error as E;
     Some(match e {
-        E::Connect { .. } => "check that `boarding gateway serve` is running there and that --gateway names its --listen address",
+        E::Connect { .. } => {
+            "check that `boarding gateway serve` is running there and that --gateway names its --listen address"
+        }
         E::PinMismatch { .. } => {
             "check --pin against the pin `boarding gateway serve` printed (a gateway whose data directory was \
              re-created has a new pin), or you are talking to another server"
         }
         E::NotJoined { .. } => "run `boarding agent join` first",
-        E::Timeout { what: "TCP connection", .. } => "the gateway address does not answer; check --gateway and firewalls",
+        E::Timeout { what: "TCP connection", .. } => {
+            "the gateway address does not answer; check --gateway and firewalls"
+        }
         E::Timeout { .. } => "the gateway did not answer in time; is it overloaded?",
         E::HandshakeEof => {
             "the gateway refused or dropped the connection (see its log: too many concurrent handshakes, a \
@@ -94,11 +97,14 @@ fn agent_hint(e: &boarding::Error) -> Option<&'static str> {
             "join again with a new token and a fresh --data-dir (the client was revoked, or the gateway's \
              database was replaced)"
         }
-        boarding::Error::PeerMisbehaved(PeerMisbehaved::BadGatewaySignature) | boarding::Error::Refused(Refusal::UnknownToken) => {
+        boarding::Error::PeerMisbehaved(PeerMisbehaved::BadGatewaySignature)
+        | boarding::Error::Refused(Refusal::UnknownToken) => {
             "check that the token was created on this gateway and was copied whole"
         }
         boarding::Error::Refused(Refusal::WrongPin { .. }) => "check --pin against the pin the gateway printed",
-        boarding::Error::Local(LocalFailure::Persist) => "the agent's --data-dir could not be written; check its disk and permissions",
+        boarding::Error::Local(LocalFailure::Persist) => {
+            "the agent's --data-dir could not be written; check its disk and permissions"
+        }
         boarding::Error::PeerMisbehaved(_) | boarding::Error::PeerIncompatible(_) => {
             "the peer sent bytes that are not the Boarding protocol (wrong port, or not a Boarding gateway)"
         }

@@ -116,7 +116,13 @@ pub async fn create_token<S: Store>(
 }
 
 /// `token create`.
-pub async fn token_create(dir: &Path, ttl: Ttl, uses: u32, labels: &[(String, String)], description: &str) -> Result<()> {
+pub async fn token_create(
+    dir: &Path,
+    ttl: Ttl,
+    uses: u32,
+    labels: &[(String, String)],
+    description: &str,
+) -> Result<()> {
     let (gateway, _) = open_gateway(dir, GatewayConfig::default()).await?;
     let (token, record) = create_token(gateway.store(), ttl, uses, labels, description).await?;
     println!("{token}");

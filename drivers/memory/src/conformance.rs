@@ -115,9 +115,13 @@ fn lookups<S: ConformanceStore>(store: &S) {
 
 fn unexpired_tokens_in_id_order<S: ConformanceStore>(store: &S) {
     // Inserted out of order; one expired, one exhausted.
-    for (id, expires, uses) in
-        [("ord05", None, 0), ("ord01", Some(NOW + 10), 1), ("ord03", Some(NOW), 1), ("ord02", None, 1), ("ord04", None, 1)]
-    {
+    for (id, expires, uses) in [
+        ("ord05", None, 0),
+        ("ord01", Some(NOW + 10), 1),
+        ("ord03", Some(NOW), 1),
+        ("ord02", None, 1),
+        ("ord04", None, 1),
+    ] {
         let mut record = TokenRecord::new(token(&format!("{id}x")), expires, uses);
         if id == "ord04" {
             record.use_count = 1;

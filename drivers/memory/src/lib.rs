@@ -26,10 +26,14 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use boarding::Error;
-use boarding::client::{Client, ClientRequest, ClientSession, JoinConfig, PersistFailed, ResumeConfig, SavedKeyring, SessionInfo};
+use boarding::client::{
+    Client, ClientRequest, ClientSession, JoinConfig, PersistFailed, ResumeConfig, SavedKeyring, SessionInfo,
+};
 use boarding::handshake::Output;
 use boarding::identity::{ClientId, GatewayIdentity};
-use boarding::server::{Admission, AdmissionRequest, Server, ServerConfig, ServerRequest, ServerSession, VerifiedClient};
+use boarding::server::{
+    Admission, AdmissionRequest, Server, ServerConfig, ServerRequest, ServerSession, VerifiedClient,
+};
 use boarding::storage::{KeyringRecord, Records, StorageAnswer, StorageRequest};
 use boarding::token::{BootstrapToken, TokenId, TokenRecord};
 use rand_chacha::ChaCha20Rng;

@@ -17,10 +17,10 @@ use smol::net::TcpStream;
 
 use crate::error::Error;
 use crate::handshake::{AgentEndpoint, drive};
+use crate::os_rng;
 use crate::session::{AgentSession, deadline};
 use crate::store::{KeyringStore, MemoryKeyringStore};
 use crate::tls::{self, PinVerifier, Refusal};
-use crate::os_rng;
 
 /// The stream an agent session runs over when made by [`Agent`].
 pub type AgentStream = futures_rustls::client::TlsStream<TcpStream>;
@@ -138,13 +138,9 @@ impl Agent {
     }
 
     async fn tls(&self, gateway: &str, pins: &[Pin]) -> Result<AgentStream, Error> {
-        let tcp = deadline(
-            self.config.connect_timeout,
-            "TCP connection",
-            async {
-                TcpStream::connect(gateway).await.map_err(|source| Error::Connect { addr: gateway.to_owned(), source })
-            },
-        )
+        let tcp = deadline(self.config.connect_timeout, "TCP connection", async {
+            TcpStream::connect(gateway).await.map_err(|source| Error::Connect { addr: gateway.to_owned(), source })
+        })
         .await?;
         let _ = tcp.set_nodelay(true);
         let verifier = Arc::new(PinVerifier::new(pins.to_vec()));

@@ -188,7 +188,10 @@ impl Db {
         Ok(this)
     }
 
-    fn open_shared(path: &Path, tables: &'static [TableDefinition<'static, &'static str, &'static [u8]>]) -> Result<Self> {
+    fn open_shared(
+        path: &Path,
+        tables: &'static [TableDefinition<'static, &'static str, &'static [u8]>],
+    ) -> Result<Self> {
         let path = path.to_owned();
         prepare_file(&path)?;
         let this = Self::from_parts(path, Mode::PerOperation(Mutex::new(())));
@@ -227,7 +230,10 @@ impl Db {
     }
 
     /// Runs a blocking database operation on smol's blocking pool.
-    async fn run<T: Send + 'static>(&self, f: impl FnOnce(&Database, &Path) -> Result<T> + Send + 'static) -> Result<T> {
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database, &Path) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let this = self.clone();
         smol::unblock(move || this.with_db(f)).await
     }
@@ -403,55 +409,57 @@ impl Store for RedbStore {
     }
 
     async fn identity_or_insert(&self, candidate: GatewayIdentity) -> Result<GatewayIdentity> {
-        self.db.run(move |db, path| {
-            let txn = begin_write(db, path)?;
-            let identity = {
-                let mut meta = txn.open_table(META).map_err(db_error(path))?;
-                let stored = match meta.get(IDENTITY_KEY).map_err(db_error(path))? {
-                    Some(value) => {
-                        let seed: [u8; 32] = value.value().try_into().map_err(|_| StoreError::Corrupt {
-                            path: path.to_owned(),
-                            what: "gateway identity".into(),
-                            reason: "the seed is not 32 bytes".into(),
-                        })?;
-                        let seed = Zeroizing::new(seed);
-                        Some(GatewayIdentity::from_seed(*seed))
+        self.db
+            .run(move |db, path| {
+                let txn = begin_write(db, path)?;
+                let identity = {
+                    let mut meta = txn.open_table(META).map_err(db_error(path))?;
+                    let stored = match meta.get(IDENTITY_KEY).map_err(db_error(path))? {
+                        Some(value) => {
+                            let seed: [u8; 32] = value.value().try_into().map_err(|_| StoreError::Corrupt {
+                                path: path.to_owned(),
+                                what: "gateway identity".into(),
+                                reason: "the seed is not 32 bytes".into(),
+                            })?;
+                            let seed = Zeroizing::new(seed);
+                            Some(GatewayIdentity::from_seed(*seed))
+                        }
+                        None => None,
+                    };
+                    match stored {
+                        Some(identity) => identity,
+                        None => {
+                            let seed = candidate.to_seed();
+                            meta.insert(IDENTITY_KEY, seed.as_slice()).map_err(db_error(path))?;
+                            candidate
+                        }
                     }
-                    None => None,
                 };
-                match stored {
-                    Some(identity) => identity,
-                    None => {
-                        let seed = candidate.to_seed();
-                        meta.insert(IDENTITY_KEY, seed.as_slice()).map_err(db_error(path))?;
-                        candidate
-                    }
-                }
-            };
-            txn.commit().map_err(db_error(path))?;
-            Ok(identity)
-        })
-        .await
+                txn.commit().map_err(db_error(path))?;
+                Ok(identity)
+            })
+            .await
     }
 
     async fn insert_token(&self, record: TokenRecord) -> Result<bool> {
-        self.db.run(move |db, path| {
-            let txn = begin_write(db, path)?;
-            let inserted = {
-                let mut tokens = txn.open_table(TOKENS).map_err(db_error(path))?;
-                let id = record.id();
-                if tokens.get(id.as_str()).map_err(db_error(path))?.is_some() {
-                    false
-                } else {
-                    let bytes = encode(path, "token", &record)?;
-                    tokens.insert(id.as_str(), bytes.as_slice()).map_err(db_error(path))?;
-                    true
-                }
-            };
-            txn.commit().map_err(db_error(path))?;
-            Ok(inserted)
-        })
-        .await
+        self.db
+            .run(move |db, path| {
+                let txn = begin_write(db, path)?;
+                let inserted = {
+                    let mut tokens = txn.open_table(TOKENS).map_err(db_error(path))?;
+                    let id = record.id();
+                    if tokens.get(id.as_str()).map_err(db_error(path))?.is_some() {
+                        false
+                    } else {
+                        let bytes = encode(path, "token", &record)?;
+                        tokens.insert(id.as_str(), bytes.as_slice()).map_err(db_error(path))?;
+                        true
+                    }
+                };
+                txn.commit().map_err(db_error(path))?;
+                Ok(inserted)
+            })
+            .await
     }
 
     async fn tokens(&self) -> Result<Vec<TokenRecord>> {
@@ -484,24 +492,26 @@ fn remove(db: &Database, path: &Path, table: TableDefinition<'_, &str, &[u8]>, k
 impl KeyringStore for RedbKeyringStore {
     async fn save_keyring(&self, saved: &SavedKeyring) -> Result<()> {
         let saved = saved.clone();
-        self.db.run(move |db, path| {
-            let txn = begin_write(db, path)?;
-            {
-                let mut table = txn.open_table(AGENT).map_err(db_error(path))?;
-                let bytes = encode(path, "agent keyring", &saved)?;
-                table.insert(AGENT_KEY, bytes.as_slice()).map_err(db_error(path))?;
-            }
-            txn.commit().map_err(db_error(path))
-        })
-        .await
+        self.db
+            .run(move |db, path| {
+                let txn = begin_write(db, path)?;
+                {
+                    let mut table = txn.open_table(AGENT).map_err(db_error(path))?;
+                    let bytes = encode(path, "agent keyring", &saved)?;
+                    table.insert(AGENT_KEY, bytes.as_slice()).map_err(db_error(path))?;
+                }
+                txn.commit().map_err(db_error(path))
+            })
+            .await
     }
 
     async fn load_keyring(&self) -> Result<Option<SavedKeyring>> {
-        self.db.run(|db, path| {
-            let txn = db.begin_read().map_err(db_error(path))?;
-            let table = txn.open_table(AGENT).map_err(db_error(path))?;
-            get(path, &table, AGENT_KEY, "agent keyring")
-        })
-        .await
+        self.db
+            .run(|db, path| {
+                let txn = db.begin_read().map_err(db_error(path))?;
+                let table = txn.open_table(AGENT).map_err(db_error(path))?;
+                get(path, &table, AGENT_KEY, "agent keyring")
+            })
+            .await
     }
 }

@@ -138,4 +138,3 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, P> Session<IO, P> {
         self.io.close().await.map_err(Error::io("closing the session"))
     }
 }
-

@@ -10,7 +10,8 @@ use boarding::identity::{ClientId, GatewayIdentity};
 use boarding::pin::Pin;
 use boarding::token::{BootstrapToken, TokenRecord};
 use boarding_smol::{
-    Agent, Error, Gateway, GatewayConfig, KeyringStore, MemoryKeyringStore, MemoryStore, RedbKeyringStore, RedbStore, Serving, Store, echo, os_rng, unix_now,
+    Agent, Error, Gateway, GatewayConfig, KeyringStore, MemoryKeyringStore, MemoryStore, RedbKeyringStore, RedbStore,
+    Serving, Store, echo, os_rng, unix_now,
 };
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
@@ -169,15 +170,19 @@ fn protocol_level_pin_check_works_without_tls() {
         });
         let wrong = GatewayIdentity::from_seed([4; 32]).pin();
         let stream = TcpStream::connect(addr).await.unwrap();
-        let err =
-            boarding_smol::agent::join(stream, token, &[wrong], id("n"), &MemoryKeyringStore::new(), 1024).await.unwrap_err();
+        let err = boarding_smol::agent::join(stream, token, &[wrong], id("n"), &MemoryKeyringStore::new(), 1024)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::PinMismatch { layer: "protocol identity", .. }), "{err:?}");
         assert!(err.to_string().contains(&gateway.pin().to_string()));
         let server_err = server.await.unwrap_err();
         assert!(
             matches!(
                 server_err,
-                Error::Handshake { source: boarding::Error::PeerAlert(ReceivedAlert::Known(Alert::BadIdentity)), side: Side::Server }
+                Error::Handshake {
+                    source: boarding::Error::PeerAlert(ReceivedAlert::Known(Alert::BadIdentity)),
+                    side: Side::Server
+                }
             ),
             "{server_err:?}"
         );
@@ -268,7 +273,9 @@ fn agents_resume_after_a_gateway_restart_and_revoked_clients_cannot() {
     run(async {
         let dir = tempfile::tempdir().unwrap();
         let agents: Vec<(ClientId, RedbKeyringStore)> = (0..3)
-            .map(|i| (id(&format!("node-{i}")), RedbKeyringStore::agent_in(dir.path().join(format!("agent-{i}"))).unwrap()))
+            .map(|i| {
+                (id(&format!("node-{i}")), RedbKeyringStore::agent_in(dir.path().join(format!("agent-{i}"))).unwrap())
+            })
             .collect();
         let pin;
         {
@@ -327,7 +334,8 @@ fn a_silent_client_hits_the_handshake_deadline() {
         let (serving, addr) = start(&gateway).await;
         let mut silent = TcpStream::connect(&addr).await.unwrap();
         let token = token(&gateway, None, 1).await;
-        let s = Agent::default().join(&addr, token, &[gateway.pin()], id("n"), &MemoryKeyringStore::new()).await.unwrap();
+        let s =
+            Agent::default().join(&addr, token, &[gateway.pin()], id("n"), &MemoryKeyringStore::new()).await.unwrap();
         s.close().await.unwrap();
         let mut buf = [0u8; 64];
         let n = smol::future::or(async { silent.read(&mut buf).await.unwrap_or(0) }, async {
@@ -377,7 +385,10 @@ fn garbage_and_tls_without_the_protocol_are_rejected_and_the_gateway_keeps_servi
         assert!(
             matches!(
                 err,
-                Error::Handshake { source: boarding::Error::PeerMisbehaved(PeerMisbehaved::Malformed(_)), side: Side::Server }
+                Error::Handshake {
+                    source: boarding::Error::PeerMisbehaved(PeerMisbehaved::Malformed(_)),
+                    side: Side::Server
+                }
             ),
             "{err:?}"
         );
@@ -444,7 +455,10 @@ fn handshake_cap_frame_cap_and_graceful_shutdown() {
         // Once the slot is free (the silent client left), joins work again.
         let mut session = None;
         for _ in 0..50 {
-            match Agent::default().join(&addr, token.clone(), &[gateway.pin()], id("y"), &MemoryKeyringStore::new()).await {
+            match Agent::default()
+                .join(&addr, token.clone(), &[gateway.pin()], id("y"), &MemoryKeyringStore::new())
+                .await
+            {
                 Ok(s) => {
                     session = Some(s);
                     break;
