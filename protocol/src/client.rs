@@ -349,8 +349,8 @@ impl Client {
     /// handshake's error, or [`Error::Misuse`] if it is still in progress.
     pub fn into_session(self) -> Result<ClientSession, Error> {
         let (e, buffered) = self.machine.into_established(|state| match state {
-            State::Established(e) => Ok(e),
-            other => Err(other),
+            State::Established(e) => Some(e),
+            _ => None,
         })?;
         Ok(ClientSession { channel: Channel::new(Side::Client, e.info.suite, &e.session), info: e.info, buffered })
     }

@@ -225,11 +225,13 @@ impl<S: HandshakeState, R, P> Machine<S, R, P> {
     }
 
     /// Hands the established state over with the bytes that followed the handshake.
-    pub(crate) fn into_established<T>(self, take: impl FnOnce(S) -> Result<T, S>) -> Result<(T, Vec<u8>), Error> {
+    pub(crate) fn into_established<T>(self, take: impl FnOnce(S) -> Option<T>) -> Result<(T, Vec<u8>), Error> {
         let Self { state, mut inbound, .. } = self;
-        match take(state?) {
-            Ok(established) => Ok((established, inbound.take_rest())),
-            Err(state) => Err(ApiMisuse::NotEstablished { state: state.name() }.into()),
+        let state = state?;
+        let name = state.name();
+        match take(state) {
+            Some(established) => Ok((established, inbound.take_rest())),
+            None => Err(ApiMisuse::NotEstablished { state: name }.into()),
         }
     }
 }

@@ -458,8 +458,8 @@ impl Server {
     /// handshake's error, or [`Error::Misuse`] if it is still in progress.
     pub fn into_session(self) -> Result<ServerSession, Error> {
         let (e, buffered) = self.machine.into_established(|state| match state {
-            State::Established(e) => Ok(e),
-            other => Err(other),
+            State::Established(e) => Some(e),
+            _ => None,
         })?;
         Ok(ServerSession { channel: Channel::new(Side::Server, e.suite, &e.session), peer: e.peer, buffered })
     }
