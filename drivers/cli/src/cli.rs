@@ -94,8 +94,9 @@ pub enum GatewayCommand {
         /// Most handshakes in progress at once; further connections are closed.
         #[arg(long, value_name = "N", default_value_t = 256)]
         max_handshakes: usize,
-        /// Largest message, in bytes (at most 1048576).
-        #[arg(long, value_name = "BYTES", default_value_t = 65536)]
+        /// Largest message, in bytes: at most 1048576, the protocol's limit and the
+        /// default. A lower limit must be configured on the agents too.
+        #[arg(long, value_name = "BYTES", default_value_t = 1_048_576)]
         max_message: usize,
     },
     /// Print the gateway's pin (creating its identity on first use).
