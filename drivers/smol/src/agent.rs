@@ -18,7 +18,7 @@ use smol::net::TcpStream;
 use crate::error::Error;
 use crate::handshake::{AgentEndpoint, drive};
 use crate::os_rng;
-use crate::session::{AgentSession, deadline};
+use crate::session::{AgentSession, Lifecycle, deadline};
 use crate::store::{KeyringStore, MemoryKeyringStore};
 use crate::tls::{self, PinVerifier, Refusal};
 
@@ -35,6 +35,10 @@ pub struct AgentConfig {
     /// Largest message payload a session sends or accepts (at most 1 MiB, the
     /// protocol's limit, which is also the default).
     pub max_payload: usize,
+    /// How long a session's `recv` waits before sending a keepalive, so the gateway's
+    /// idle timeout spares a healthy idle session. Default 20 s (the gateway's idle
+    /// timeout defaults to 60 s).
+    pub keepalive: Duration,
 }
 
 impl Default for AgentConfig {
@@ -43,6 +47,7 @@ impl Default for AgentConfig {
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             max_payload: MAX_PAYLOAD,
+            keepalive: Duration::from_secs(20),
         }
     }
 }
@@ -110,7 +115,8 @@ impl Agent {
     ) -> Result<AgentSession<AgentStream>, Error> {
         let work = async {
             let tls = self.tls(gateway, pins).await?;
-            join(tls, token, pins, client_id, keyrings, self.config.max_payload).await
+            let session = join(tls, token, pins, client_id, keyrings, self.config.max_payload).await?;
+            Ok(self.with_keepalive(session))
         };
         deadline(self.config.handshake_timeout, "join", work).await
     }
@@ -132,9 +138,15 @@ impl Agent {
     pub async fn connect_with(&self, gateway: &str, saved: SavedKeyring) -> Result<AgentSession<AgentStream>, Error> {
         let work = async {
             let tls = self.tls(gateway, &[saved.gateway_pin]).await?;
-            resume(tls, saved, self.config.max_payload).await
+            let session = resume(tls, saved, self.config.max_payload).await?;
+            Ok(self.with_keepalive(session))
         };
         deadline(self.config.handshake_timeout, "resume", work).await
+    }
+
+    fn with_keepalive(&self, mut session: AgentSession<AgentStream>) -> AgentSession<AgentStream> {
+        session.set_lifecycle(Lifecycle { keepalive: Some(self.config.keepalive), ..Lifecycle::default() });
+        session
     }
 
     async fn tls(&self, gateway: &str, pins: &[Pin]) -> Result<AgentStream, Error> {

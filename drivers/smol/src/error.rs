@@ -108,6 +108,32 @@ pub enum Error {
     /// A channel frame was rejected (forged, replayed, reordered, or from another session).
     #[error("channel: {0}; the session is closed")]
     Channel(#[from] ChannelError),
+    /// The gateway ended the session because its client was revoked, or the gateway is
+    /// shutting down (an authenticated close was sent).
+    #[error("the session was closed by the gateway: the client was revoked, or the gateway is stopping")]
+    Revoked,
+    /// The gateway ended a session that received nothing (not even a keepalive) for
+    /// this long (an authenticated close was sent).
+    #[error("the session was idle for {after:?} and was closed")]
+    IdleTimeout {
+        /// The idle timeout.
+        after: Duration,
+    },
+    /// A handshake was evicted to make room (the gateway was at its handshake cap and
+    /// this connection had not sent its ClientHello).
+    #[error("the handshake was evicted before its TLS ClientHello to make room for another")]
+    Evicted,
+    /// The gateway's admin socket could not be served or reached.
+    #[error("admin socket {path}: {reason}")]
+    AdminSocket {
+        /// The socket's path.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The running gateway refused an admin request.
+    #[error("the gateway refused the admin request ({kind:?}): {message}", kind = .0.kind, message = .0.message)]
+    Admin(crate::admin::AdminError),
     /// The connection ended without the peer's authenticated close.
     #[error("the connection ended without an authenticated close (the peer crashed, or the stream was truncated)")]
     Truncated,

@@ -1,29 +1,41 @@
-//! The gateway: an accept loop over TCP and TLS 1.3, one task per connection, a
-//! handshake deadline, a cap on concurrent handshakes and on frame size, and graceful
-//! shutdown. Each connection that completes the handshake is handed to the
-//! application as a [`GatewaySession`] whose peer is a [`VerifiedClient`].
+//! The gateway: an accept loop over TCP and TLS 1.3, one task per connection on a
+//! multi-threaded executor of its own, graceful shutdown, and the limits that keep it
+//! up under load and attack:
+//!
+//! * **Handshakes**: a short deadline for the first bytes and the TLS ClientHello, a
+//!   deadline for the whole handshake, a global cap and a per-source-address cap on
+//!   handshakes in progress. When the global cap is reached, the oldest handshake that
+//!   has not sent its ClientHello yet is evicted to make room, so silent connections
+//!   cannot hold every slot; only when every slot has made progress is the newest
+//!   connection refused.
+//! * **Sessions**: a global cap and a per-client cap on established sessions, an idle
+//!   timeout (agents send keepalives), and revocation ([`Gateway::revoke_client`])
+//!   that ends a client's live sessions with an authenticated close.
+//!
+//! Each connection that completes the handshake is handed to the application as a
+//! [`GatewaySession`] whose peer is a [`VerifiedClient`].
 //!
 //! [`VerifiedClient`]: boarding::server::VerifiedClient
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use boarding::channel::MAX_PAYLOAD;
-use boarding::identity::GatewayIdentity;
+use boarding::identity::{ClientId, GatewayIdentity};
 use boarding::pin::Pin;
 use boarding::server::{Server, ServerConfig};
-use futures_rustls::TlsAcceptor;
-use smol::Task;
+use futures_rustls::LazyConfigAcceptor;
 use smol::channel::{Receiver, Sender};
 use smol::io::{AsyncRead, AsyncWrite};
-use smol::lock::Semaphore;
 use smol::net::{TcpListener, TcpStream};
+use smol::{Executor, Task};
 
 use crate::error::Error;
 use crate::handshake::{Admit, AdmitAll, GatewayEndpoint, drive};
-use crate::session::{GatewaySession, deadline};
+use crate::session::{GatewaySession, Lifecycle, deadline};
 use crate::store::Store;
 use crate::{os_rng, tls};
 
@@ -36,24 +48,53 @@ pub struct GatewayConfig {
     /// How long a connection may take from accept to an established session (TLS and
     /// the Boarding handshake together). Default 10 s.
     pub handshake_timeout: Duration,
-    /// Most handshakes in progress at once; connections over the cap are closed at
-    /// once. Default 256.
+    /// How long a new connection may take to send its TLS ClientHello. Default 3 s.
+    pub hello_timeout: Duration,
+    /// Most handshakes in progress at once. Default 256.
     pub max_handshakes: usize,
+    /// Most handshakes in progress from one source address. Default 32.
+    pub max_handshakes_per_source: usize,
+    /// Most established sessions at once. Default 10,000.
+    pub max_sessions: usize,
+    /// Most established sessions of one client id. Default 8.
+    pub max_sessions_per_client: usize,
+    /// How long a session may receive nothing (agents send keepalives more often)
+    /// before the gateway closes it. Default 60 s.
+    pub idle_timeout: Duration,
     /// Largest message payload a session sends or accepts (at most 1 MiB, the
     /// protocol's limit, which is also the default).
     pub max_payload: usize,
     /// How long [`Serving::shutdown`] lets running connections finish before
     /// cancelling them. Default 5 s.
     pub shutdown_grace: Duration,
+    /// Executor threads running the connections; 0 (the default) is one per available
+    /// core.
+    pub threads: usize,
 }
 
 impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             handshake_timeout: Duration::from_secs(10),
+            hello_timeout: Duration::from_secs(3),
             max_handshakes: 256,
+            max_handshakes_per_source: 32,
+            max_sessions: 10_000,
+            max_sessions_per_client: 8,
+            idle_timeout: Duration::from_secs(60),
             max_payload: MAX_PAYLOAD,
             shutdown_grace: Duration::from_secs(5),
+            threads: 0,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// The executor threads this configuration asks for.
+    pub fn thread_count(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
         }
     }
 }
@@ -67,8 +108,17 @@ pub struct GatewayStats {
     pub established: u64,
     /// Connections whose TLS or Boarding handshake failed or timed out.
     pub failed: u64,
-    /// Connections closed at once because too many handshakes were in progress.
+    /// Connections closed at once because too many handshakes were in progress (in
+    /// all, or from their source address).
     pub refused: u64,
+    /// Handshakes evicted before their ClientHello to make room for a new connection.
+    pub evicted: u64,
+    /// Established sessions closed at once because of the session caps.
+    pub over_session_cap: u64,
+    /// Sessions ended by revocation.
+    pub revoked: u64,
+    /// Sessions ended by the idle timeout.
+    pub idle: u64,
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +127,86 @@ struct Counters {
     established: AtomicU64,
     failed: AtomicU64,
     refused: AtomicU64,
+    evicted: AtomicU64,
+    over_session_cap: AtomicU64,
+    revoked: AtomicU64,
+    idle: AtomicU64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section below leaves the maps consistent, even on a panic.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One handshake in progress: where from, since when, whether it has sent its
+/// ClientHello, and how to evict it.
+struct Slot {
+    source: IpAddr,
+    started: Instant,
+    progressed: Arc<AtomicBool>,
+    evict: Sender<()>,
+}
+
+/// The handshakes in progress, for the caps and the eviction policy.
+#[derive(Default)]
+struct Slots {
+    next: u64,
+    slots: BTreeMap<u64, Slot>,
+    per_source: HashMap<IpAddr, usize>,
+}
+
+/// Why a new connection gets no handshake slot.
+enum NoSlot {
+    SourceFull,
+    AllProgressing,
+}
+
+/// A taken handshake slot, released when dropped.
+struct SlotGuard {
+    slots: Arc<Mutex<Slots>>,
+    id: u64,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let mut slots = lock(&self.slots);
+        if let Some(slot) = slots.slots.remove(&self.id)
+            && let Some(count) = slots.per_source.get_mut(&slot.source)
+        {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                slots.per_source.remove(&slot.source);
+            }
+        }
+    }
+}
+
+/// Established sessions by client id, for the caps and revocation.
+#[derive(Default)]
+struct Sessions {
+    next: u64,
+    total: usize,
+    by_client: HashMap<ClientId, BTreeMap<u64, Sender<()>>>,
+}
+
+/// A registered session, unregistered when dropped.
+struct SessionGuard {
+    sessions: Arc<Mutex<Sessions>>,
+    client: ClientId,
+    id: u64,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let mut sessions = lock(&self.sessions);
+        let removed = sessions.by_client.get_mut(&self.client).and_then(|m| m.remove(&self.id)).is_some();
+        if removed {
+            sessions.total = sessions.total.saturating_sub(1);
+        }
+        if sessions.by_client.get(&self.client).is_some_and(BTreeMap::is_empty) {
+            sessions.by_client.remove(&self.client);
+        }
+    }
 }
 
 fn bump(counter: &AtomicU64) {
@@ -86,10 +216,14 @@ fn bump(counter: &AtomicU64) {
 struct Inner<S> {
     store: S,
     protocol: Arc<ServerConfig>,
-    acceptor: TlsAcceptor,
+    tls: Arc<rustls::ServerConfig>,
     config: GatewayConfig,
-    handshakes: Arc<Semaphore>,
+    slots: Arc<Mutex<Slots>>,
+    sessions: Arc<Mutex<Sessions>>,
     counters: Counters,
+    executor: Arc<Executor<'static>>,
+    /// Dropped with the gateway: its executor threads then stop.
+    _stop_threads: Sender<()>,
 }
 
 /// A Boarding gateway over a [`Store`]. Cheap to clone (shared).
@@ -120,16 +254,29 @@ impl<S: Store> Gateway<S> {
 
     /// A gateway with the given identity.
     pub fn new(identity: GatewayIdentity, store: S, config: GatewayConfig) -> Result<Self, Error> {
-        let acceptor = TlsAcceptor::from(tls::server_config(&identity)?);
-        let handshakes = Arc::new(Semaphore::new(config.max_handshakes.max(1)));
+        // Built once, shared by every connection.
+        let tls = tls::server_config(&identity)?;
+        let executor = Arc::new(Executor::new());
+        let (stop_threads, threads_stopped) = smol::channel::bounded::<()>(1);
+        for i in 0..config.thread_count() {
+            let executor = Arc::clone(&executor);
+            let stopped = threads_stopped.clone();
+            std::thread::Builder::new()
+                .name(format!("boarding-gateway-{i}"))
+                .spawn(move || smol::block_on(executor.run(async { while stopped.recv().await.is_ok() {} })))
+                .map_err(|e| Error::Io { context: "starting the gateway's executor threads", source: e })?;
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
                 protocol: Arc::new(ServerConfig::new(identity)),
-                acceptor,
+                tls,
                 config,
-                handshakes,
+                slots: Arc::default(),
+                sessions: Arc::default(),
                 counters: Counters::default(),
+                executor,
+                _stop_threads: stop_threads,
             }),
             admit: Arc::new(AdmitAll),
         })
@@ -166,7 +313,88 @@ impl<S: Store> Gateway<S> {
             established: c.established.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
             refused: c.refused.load(Ordering::Relaxed),
+            evicted: c.evicted.load(Ordering::Relaxed),
+            over_session_cap: c.over_session_cap.load(Ordering::Relaxed),
+            revoked: c.revoked.load(Ordering::Relaxed),
+            idle: c.idle.load(Ordering::Relaxed),
         }
+    }
+
+    /// Runs a task on the gateway's executor.
+    pub fn spawn<T: Send + 'static>(&self, future: impl Future<Output = T> + Send + 'static) -> Task<T> {
+        self.inner.executor.spawn(future)
+    }
+
+    /// Established sessions right now.
+    pub fn session_count(&self) -> usize {
+        lock(&self.inner.sessions).total
+    }
+
+    /// Deletes a client's keyring (its resumes then fail) and ends its live sessions
+    /// with an authenticated close. Returns whether it had a keyring and how many
+    /// sessions were ended.
+    pub async fn revoke_client(&self, id: ClientId) -> Result<(bool, usize), Error> {
+        let existed = self.inner.store.revoke_client(id.clone()).await?;
+        // Dropping the senders wakes each session's `recv`, which closes it.
+        let closed = lock(&self.inner.sessions).by_client.remove(&id).map_or(0, |m| m.len());
+        Ok((existed, closed))
+    }
+
+    /// Takes a handshake slot for `source`, evicting the oldest handshake that has not
+    /// sent its ClientHello if the global cap is reached.
+    fn take_slot(&self, source: IpAddr) -> Result<(SlotGuard, Arc<AtomicBool>, Receiver<()>), NoSlot> {
+        let config = &self.inner.config;
+        let mut slots = lock(&self.inner.slots);
+        if slots.per_source.get(&source).copied().unwrap_or(0) >= config.max_handshakes_per_source.max(1) {
+            return Err(NoSlot::SourceFull);
+        }
+        if slots.slots.len() >= config.max_handshakes.max(1) {
+            let victim = slots
+                .slots
+                .iter()
+                .filter(|(_, s)| !s.progressed.load(Ordering::Relaxed))
+                .min_by_key(|(_, s)| s.started)
+                .map(|(id, _)| *id);
+            let Some(victim) = victim else { return Err(NoSlot::AllProgressing) };
+            if let Some(slot) = slots.slots.remove(&victim) {
+                // Its task sees the signal and ends; its guard then finds nothing to remove.
+                let _ = slot.evict.try_send(());
+                if let Some(count) = slots.per_source.get_mut(&slot.source) {
+                    *count = count.saturating_sub(1);
+                }
+                bump(&self.inner.counters.evicted);
+            }
+        }
+        let id = slots.next;
+        slots.next = slots.next.wrapping_add(1);
+        let progressed = Arc::new(AtomicBool::new(false));
+        let (evict, evicted) = smol::channel::bounded(1);
+        slots.slots.insert(id, Slot { source, started: Instant::now(), progressed: Arc::clone(&progressed), evict });
+        *slots.per_source.entry(source).or_insert(0) += 1;
+        Ok((SlotGuard { slots: Arc::clone(&self.inner.slots), id }, progressed, evicted))
+    }
+
+    /// Registers an established session under the session caps, giving it its
+    /// lifecycle; `None` if a cap is reached.
+    fn register_session(&self, client: &ClientId) -> Option<Lifecycle> {
+        let config = &self.inner.config;
+        let mut sessions = lock(&self.inner.sessions);
+        let of_client = sessions.by_client.get(client).map_or(0, BTreeMap::len);
+        if sessions.total >= config.max_sessions.max(1) || of_client >= config.max_sessions_per_client.max(1) {
+            return None;
+        }
+        let id = sessions.next;
+        sessions.next = sessions.next.wrapping_add(1);
+        let (stop, stopped) = smol::channel::bounded(1);
+        sessions.by_client.entry(client.clone()).or_default().insert(id, stop);
+        sessions.total = sessions.total.saturating_add(1);
+        let guard = SessionGuard { sessions: Arc::clone(&self.inner.sessions), client: client.clone(), id };
+        Some(Lifecycle {
+            stop: Some(stopped),
+            idle_timeout: Some(config.idle_timeout),
+            keepalive: None,
+            _guard: Some(Box::new(guard)),
+        })
     }
 
     /// Runs the Boarding handshake (no TLS, no deadline) over any stream: for callers
@@ -181,22 +409,40 @@ impl<S: Store> Gateway<S> {
     }
 
     /// Runs TLS 1.3 and then the Boarding handshake over `io`, within the handshake
-    /// deadline.
+    /// deadline (the ClientHello within the shorter hello deadline).
     pub async fn accept<IO>(&self, io: IO) -> Result<GatewaySession<futures_rustls::server::TlsStream<IO>>, Error>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
+        self.accept_marking(io, &AtomicBool::new(false)).await
+    }
+
+    /// [`Gateway::accept`], setting `progressed` once the ClientHello is in.
+    async fn accept_marking<IO>(
+        &self,
+        io: IO,
+        progressed: &AtomicBool,
+    ) -> Result<GatewaySession<futures_rustls::server::TlsStream<IO>>, Error>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let tls_error = |source: std::io::Error| {
+            let cause = tls_cause(&source);
+            Error::Tls { source, cause }
+        };
         let work = async {
-            let tls = self.inner.acceptor.accept(io).await.map_err(|source| {
-                let cause = tls_cause(&source);
-                Error::Tls { source, cause }
-            })?;
+            let hello = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+            let start =
+                deadline(self.inner.config.hello_timeout, "TLS ClientHello", async { hello.await.map_err(tls_error) })
+                    .await?;
+            progressed.store(true, Ordering::Relaxed);
+            let tls = start.into_stream(Arc::clone(&self.inner.tls)).await.map_err(tls_error)?;
             self.handshake(tls).await
         };
         deadline(self.inner.config.handshake_timeout, "gateway handshake", work).await
     }
 
-    /// Serves `listener` in a background task: each connection gets its own task,
+    /// Serves `listener` on the gateway's executor: each connection gets its own task,
     /// which runs [`Gateway::accept`] and then `handler` with the session. Handler
     /// errors are logged. Returns a handle to stop it.
     pub fn serve<H, F>(&self, listener: TcpListener, handler: H) -> Result<Serving, Error>
@@ -207,9 +453,81 @@ impl<S: Store> Gateway<S> {
         let local_addr = listener.local_addr().map_err(Error::io("reading the listening address"))?;
         let (stop, stopped) = smol::channel::bounded::<()>(1);
         let gateway = self.clone();
-        let task = smol::spawn(accept_loop(gateway, listener, Arc::new(handler), stopped));
-        tracing::info!(%local_addr, pin = %self.pin(), "gateway listening");
+        let task = self.spawn(accept_loop(gateway, listener, Arc::new(handler), stopped));
+        tracing::info!(%local_addr, pin = %self.pin(), threads = self.inner.config.thread_count(), "gateway listening");
         Ok(Serving { local_addr, stop: Some(stop), task: Some(task) })
+    }
+
+    /// Ends every live session with an authenticated close (at shutdown).
+    fn close_all_sessions(&self) -> usize {
+        let mut sessions = lock(&self.inner.sessions);
+        let n = sessions.total;
+        sessions.by_client.clear();
+        n
+    }
+}
+
+/// Runs one accepted connection: the handshake under its slot, then the session
+/// under the session caps.
+async fn connection<S, H, F>(gateway: Gateway<S>, stream: TcpStream, peer: SocketAddr, handler: Arc<H>)
+where
+    S: Store,
+    H: Fn(GatewaySession<GatewayStream>) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<(), Error>> + Send + 'static,
+{
+    let (slot, progressed, evicted) = match gateway.take_slot(peer.ip()) {
+        Ok(slot) => slot,
+        Err(why) => {
+            bump(&gateway.inner.counters.refused);
+            let reason = match why {
+                NoSlot::SourceFull => "too many handshakes in progress from this address",
+                NoSlot::AllProgressing => "too many handshakes in progress",
+            };
+            tracing::debug!(%peer, reason, "connection refused");
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let accepted = smol::future::or(gateway.accept_marking(stream, &progressed), async {
+        let _ = evicted.recv().await;
+        Err(Error::Evicted)
+    })
+    .await;
+    drop(slot);
+    let mut session = match accepted {
+        Ok(session) => session,
+        Err(Error::Evicted) => {
+            tracing::debug!(%peer, "handshake evicted before its ClientHello to make room");
+            return;
+        }
+        Err(e) => {
+            bump(&gateway.inner.counters.failed);
+            // Anonymous failures are routine on an exposed port: debug, not warn.
+            tracing::debug!(%peer, error = %e, "connection rejected");
+            return;
+        }
+    };
+    bump(&gateway.inner.counters.established);
+    let client = session.peer().clone();
+    let Some(lifecycle) = gateway.register_session(client.client_id()) else {
+        bump(&gateway.inner.counters.over_session_cap);
+        tracing::warn!(%peer, client = %client.client_id(), "session cap reached; session closed");
+        let _ = session.close().await;
+        return;
+    };
+    session.set_lifecycle(lifecycle);
+    tracing::info!(%peer, client = %client.client_id(), token = %client.token_id(), resumed = client.resumed(), "session established");
+    match handler(session).await {
+        Ok(()) => tracing::debug!(%peer, client = %client.client_id(), "session ended"),
+        Err(Error::Revoked) => {
+            bump(&gateway.inner.counters.revoked);
+            tracing::info!(%peer, client = %client.client_id(), "session closed: revoked or shutting down");
+        }
+        Err(e @ Error::IdleTimeout { .. }) => {
+            bump(&gateway.inner.counters.idle);
+            tracing::debug!(%peer, client = %client.client_id(), error = %e, "session closed");
+        }
+        Err(e) => tracing::warn!(%peer, client = %client.client_id(), error = %e, "session ended with an error"),
     }
 }
 
@@ -238,38 +556,13 @@ where
         };
         bump(&gateway.inner.counters.accepted);
         tasks.retain(|t| !t.is_finished());
-        let Some(permit) = gateway.inner.handshakes.try_acquire_arc() else {
-            bump(&gateway.inner.counters.refused);
-            tracing::warn!(%peer, limit = gateway.inner.config.max_handshakes, "too many handshakes in progress; connection closed");
-            continue;
-        };
-        let gateway = gateway.clone();
-        let handler = Arc::clone(&handler);
-        tasks.push(smol::spawn(async move {
-            let _ = stream.set_nodelay(true);
-            let accepted = gateway.accept(stream).await;
-            drop(permit);
-            match accepted {
-                Ok(session) => {
-                    bump(&gateway.inner.counters.established);
-                    let client = session.peer().clone();
-                    tracing::info!(%peer, client = %client.client_id(), token = %client.token_id(), resumed = client.resumed(), "session established");
-                    match handler(session).await {
-                        Ok(()) => tracing::debug!(%peer, client = %client.client_id(), "session ended"),
-                        Err(e) => tracing::warn!(%peer, client = %client.client_id(), error = %e, "session ended with an error"),
-                    }
-                }
-                Err(e) => {
-                    bump(&gateway.inner.counters.failed);
-                    tracing::warn!(%peer, error = %e, "connection rejected");
-                }
-            }
-        }));
+        tasks.push(gateway.spawn(connection(gateway.clone(), stream, peer, Arc::clone(&handler))));
     }
     drop(listener);
     let grace = gateway.inner.config.shutdown_grace;
+    let closing = gateway.close_all_sessions();
     let running = tasks.iter().filter(|t| !t.is_finished()).count();
-    tracing::info!(running, ?grace, "gateway stopping: no new connections; waiting for running ones");
+    tracing::info!(running, closing, ?grace, "gateway stopping: no new connections; closing sessions");
     smol::future::or(
         async {
             for task in tasks {

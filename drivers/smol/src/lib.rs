@@ -83,6 +83,7 @@
     )
 )]
 
+pub mod admin;
 pub mod agent;
 mod error;
 pub mod gateway;

@@ -44,6 +44,41 @@ pub struct Session<IO, P> {
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     max_payload: usize,
+    lifecycle: Lifecycle,
+}
+
+/// What ends or keeps a session alive besides its peer: set by the gateway (a stop
+/// signal for revocation and shutdown, an idle timeout, its registry entry) and by the
+/// agent (a keepalive interval).
+#[derive(Default)]
+pub(crate) struct Lifecycle {
+    /// Ends the session with an authenticated close when signalled (or dropped).
+    pub(crate) stop: Option<smol::channel::Receiver<()>>,
+    /// Ends the session with an authenticated close after this long with nothing received.
+    pub(crate) idle_timeout: Option<Duration>,
+    /// Sends a keepalive after this long waiting in [`Session::recv`].
+    pub(crate) keepalive: Option<Duration>,
+    /// Dropped with the session (the gateway's registry entry).
+    pub(crate) _guard: Option<Box<dyn Send + Sync>>,
+}
+
+/// What woke a waiting [`Session::recv`].
+enum Wake {
+    Read(std::io::Result<usize>),
+    Stop,
+    Idle(Duration),
+    Keepalive,
+}
+
+/// Waits for `after`, or for ever if `None`.
+async fn after(after: Option<Duration>) -> Duration {
+    match after {
+        Some(d) => {
+            smol::Timer::after(d).await;
+            d
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// The gateway's side of a session: [`Session::peer`] is the verified client.
@@ -62,7 +97,19 @@ impl<IO, P: fmt::Debug> fmt::Debug for Session<IO, P> {
 
 impl<IO: AsyncRead + AsyncWrite + Unpin, P> Session<IO, P> {
     pub(crate) fn new(io: IO, channel: Channel, peer: P, buffered: Vec<u8>, max_payload: usize) -> Self {
-        Self { io, channel, peer, rbuf: buffered, wbuf: Vec::new(), max_payload: max_payload.min(MAX_PAYLOAD) }
+        Self {
+            io,
+            channel,
+            peer,
+            rbuf: buffered,
+            wbuf: Vec::new(),
+            max_payload: max_payload.min(MAX_PAYLOAD),
+            lifecycle: Lifecycle::default(),
+        }
+    }
+
+    pub(crate) fn set_lifecycle(&mut self, lifecycle: Lifecycle) {
+        self.lifecycle = lifecycle;
     }
 
     /// What the handshake established about the peer.
@@ -80,7 +127,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, P> Session<IO, P> {
         &self.io
     }
 
-    /// Sends one message as one authenticated frame.
+    /// Sends one message as one authenticated frame. An empty message is a keepalive:
+    /// the peer's [`Session::recv`] does not return it.
     pub async fn send(&mut self, message: &[u8]) -> Result<(), Error> {
         if message.len() > self.max_payload {
             return Err(Error::MessageTooLarge { len: message.len(), max: self.max_payload });
@@ -94,8 +142,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, P> Session<IO, P> {
 
     /// Receives the next message; `Ok(None)` when the peer closed the session with its
     /// authenticated close. A stream that ends without one is [`Error::Truncated`].
+    /// Keepalives (empty messages) are consumed here; an agent's session sends its own
+    /// while it waits, a gateway's ends an idle session ([`Error::IdleTimeout`]) or a
+    /// revoked one ([`Error::Revoked`]) with an authenticated close.
     pub async fn recv(&mut self) -> Result<Option<Vec<u8>>, Error> {
-        let mut chunk = vec![0u8; READ_CHUNK];
         loop {
             if let Some(len) = Channel::frame_len(&self.rbuf)? {
                 let payload = len.saturating_sub(FRAME_OVERHEAD);
@@ -104,6 +154,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, P> Session<IO, P> {
                 }
                 if let Some(frame) = self.rbuf.get(..len) {
                     let out = match self.channel.open(frame)? {
+                        Received::Data([]) => {
+                            self.rbuf.drain(..len);
+                            continue;
+                        }
                         Received::Data(data) => Some(data.to_vec()),
                         Received::Close => None,
                     };
@@ -111,11 +165,53 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, P> Session<IO, P> {
                     return Ok(out);
                 }
             }
-            let n = self.io.read(&mut chunk).await.map_err(Error::io("receiving a message"))?;
-            let Some(read) = chunk.get(..n).filter(|r| !r.is_empty()) else {
-                return Err(Error::Truncated);
+            // Read into the buffer's tail: no allocation once it has grown.
+            let filled = self.rbuf.len();
+            self.rbuf.resize(filled.saturating_add(READ_CHUNK), 0);
+            let wake = {
+                let tail = self.rbuf.get_mut(filled..).unwrap_or_default();
+                let read = async { Wake::Read(self.io.read(tail).await) };
+                let stop = async {
+                    match &self.lifecycle.stop {
+                        Some(stop) => {
+                            let _ = stop.recv().await;
+                            Wake::Stop
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                let idle = async { Wake::Idle(after(self.lifecycle.idle_timeout).await) };
+                let keepalive = async {
+                    after(self.lifecycle.keepalive).await;
+                    Wake::Keepalive
+                };
+                smol::future::or(read, smol::future::or(stop, smol::future::or(idle, keepalive))).await
             };
-            self.rbuf.extend_from_slice(read);
+            match wake {
+                Wake::Read(Ok(n)) if n > 0 => self.rbuf.truncate(filled.saturating_add(n)),
+                Wake::Read(Ok(_)) => {
+                    self.rbuf.truncate(filled);
+                    return Err(Error::Truncated);
+                }
+                Wake::Read(Err(e)) => {
+                    self.rbuf.truncate(filled);
+                    return Err(Error::Io { context: "receiving a message", source: e });
+                }
+                Wake::Stop => {
+                    self.rbuf.truncate(filled);
+                    let _ = self.close_inner().await;
+                    return Err(Error::Revoked);
+                }
+                Wake::Idle(after) => {
+                    self.rbuf.truncate(filled);
+                    let _ = self.close_inner().await;
+                    return Err(Error::IdleTimeout { after });
+                }
+                Wake::Keepalive => {
+                    self.rbuf.truncate(filled);
+                    self.send(&[]).await?;
+                }
+            }
         }
     }
 
