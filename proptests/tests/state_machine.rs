@@ -320,7 +320,11 @@ impl System {
         if outcome.server != Standing::Established {
             return;
         }
-        assert_eq!(outcome.client, Standing::Established, "the gateway succeeded before the agent (no key confirmation)");
+        assert_eq!(
+            outcome.client,
+            Standing::Established,
+            "the gateway succeeded before the agent (no key confirmation)"
+        );
         assert!(!c.forged, "established with a forged token secret");
         let c = self.agents[agent].connection.take().unwrap_or_else(|| unreachable!());
         let peer = c.pair.peer.clone().unwrap_or_else(|| panic!("established without a peer"));

@@ -71,7 +71,7 @@
 //! let mut server = Server::new(ServerConfig::new(identity), &mut rng);
 //!
 //! let mut keyring = None;
-//! let (mut to_server, mut to_client) = (Vec::new(), Vec::new());
+//! let (mut to_server, mut to_client) = (Vec::<Vec<u8>>::new(), Vec::<Vec<u8>>::new());
 //! let (mut client_done, mut server_done) = (false, false);
 //! while !(client_done && server_done) {
 //!     for bytes in to_client.drain(..) { let _ = client.handle_input(&bytes); }

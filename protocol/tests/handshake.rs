@@ -338,7 +338,10 @@ fn any_flipped_byte_in_any_handshake_message_fails() {
                 };
                 let out: Outcome = pair.drive();
                 assert!(!out.both_established(), "resume={resume} {dir:?} #{which} byte {pos}: {out:?}");
-                assert!(out.server != Standing::Established, "gateway accepted: resume={resume} {dir:?} #{which} byte {pos}");
+                assert!(
+                    out.server != Standing::Established,
+                    "gateway accepted: resume={resume} {dir:?} #{which} byte {pos}"
+                );
                 if !resume {
                     let record = world.store.keyring(&ClientId::new(&id).unwrap());
                     assert!(record.is_none_or(|r| !r.confirmed), "confirmed after flip at {dir:?} #{which} {pos}");
@@ -487,7 +490,10 @@ fn oversized_truncated_and_trailing_input() {
     let hello = ClientHello { versions: vec![1; 17], suites: vec![1], nonce: [0; 32], token_id: None };
     let mut pair = world.join_pair("o", &token);
     let err = pair.server.handle_input(0, &hello.to_frame()).unwrap_err();
-    assert!(matches!(err, Error::PeerMisbehaved(PeerMisbehaved::Malformed(DecodeError::TooLong { field: "versions", .. }))));
+    assert!(matches!(
+        err,
+        Error::PeerMisbehaved(PeerMisbehaved::Malformed(DecodeError::TooLong { field: "versions", .. }))
+    ));
 
     // Trailing bytes inside the frame.
     let mut body = ClientHello { versions: vec![1], suites: vec![1], nonce: [0; 32], token_id: None }.encode_body();
@@ -586,7 +592,10 @@ fn non_contributory_shares_are_refused() {
     let seed = world.config.identity().to_seed();
     let key = ed25519_dalek::SigningKey::from_bytes(&seed);
     sc.challenges.push(boarding::jws::eddsa_detached(&header, token.to_string().as_bytes(), &key));
-    assert_eq!(client.handle_input(&sc.to_frame()).unwrap_err(), Error::PeerMisbehaved(PeerMisbehaved::NonContributoryShare));
+    assert_eq!(
+        client.handle_input(&sc.to_frame()).unwrap_err(),
+        Error::PeerMisbehaved(PeerMisbehaved::NonContributoryShare)
+    );
 
     // Gateway side: the token holder sends a valid proof over a ClientAuth with a
     // zero share.

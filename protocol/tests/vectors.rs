@@ -4,70 +4,215 @@
 //! `spec/PROTOCOL.md` with the primitive crates alone, so the implementation, the
 //! specification and the vectors agree.
 //!
+//! The file is self-contained: its `inputs` name everything a handshake depends on
+//! besides randomness (versions and suites offered, the gateway's suite preference,
+//! the named- or unnamed-token flow, the evidence, the ticket the gateway's
+//! application admits with, the token record), and each flow lists the random values
+//! each side draws. [`the_committed_inputs_and_randomness_reproduce_the_wire_bytes`]
+//! reads only the file and replays it.
+//!
 //! To update the file after an intended change: `BOARDING_BLESS=1 cargo test -p boarding --test vectors`.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use boarding::channel::{Channel, Side};
-use boarding::client::{Client, ClientOutput, JoinConfig, ResumeConfig, SavedKeyring};
+use boarding::client::{Client, ClientRequest, JoinConfig, ResumeConfig, SavedKeyring};
+use boarding::handshake::Output;
 use boarding::identity::{ClientId, GatewayIdentity};
 use boarding::keys::{SessionKeys, SymmetricKey};
 use boarding::messages::HandshakeMessage;
-use boarding::server::{Server, ServerConfig, ServerOutput};
-use boarding::suite::MacSuite;
+use boarding::server::{Admission, Server, ServerConfig, ServerRequest};
+use boarding::suite::{MacSuite, SUPPORTED_VERSIONS};
 use boarding::token::{BootstrapToken, TokenRecord};
 use boarding_memory::MemoryStore;
 use hkdf::Hkdf;
 use hmac::{Hmac, KeyInit, Mac};
 use rand_chacha::ChaCha20Rng;
-use rand_core::{Rng, SeedableRng};
+use rand_core::{Rng, SeedableRng, TryCryptoRng, TryRng};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-const NOW: u64 = 1_700_000_000;
-const TOKEN: &str = "abcdef.0123456789abcdef";
-const CLIENT_ID: &str = "node-1";
-const IDENTITY_SEED: [u8; 32] = [0x11; 32];
 const CLIENT_SEED: u64 = 1;
 const SERVER_SEED: u64 = 2;
-const PAYLOAD: &[u8] = b"hello, gateway";
 const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/vectors/boarding-v1.json");
+
+/// Everything the two handshakes of the vectors depend on besides randomness: what the
+/// file's `inputs` hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Inputs {
+    token: String,
+    client_id: String,
+    now: u64,
+    identity_seed: [u8; 32],
+    payload: Vec<u8>,
+    /// Versions the agent offers (the core always offers every supported one).
+    versions: Vec<u16>,
+    /// Suites the agent offers, most preferred first.
+    suites: Vec<MacSuite>,
+    /// The gateway's suites, most preferred first (it picks its first the agent offers).
+    gateway_suites: Vec<MacSuite>,
+    /// Whether the hello names the token (`false`: the unnamed-token flow).
+    token_named: bool,
+    /// Attestation evidence in the ClientAuth.
+    evidence: Vec<u8>,
+    /// The ticket the gateway's application admits the client with.
+    ticket: Vec<u8>,
+    /// The gateway's record of the token.
+    token_max_uses: u32,
+    token_expires_at: Option<u64>,
+}
+
+impl Inputs {
+    /// The inputs the committed vectors were made from.
+    fn reference() -> Self {
+        Self {
+            token: "abcdef.0123456789abcdef".into(),
+            client_id: "node-1".into(),
+            now: 1_700_000_000,
+            identity_seed: [0x11; 32],
+            payload: b"hello, gateway".to_vec(),
+            versions: SUPPORTED_VERSIONS.to_vec(),
+            suites: MacSuite::ALL.to_vec(),
+            gateway_suites: MacSuite::ALL.to_vec(),
+            token_named: true,
+            evidence: Vec::new(),
+            ticket: Vec::new(),
+            token_max_uses: 1,
+            token_expires_at: None,
+        }
+    }
+
+    /// The `inputs` object of the file.
+    fn to_json(&self) -> Value {
+        let identity = GatewayIdentity::from_seed(self.identity_seed);
+        let names = |suites: &[MacSuite]| suites.iter().map(ToString::to_string).collect::<Vec<_>>();
+        json!({
+            "token": self.token, "client_id": self.client_id, "now": self.now,
+            "gateway_identity_seed": h(&self.identity_seed),
+            "gateway_public_key": h(identity.public_key().as_bytes()),
+            "gateway_pin": identity.pin().to_string(),
+            "data_payload": String::from_utf8_lossy(&self.payload),
+            "versions_offered": self.versions,
+            "suites_offered": names(&self.suites),
+            "gateway_suites_preferred": names(&self.gateway_suites),
+            "token_named_in_hello": self.token_named,
+            "evidence": h(&self.evidence),
+            "ticket": h(&self.ticket),
+            "token_max_uses": self.token_max_uses,
+            "token_expires_at": self.token_expires_at,
+        })
+    }
+
+    /// Reads the `inputs` object of the file, checking the values derived from others.
+    fn from_json(v: &Value) -> Self {
+        let str_of = |key: &str| v[key].as_str().unwrap_or_else(|| panic!("inputs.{key} is a string")).to_owned();
+        let suites_of = |key: &str| -> Vec<MacSuite> {
+            let list = v[key].as_array().unwrap_or_else(|| panic!("inputs.{key} is a list"));
+            list.iter()
+                .map(|name| {
+                    let name = name.as_str().unwrap();
+                    MacSuite::ALL.into_iter().find(|s| s.to_string() == name).unwrap_or_else(|| panic!("suite {name}"))
+                })
+                .collect()
+        };
+        let inputs = Self {
+            token: str_of("token"),
+            client_id: str_of("client_id"),
+            now: v["now"].as_u64().unwrap(),
+            identity_seed: unhex(&v["gateway_identity_seed"]).try_into().unwrap(),
+            payload: str_of("data_payload").into_bytes(),
+            versions: v["versions_offered"]
+                .as_array()
+                .expect("inputs.versions_offered is a list")
+                .iter()
+                .map(|n| u16::try_from(n.as_u64().unwrap()).unwrap())
+                .collect(),
+            suites: suites_of("suites_offered"),
+            gateway_suites: suites_of("gateway_suites_preferred"),
+            token_named: v["token_named_in_hello"].as_bool().expect("inputs.token_named_in_hello is a bool"),
+            evidence: unhex(&v["evidence"]),
+            ticket: unhex(&v["ticket"]),
+            token_max_uses: u32::try_from(v["token_max_uses"].as_u64().unwrap()).unwrap(),
+            token_expires_at: v["token_expires_at"].as_u64(),
+        };
+        assert_eq!(inputs.to_json(), *v, "inputs: the derived values (public key, pin) agree, no unknown keys");
+        inputs
+    }
+
+    fn join_config(&self) -> JoinConfig {
+        let token: BootstrapToken = self.token.parse().unwrap();
+        let pin = GatewayIdentity::from_seed(self.identity_seed).pin();
+        let config = JoinConfig::new(token, vec![pin], ClientId::new(&self.client_id).unwrap())
+            .with_suites(&self.suites)
+            .with_evidence(self.evidence.clone())
+            .unwrap();
+        if self.token_named { config } else { config.without_token_id() }
+    }
+
+    fn server_config(&self) -> Arc<ServerConfig> {
+        Arc::new(ServerConfig::new(GatewayIdentity::from_seed(self.identity_seed)).with_suites(&self.gateway_suites))
+    }
+
+    fn store(&self) -> MemoryStore {
+        let store = MemoryStore::new();
+        let token: BootstrapToken = self.token.parse().unwrap();
+        store.insert_token(TokenRecord::new(token, self.token_expires_at, self.token_max_uses));
+        store
+    }
+
+    /// The suite the gateway picks: its most preferred one that the agent offers.
+    fn negotiated(&self) -> MacSuite {
+        *self.gateway_suites.iter().find(|s| self.suites.contains(s)).expect("a suite in common")
+    }
+}
 
 fn h(bytes: &[u8]) -> String {
     hex::encode(bytes)
 }
 
+fn unhex(v: &Value) -> Vec<u8> {
+    hex::decode(v.as_str().expect("a hex string")).expect("valid hex")
+}
+
 /// Runs one handshake to completion, returning the frames in order and the client's
-/// saved keyring (for a join).
+/// saved keyring (for a join). The gateway's application admits with `ticket`.
 fn run(
     mut client: Client,
     mut server: Server,
     store: &MemoryStore,
+    now: u64,
+    ticket: &[u8],
 ) -> (Vec<Vec<u8>>, Option<SavedKeyring>, Client, Server) {
     let mut frames = Vec::new();
     let mut saved = None;
     for _ in 0..32 {
         while let Some(out) = client.poll_output() {
             match out {
-                ClientOutput::Transmit(b) => {
-                    server.handle_input(NOW, &b).unwrap();
+                Output::Transmit(b) => {
+                    server.handle_input(now, &b).unwrap();
                     frames.push(b);
                 }
-                ClientOutput::PersistKeyring(s) => {
+                Output::Request(ClientRequest::PersistKeyring(s)) => {
                     saved = Some(s);
-                    client.handle_persisted().unwrap();
+                    client.handle_persisted(Ok(())).unwrap();
                 }
-                ClientOutput::Established(_) => {}
+                Output::Established(_) => {}
+                Output::Failed(e) => panic!("the agent failed: {e}"),
             }
         }
         while let Some(out) = server.poll_output() {
             match out {
-                ServerOutput::Transmit(b) => {
+                Output::Transmit(b) => {
                     client.handle_input(&b).unwrap();
                     frames.push(b);
                 }
-                ServerOutput::Storage(req) => server.handle_storage(store.answer(&req)).unwrap(),
-                ServerOutput::Established(_) => {}
+                Output::Request(ServerRequest::Storage(req)) => server.handle_storage(store.answer(&req)).unwrap(),
+                Output::Request(ServerRequest::Admit(_)) => {
+                    server.handle_admission(Admission::Admit { ticket: ticket.to_vec() }).unwrap();
+                }
+                Output::Established(_) => {}
+                Output::Failed(e) => panic!("the gateway failed: {e}"),
             }
         }
     }
@@ -99,11 +244,11 @@ fn partial(frames: &[&[u8]], next: &[u8], signed_len: usize) -> [u8; 32] {
     sha256(&all)
 }
 
-fn expand(prk: &Hkdf<Sha256>, label: &str, pin: &[u8; 32]) -> [u8; 32] {
+fn expand(prk: &Hkdf<Sha256>, label: &str, client_id: &str, pin: &[u8; 32]) -> [u8; 32] {
     let mut info = label.as_bytes().to_vec();
     info.push(0);
-    info.push(CLIENT_ID.len() as u8);
-    info.extend_from_slice(CLIENT_ID.as_bytes());
+    info.push(client_id.len() as u8);
+    info.extend_from_slice(client_id.as_bytes());
     info.extend_from_slice(pin);
     let mut out = [0u8; 32];
     prk.expand(&info, &mut out).unwrap();
@@ -120,13 +265,13 @@ fn x25519(secret: [u8; 32], public: &[u8; 32]) -> [u8; 32] {
     x25519_dalek::StaticSecret::from(secret).diffie_hellman(&x25519_dalek::PublicKey::from(*public)).to_bytes()
 }
 
-/// The first `Data` frame (sequence 0) with `PAYLOAD`, as the spec defines it.
-fn first_frame(suite: MacSuite, key: &[u8; 32]) -> Vec<u8> {
+/// The first `Data` frame (sequence 0) with `payload`, as the spec defines it.
+fn first_frame(suite: MacSuite, key: &[u8; 32], payload: &[u8]) -> Vec<u8> {
     let mut frame = vec![0x17];
-    frame.extend_from_slice(&(PAYLOAD.len() as u32).to_be_bytes());
-    frame.extend_from_slice(PAYLOAD);
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(payload);
     // payload || sequence || type || length
-    let mut input = PAYLOAD.to_vec();
+    let mut input = payload.to_vec();
     input.extend_from_slice(&0u64.to_be_bytes());
     input.extend_from_slice(&frame[..5]);
     let tag: [u8; 32] = match suite {
@@ -137,25 +282,46 @@ fn first_frame(suite: MacSuite, key: &[u8; 32]) -> Vec<u8> {
     frame
 }
 
-fn frames_of_channel(keys: &SessionKeys) -> Value {
+fn frames_of_channel(keys: &SessionKeys, payload: &[u8]) -> Value {
     let mut out = serde_json::Map::new();
     for suite in [MacSuite::HmacSha256, MacSuite::Blake3] {
         let mut channel = Channel::new(Side::Client, suite, keys);
         let mut buf = vec![0u8; 128];
-        let n = channel.seal(PAYLOAD, &mut buf).unwrap();
-        assert_eq!(buf[..n], first_frame(suite, keys.c2s.expose())[..], "{suite}");
+        let n = channel.seal(payload, &mut buf).unwrap();
+        assert_eq!(buf[..n], first_frame(suite, keys.c2s.expose(), payload)[..], "{suite}");
         out.insert(suite.to_string(), json!(h(&buf[..n])));
     }
     Value::Object(out)
 }
 
-fn generate() -> Value {
-    let token: BootstrapToken = TOKEN.parse().unwrap();
-    let identity = GatewayIdentity::from_seed(IDENTITY_SEED);
+/// Checks that the join's messages carry what the inputs say.
+fn check_join_messages(inputs: &Inputs, f: &[&[u8]]) {
+    let decode = |frame: &[u8]| HandshakeMessage::decode_frame(frame).unwrap();
+    let HandshakeMessage::ClientHello(hello) = decode(f[0]) else { panic!("ClientHello first") };
+    assert_eq!(hello.versions, inputs.versions, "versions offered");
+    assert_eq!(hello.suites, inputs.suites.iter().map(|s| s.code()).collect::<Vec<_>>(), "suites offered");
+    let token: BootstrapToken = inputs.token.parse().unwrap();
+    assert_eq!(hello.token_id, inputs.token_named.then(|| token.id()), "named or unnamed flow");
+    let HandshakeMessage::ServerChallenge(challenge) = decode(f[1]) else { panic!("ServerChallenge second") };
+    assert_eq!(challenge.version, inputs.versions[0], "version chosen");
+    assert_eq!(challenge.suite, inputs.negotiated().code(), "the gateway's preferred suite among those offered");
+    let HandshakeMessage::ClientAuth(auth) = decode(f[2]) else { panic!("ClientAuth third") };
+    assert_eq!(auth.evidence, inputs.evidence, "evidence");
+    assert_eq!(auth.client_id, inputs.client_id.as_bytes(), "client id");
+    let HandshakeMessage::ServerFinished(finished) = decode(f[3]) else { panic!("ServerFinished fourth") };
+    assert_eq!(finished.ticket, inputs.ticket, "the admission's ticket");
+}
+
+fn generate(inputs: &Inputs) -> Value {
+    assert_eq!(inputs.versions, SUPPORTED_VERSIONS, "the agent offers every supported version");
+    let token: BootstrapToken = inputs.token.parse().unwrap();
+    let identity = GatewayIdentity::from_seed(inputs.identity_seed);
     let pin = identity.pin();
-    let config = Arc::new(ServerConfig::new(identity.clone()));
-    let store = MemoryStore::new();
-    store.insert_token(TokenRecord::new(token.clone(), None, 1));
+    let config = inputs.server_config();
+    let store = inputs.store();
+    let client_id = inputs.client_id.as_str();
+    let suite = inputs.negotiated();
+    let payload = &inputs.payload[..];
 
     // Randomness as each side draws it: client nonce then ephemeral; gateway nonce,
     // ephemeral, then 64 decoy bytes.
@@ -171,29 +337,36 @@ fn generate() -> Value {
     s_draw.fill_bytes(&mut s_nonce);
     s_draw.fill_bytes(&mut s_eph);
 
-    let join = JoinConfig::new(token.clone(), vec![pin], ClientId::new(CLIENT_ID).unwrap());
-    let (frames, saved, client, server) =
-        run(Client::join(join, &mut crng), Server::new(config.clone(), &mut srng), &store);
+    let (frames, saved, client, server) = run(
+        Client::join(inputs.join_config(), &mut crng),
+        Server::new(config.clone(), &mut srng),
+        &store,
+        inputs.now,
+        &inputs.ticket,
+    );
     let saved = saved.unwrap();
     let f: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
     assert_eq!(f.len(), 5);
     for frame in &f {
         assert_eq!(HandshakeMessage::decode_frame(frame).unwrap().to_frame(), frame.to_vec());
     }
+    check_join_messages(inputs, &f);
 
     // Independent derivation.
     let ch = f[0];
-    assert_eq!(&ch[ch.len() - 39..ch.len() - 7], &c_nonce, "client nonce position");
+    // The hello ends with the nonce, the token-id flag and (named flow) the token id.
+    let tail = 1 + if inputs.token_named { 6 } else { 0 };
+    assert_eq!(&ch[ch.len() - 32 - tail..ch.len() - tail], &c_nonce, "client nonce position");
     let s_eph_pub: [u8; 32] = f[1][5 + 68..5 + 100].try_into().unwrap();
     let dh = x25519(c_eph, &s_eph_pub);
     let th_challenge = partial(&f[..1], f[1], 100);
-    // ClientAuth signed part: token id 6, client id 1+len, ephemeral 32, evidence 2+0.
-    let th_proof = partial(&f[..2], f[2], 6 + 1 + CLIENT_ID.len() + 32 + 2);
+    // ClientAuth signed part: token id 6, client id 1+len, ephemeral 32, evidence 2+len.
+    let th_proof = partial(&f[..2], f[2], 6 + 1 + client_id.len() + 32 + 2 + inputs.evidence.len());
     let th_auth = transcript(&f[..3]);
     let mut ikm = dh.to_vec();
     ikm.extend_from_slice(token.secret().expose());
     let prk = Hkdf::<Sha256>::new(Some(&th_auth), &ikm);
-    let k = |label: &str| expand(&prk, label, pin.as_bytes());
+    let k = |label: &str| expand(&prk, label, client_id, pin.as_bytes());
     let keyring = (k("boarding v1 keyring c2s"), k("boarding v1 keyring s2c"));
     assert_eq!(saved.keyring.c2s.expose(), &keyring.0);
     assert_eq!(saved.keyring.s2c.expose(), &keyring.1);
@@ -202,18 +375,20 @@ fn generate() -> Value {
         s2c: SymmetricKey::from_bytes(k("boarding v1 join s2c")),
     };
     let (sf_key, cf_key) = (k("boarding v1 join server finished"), k("boarding v1 join client finished"));
-    let th_sf = partial(&f[..3], f[3], 2);
+    // ServerFinished signed part: the ticket, 2+len.
+    let th_sf = partial(&f[..3], f[3], 2 + inputs.ticket.len());
     assert_eq!(&f[3][f[3].len() - 32..], &hmac(&sf_key, &th_sf));
     let th_cf = partial(&f[..4], f[4], 0);
     assert_eq!(&f[4][5..], &hmac(&cf_key, &th_cf));
     // The proof is kubeadm's detached HS256 over the partial transcript hash.
     let HandshakeMessage::ClientAuth(auth) = HandshakeMessage::decode_frame(f[2]).unwrap() else { panic!() };
-    assert_eq!(auth.proof, boarding::jws::hs256_detached(&th_proof, "abcdef", b"0123456789abcdef"));
+    let (token_id, token_secret) = inputs.token.split_once('.').unwrap();
+    assert_eq!(auth.proof, boarding::jws::hs256_detached(&th_proof, token_id, token_secret.as_bytes()));
     // Both sides' channels agree with the derived session keys.
     let (mut cs, mut ss) = (client.into_session().unwrap(), server.into_session().unwrap());
     let mut buf = vec![0u8; 128];
-    let n = cs.channel.seal(PAYLOAD, &mut buf).unwrap();
-    assert_eq!(buf[..n], first_frame(MacSuite::Blake3, session.c2s.expose())[..]);
+    let n = cs.channel.seal(payload, &mut buf).unwrap();
+    assert_eq!(buf[..n], first_frame(suite, session.c2s.expose(), payload)[..]);
     ss.channel.open(&buf[..n]).unwrap();
 
     let join_json = json!({
@@ -232,7 +407,7 @@ fn generate() -> Value {
         "keyring": { "c2s": h(&keyring.0), "s2c": h(&keyring.1), "id": h(&saved.keyring.id().0) },
         "session": { "c2s": h(session.c2s.expose()), "s2c": h(session.s2c.expose()) },
         "finished_keys": { "server": h(&sf_key), "client": h(&cf_key) },
-        "first_data_frame_c2s": frames_of_channel(&session),
+        "first_data_frame_c2s": frames_of_channel(&session, payload),
     });
 
     // Resume: the client draws its ephemeral, then its nonce.
@@ -245,10 +420,13 @@ fn generate() -> Value {
     c_draw.fill_bytes(&mut rc_nonce);
     s_draw.fill_bytes(&mut rs_nonce);
     s_draw.fill_bytes(&mut rs_eph);
+    let resume = ResumeConfig::new(saved.clone()).with_suites(&inputs.suites);
     let (frames, _, _, _) =
-        run(Client::resume(ResumeConfig::new(saved.clone()), &mut crng), Server::new(config, &mut srng), &store);
+        run(Client::resume(resume, &mut crng), Server::new(config, &mut srng), &store, inputs.now, &inputs.ticket);
     let f: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
     assert_eq!(f.len(), 3);
+    let HandshakeMessage::ResumeChallenge(rc) = HandshakeMessage::decode_frame(f[1]).unwrap() else { panic!() };
+    assert_eq!(rc.suite, suite.code(), "the resume negotiates like the join");
     let rs_eph_pub: [u8; 32] = f[1][5 + 36..5 + 68].try_into().unwrap();
     let dh = x25519(rc_eph, &rs_eph_pub);
     let th_rc = partial(&f[..1], f[1], 68);
@@ -256,7 +434,7 @@ fn generate() -> Value {
     ikm.extend_from_slice(&keyring.0);
     ikm.extend_from_slice(&keyring.1);
     let prk = Hkdf::<Sha256>::new(Some(&th_rc), &ikm);
-    let k = |label: &str| expand(&prk, label, pin.as_bytes());
+    let k = |label: &str| expand(&prk, label, client_id, pin.as_bytes());
     let (sf_key, cf_key) = (k("boarding v1 resume server finished"), k("boarding v1 resume client finished"));
     assert_eq!(&f[1][f[1].len() - 32..], &hmac(&sf_key, &th_rc));
     let th_rf = partial(&f[..2], f[2], 0);
@@ -273,36 +451,114 @@ fn generate() -> Value {
         "transcript": { "resume_challenge_signed": h(&th_rc), "resume_finished_signed": h(&th_rf) },
         "session": { "c2s": h(session.c2s.expose()), "s2c": h(session.s2c.expose()) },
         "finished_keys": { "server": h(&sf_key), "client": h(&cf_key) },
-        "first_data_frame_c2s": frames_of_channel(&session),
+        "first_data_frame_c2s": frames_of_channel(&session, payload),
     });
 
     json!({
         "description": "Boarding protocol v1 test vectors: a join and a resume from fixed seeds. \
             Secrets are included so that an independent implementation can check every step.",
-        "inputs": {
-            "token": TOKEN, "client_id": CLIENT_ID, "now": NOW,
-            "gateway_identity_seed": h(&IDENTITY_SEED),
-            "gateway_public_key": h(identity.public_key().as_bytes()),
-            "gateway_pin": pin.to_string(),
-            "data_payload": String::from_utf8_lossy(PAYLOAD),
-            "suites_offered": ["BLAKE3-keyed", "HMAC-SHA256"],
-        },
+        "inputs": inputs.to_json(),
         "join": join_json,
         "resume": resume_json,
     })
 }
 
+fn committed() -> String {
+    std::fs::read_to_string(VECTORS).expect("spec/vectors/boarding-v1.json exists")
+}
+
 #[test]
 fn vectors_match_the_committed_file_and_the_spec_formulas() {
-    let generated = serde_json::to_string_pretty(&generate()).unwrap() + "\n";
+    let generated = serde_json::to_string_pretty(&generate(&Inputs::reference())).unwrap() + "\n";
     if std::env::var_os("BOARDING_BLESS").is_some() {
         std::fs::write(VECTORS, &generated).unwrap();
     }
-    let committed = std::fs::read_to_string(VECTORS).expect("spec/vectors/boarding-v1.json exists");
-    assert!(committed == generated, "test vectors drifted; if intended, regenerate with BOARDING_BLESS=1");
+    assert!(committed() == generated, "test vectors drifted; if intended, regenerate with BOARDING_BLESS=1");
 }
 
 #[test]
 fn generation_is_deterministic() {
-    assert_eq!(generate(), generate());
+    assert_eq!(generate(&Inputs::reference()), generate(&Inputs::reference()));
+}
+
+/// Replays a fixed byte string as "randomness" (what an independent implementation
+/// does with the values the vectors list). Panics if asked for more.
+struct Replay {
+    bytes: Vec<u8>,
+    at: usize,
+}
+
+impl Replay {
+    fn new(parts: &[Vec<u8>]) -> Self {
+        Self { bytes: parts.concat(), at: 0 }
+    }
+
+    fn exhausted(&self) -> bool {
+        self.at == self.bytes.len()
+    }
+}
+
+impl TryRng for Replay {
+    type Error = Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        let mut b = [0u8; 4];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        let mut b = [0u8; 8];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+        let end = self.at + dst.len();
+        assert!(end <= self.bytes.len(), "the core drew more randomness than the vectors list");
+        dst.copy_from_slice(&self.bytes[self.at..end]);
+        self.at = end;
+        Ok(())
+    }
+}
+
+impl TryCryptoRng for Replay {}
+
+/// The committed file alone (its inputs and the random values it lists, drawn in the
+/// order the spec gives) reproduces every frame of both flows, so an independent
+/// implementation has everything it needs.
+#[test]
+fn the_committed_inputs_and_randomness_reproduce_the_wire_bytes() {
+    let file: Value = serde_json::from_str(&committed()).unwrap();
+    let inputs = Inputs::from_json(&file["inputs"]);
+    assert_eq!(inputs, Inputs::reference(), "the committed inputs are the ones the vectors are generated from");
+    let config = inputs.server_config();
+    let store = inputs.store();
+    // The decoy keyring a gateway draws last is not used by a resume of a known client.
+    let decoy = vec![0u8; 64];
+    let frames_of = |flow: &Value, names: &[&str]| -> Vec<Vec<u8>> {
+        names.iter().map(|name| unhex(&flow["frames"][*name])).collect()
+    };
+
+    let join = &file["join"];
+    let mut crng = Replay::new(&[unhex(&join["client_nonce"]), unhex(&join["client_ephemeral_secret"])]);
+    let mut srng = Replay::new(&[unhex(&join["server_nonce"]), unhex(&join["server_ephemeral_secret"]), decoy.clone()]);
+    let client = Client::join(inputs.join_config(), &mut crng);
+    let server = Server::new(config.clone(), &mut srng);
+    assert!(crng.exhausted() && srng.exhausted(), "each side draws exactly what the vectors list");
+    let (frames, saved, _, _) = run(client, server, &store, inputs.now, &inputs.ticket);
+    let names = ["client_hello", "server_challenge", "client_auth", "server_finished", "client_finished"];
+    assert_eq!(frames, frames_of(join, &names), "join frames");
+    let saved = saved.unwrap();
+    assert_eq!(h(saved.keyring.c2s.expose()), join["keyring"]["c2s"].as_str().unwrap());
+    assert_eq!(h(saved.keyring.s2c.expose()), join["keyring"]["s2c"].as_str().unwrap());
+
+    let resume = &file["resume"];
+    let mut crng = Replay::new(&[unhex(&resume["client_ephemeral_secret"]), unhex(&resume["client_nonce"])]);
+    let mut srng = Replay::new(&[unhex(&resume["server_nonce"]), unhex(&resume["server_ephemeral_secret"]), decoy]);
+    let client = Client::resume(ResumeConfig::new(saved).with_suites(&inputs.suites), &mut crng);
+    let server = Server::new(config, &mut srng);
+    assert!(crng.exhausted() && srng.exhausted(), "each side draws exactly what the vectors list");
+    let (frames, _, _, _) = run(client, server, &store, inputs.now, &inputs.ticket);
+    assert_eq!(frames, frames_of(resume, &["resume_hello", "resume_challenge", "resume_finished"]), "resume frames");
 }

@@ -234,6 +234,19 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// A data directory or database file is open to group or others.
+    #[error(
+        "{} has mode {mode:04o}: group or others can access it, and it holds secrets; run `{fix} {}` and start again",
+        .path.display(), .path.display()
+    )]
+    NotPrivate {
+        /// The file or directory.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+        /// The command that fixes it (without the path).
+        fix: &'static str,
+    },
     /// The data directory could not be prepared.
     #[error("cannot prepare the data directory {path}: {source}")]
     DataDir {

@@ -115,22 +115,46 @@ fn begin_write(db: &Database, path: &Path) -> Result<WriteTransaction> {
     Ok(txn)
 }
 
-/// Creates `dir` (mode 0700 on Unix) if it does not exist.
+/// Creates `dir` (mode 0700 on Unix) if it does not exist, and refuses it if group or
+/// others may access it.
 pub fn prepare_dir(dir: &Path) -> Result<()> {
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(|source| StoreError::DataDir { path: dir.to_owned(), source })
+    builder.create(dir).map_err(|source| StoreError::DataDir { path: dir.to_owned(), source })?;
+    check_private(dir, "chmod 700")
 }
 
-/// Creates the file (mode 0600 on Unix) if it does not exist: it holds secrets.
+/// Creates the file (mode 0600 on Unix) if it does not exist: it holds secrets. An
+/// existing file must not be open to group or others (a data directory is checked by
+/// [`prepare_dir`]).
 fn prepare_file(path: &Path) -> Result<()> {
     let mut options = fs::OpenOptions::new();
     options.create(true).append(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path).map(drop).map_err(|source| StoreError::DataDir { path: path.to_owned(), source })
+    options.open(path).map(drop).map_err(|source| StoreError::DataDir { path: path.to_owned(), source })?;
+    check_private(path, "chmod 600")
+}
+
+/// Refuses `path` if group or others have any access to it (Unix): it holds, or
+/// leads to, the gateway's private key and every keyring.
+fn check_private(path: &Path, fix: &'static str) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(path)
+            .map_err(|source| StoreError::DataDir { path: path.to_owned(), source })?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(StoreError::NotPrivate { path: path.to_owned(), mode: mode & 0o7777, fix });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, fix);
+    Ok(())
 }
 
 fn encode<T: Serialize>(path: &Path, what: &str, value: &T) -> Result<Zeroizing<Vec<u8>>> {
@@ -247,6 +271,13 @@ impl RedbStore {
     /// other process can use it until this store is dropped.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         Ok(Self { db: Db::open(path.as_ref(), GATEWAY_TABLES)? })
+    }
+
+    /// The gateway database in `data_dir` (created, mode 0700, if missing), held open
+    /// for the life of the store: what a running gateway uses.
+    pub fn hold_gateway_in(data_dir: impl AsRef<Path>) -> Result<Self> {
+        prepare_dir(data_dir.as_ref())?;
+        Self::open(data_dir.as_ref().join(GATEWAY_DB))
     }
 
     /// Opens (creating if needed) the gateway database at `path` for each operation

@@ -42,7 +42,7 @@ fn memory_store_conforms() {
 fn shared_redb_store_conforms() {
     conformance::run(|| {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let store = RedbStore::gateway_in(dir.path()).expect("open the database");
+        let store = RedbStore::gateway_in(dir.path().join("gw")).expect("open the database");
         Subject { store, _dir: Some(dir) }
     });
 }

@@ -22,19 +22,47 @@ fn data_dir_and_file_are_private() {
 }
 
 #[test]
+fn a_database_or_directory_open_to_others_is_refused_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("gw");
+    drop(RedbStore::gateway_in(&data_dir).unwrap());
+    let db = data_dir.join(GATEWAY_DB);
+    let set =
+        |p: &std::path::Path, mode: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+
+    set(&db, 0o644);
+    let err = RedbStore::gateway_in(&data_dir).unwrap_err();
+    assert!(matches!(err, StoreError::NotPrivate { mode: 0o644, .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("chmod 600") && message.contains(&db.display().to_string()), "{message}");
+    assert!(RedbStore::open(&db).is_err(), "a held open is refused too");
+    set(&db, 0o600);
+
+    set(&data_dir, 0o755);
+    let err = RedbStore::gateway_in(&data_dir).unwrap_err();
+    assert!(matches!(err, StoreError::NotPrivate { mode: 0o755, .. }), "{err:?}");
+    assert!(err.to_string().contains("chmod 700"), "{err}");
+    set(&data_dir, 0o700);
+    assert!(RedbStore::gateway_in(&data_dir).is_ok(), "fixed modes open again");
+}
+
+#[test]
 fn records_outlive_the_store_and_the_identity_is_kept() {
     smol::block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let token = BootstrapToken::generate(&mut os_rng());
         let first = GatewayIdentity::generate(&mut os_rng());
+        // A data directory of the store's own making (mode 0700).
+        let data_dir = dir.path().join("gw");
         {
-            let store = RedbStore::gateway_in(dir.path()).unwrap();
+            let store = RedbStore::gateway_in(&data_dir).unwrap();
             let kept = store.identity_or_insert(first.clone()).await.unwrap();
             assert_eq!(kept.pin(), first.pin());
             assert!(store.insert_token(TokenRecord::new(token.clone(), None, 1)).await.unwrap());
             assert!(!store.insert_token(TokenRecord::new(token.clone(), None, 1)).await.unwrap(), "ids are unique");
         }
-        let store = RedbStore::open(dir.path().join(GATEWAY_DB)).unwrap();
+        let store = RedbStore::open(data_dir.join(GATEWAY_DB)).unwrap();
         let other = GatewayIdentity::generate(&mut os_rng());
         assert_eq!(store.identity_or_insert(other).await.unwrap().pin(), first.pin(), "the first identity stays");
         let tokens = store.tokens().await.unwrap();
@@ -75,6 +103,8 @@ fn a_file_in_redb_2_format_is_refused_with_a_clear_error() {
         txn.open_table(redb2::TableDefinition::<&str, &[u8]>::new("tokens")).unwrap();
         txn.commit().unwrap();
     }
+    // Private, as the store requires, so the format is what gets refused.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let before = std::fs::read(&path).unwrap();
     for result in [RedbStore::open(&path), RedbStore::open_shared(&path)] {
         match result {
