@@ -91,13 +91,33 @@ pub enum GatewayCommand {
         /// Deadline for a connection's TLS and Boarding handshakes.
         #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
         handshake_timeout: Duration,
-        /// Most handshakes in progress at once; further connections are closed.
+        /// Deadline for a new connection's TLS ClientHello.
+        #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
+        hello_timeout: Duration,
+        /// Most handshakes in progress at once. At the cap, the oldest handshake that
+        /// has not sent its ClientHello is evicted to make room.
         #[arg(long, value_name = "N", default_value_t = 256)]
         max_handshakes: usize,
+        /// Most handshakes in progress from one source address.
+        #[arg(long, value_name = "N", default_value_t = 32)]
+        max_handshakes_per_source: usize,
+        /// Most established sessions at once.
+        #[arg(long, value_name = "N", default_value_t = 10_000)]
+        max_sessions: usize,
+        /// Most established sessions of one client id.
+        #[arg(long, value_name = "N", default_value_t = 8)]
+        max_sessions_per_client: usize,
+        /// Close a session that receives nothing (agents send keepalives every 20 s)
+        /// for this long.
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+        idle_timeout: Duration,
         /// Largest message, in bytes: at most 1048576, the protocol's limit and the
         /// default. A lower limit must be configured on the agents too.
         #[arg(long, value_name = "BYTES", default_value_t = 1_048_576)]
         max_message: usize,
+        /// Executor threads for connections (0: one per available core).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        threads: usize,
     },
     /// Print the gateway's pin (creating its identity on first use).
     Pin {

@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use boarding::identity::ClientId;
 use boarding::pin::Pin;
+use boarding_smol::admin::{ClientView, TokenView};
 use boarding_smol::{Agent, GatewayConfig, GatewaySession, GatewayStream, MemoryKeyringStore, RedbKeyringStore, Store};
 
 use crate::cli::{DemoArgs, Ttl};
@@ -84,7 +85,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         create_token(gateway.store(), Ttl::For(std::time::Duration::from_secs(600)), 1, &labels, "demo").await?;
     println!("   token: {token}   (one use, 10 minutes, label role=worker)");
     println!("   the gateway's token list never shows the secret:");
-    for line in token_table(std::slice::from_ref(&record)).to_string().lines() {
+    for line in token_table(&[TokenView::from(&record)]).to_string().lines() {
         println!("   {line}");
     }
 
@@ -119,7 +120,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         exchange(&mut session, &format!("resumed message {round}")).await?;
         session.close().await?;
     }
-    for line in client_table(&gateway.store().clients().await?).to_string().lines() {
+    let clients: Vec<ClientView> = gateway.store().clients().await?.iter().map(ClientView::from).collect();
+    for line in client_table(&clients).to_string().lines() {
         println!("   {line}");
     }
 

@@ -1,31 +1,46 @@
 //! The dispatcher: one arm per command, each a call into `ops` or `demo`.
 
-use boarding_smol::{Agent, GatewayConfig, KeyringStore, RedbKeyringStore, Store};
+use boarding_smol::{Agent, GatewayConfig, KeyringStore, RedbKeyringStore};
 
 use crate::cli::{AgentCommand, ClientsCommand, Command, GatewayCommand, TokenCommand};
 use crate::demo;
 use crate::error::{CliError, Result};
-use crate::ops::{
-    clients_list, existing_agent_store, existing_gateway_store, millis, open_gateway, serve, token_create, token_list,
-};
+use crate::ops::{Create, GatewayAccess, clients_list, existing_agent_store, millis, serve, token_create, token_list};
 
 /// Runs one command.
 pub async fn run(command: Command) -> Result<()> {
     match command {
         Command::Demo(args) => demo::run(args).await,
         Command::Gateway { command } => match command {
-            GatewayCommand::Serve { listen, dir, handshake_timeout, max_handshakes, max_message } => {
+            GatewayCommand::Serve {
+                listen,
+                dir,
+                handshake_timeout,
+                hello_timeout,
+                max_handshakes,
+                max_handshakes_per_source,
+                max_sessions,
+                max_sessions_per_client,
+                idle_timeout,
+                max_message,
+                threads,
+            } => {
                 let config = GatewayConfig {
                     handshake_timeout,
+                    hello_timeout,
                     max_handshakes,
+                    max_handshakes_per_source,
+                    max_sessions,
+                    max_sessions_per_client,
+                    idle_timeout,
                     max_payload: max_message.min(boarding::channel::MAX_PAYLOAD),
+                    threads,
                     ..GatewayConfig::default()
                 };
                 serve(&listen, &dir.data_dir, config).await
             }
             GatewayCommand::Pin { dir } => {
-                let (gateway, _) = open_gateway(&dir.data_dir, GatewayConfig::default()).await?;
-                println!("{}", gateway.pin());
+                println!("{}", GatewayAccess::open(&dir.data_dir, Create::Yes).await?.pin().await?);
                 Ok(())
             }
         },
@@ -35,30 +50,31 @@ pub async fn run(command: Command) -> Result<()> {
             }
             TokenCommand::List { dir } => token_list(&dir.data_dir).await,
             TokenCommand::Revoke { dir, id } => {
-                let store = existing_gateway_store(&dir.data_dir)?;
-                if store.revoke_token(id).await? {
+                let mut access = GatewayAccess::open(&dir.data_dir, Create::No).await?;
+                if access.revoke_token(id).await? {
                     println!("token {id} revoked: no agent can join with it any more");
                     Ok(())
                 } else {
-                    Err(CliError::Usage(format!(
-                        "no token {id} in {}; see `boarding token list`",
-                        store.path().display()
-                    )))
+                    Err(CliError::Usage(format!("no token {id} in {}; see `boarding token list`", access.describe())))
                 }
             }
         },
         Command::Clients { command } => match command {
             ClientsCommand::List { dir } => clients_list(&dir.data_dir).await,
             ClientsCommand::Revoke { dir, id } => {
-                let store = existing_gateway_store(&dir.data_dir)?;
-                if store.revoke_client(id.clone()).await? {
-                    println!("client {id} revoked: it can no longer connect; its id is free to join again");
-                    Ok(())
-                } else {
-                    Err(CliError::Usage(format!(
+                let mut access = GatewayAccess::open(&dir.data_dir, Create::No).await?;
+                match access.revoke_client(id.clone()).await? {
+                    (true, closed) => {
+                        println!(
+                            "client {id} revoked: it can no longer connect ({closed} live session(s) closed); its id \
+                             is free to join again"
+                        );
+                        Ok(())
+                    }
+                    (false, _) => Err(CliError::Usage(format!(
                         "no client {id} in {}; see `boarding clients list`",
-                        store.path().display()
-                    )))
+                        access.describe()
+                    ))),
                 }
             }
         },

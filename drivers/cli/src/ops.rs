@@ -5,9 +5,13 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use boarding::storage::KeyringRecord;
-use boarding::token::{BootstrapToken, TokenRecord, TokenUnusable};
-use boarding_smol::{Gateway, GatewayConfig, RedbKeyringStore, RedbStore, Store, TokenTemplate, echo, unix_now};
+use boarding::identity::{ClientId, GatewayIdentity};
+use boarding::pin::Pin;
+use boarding::token::{BootstrapToken, TokenId, TokenRecord};
+use boarding_smol::admin::{ADMIN_SOCKET, AdminClient, AdminRequest, AdminResponse, AdminServer, ClientView, TokenView};
+use boarding_smol::{
+    Gateway, GatewayConfig, RedbKeyringStore, RedbStore, Store, StoreError, TokenTemplate, echo, os_rng, unix_now,
+};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use smol::stream::StreamExt;
 
@@ -19,18 +23,145 @@ pub fn millis(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-/// The gateway database in `dir`, which must exist already.
-pub fn existing_gateway_store(dir: &Path) -> Result<RedbStore> {
-    let path = dir.join(boarding_smol::GATEWAY_DB);
-    if !path.exists() {
-        return Err(CliError::Usage(format!(
-            "no gateway database at {}: run `boarding gateway serve --data-dir {}` (or `boarding gateway pin`) \
-             first, or pass the gateway's --data-dir",
-            path.display(),
-            dir.display()
-        )));
+/// Whether a command may create the gateway's data directory and identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Create {
+    /// `gateway pin`, `token create`: the first use creates the identity.
+    Yes,
+    /// Listing and revoking: there must be a gateway already.
+    No,
+}
+
+/// How an operator command reaches a gateway's data: through the running gateway's
+/// admin socket, or (no gateway running) by opening the database itself.
+pub enum GatewayAccess {
+    /// A running gateway answers on its admin socket.
+    Admin(AdminClient, std::path::PathBuf),
+    /// No gateway runs: the database, held for this command.
+    Direct(RedbStore),
+}
+
+impl GatewayAccess {
+    /// Connects to the gateway serving `dir`, or opens its database if none does.
+    pub async fn open(dir: &Path, create: Create) -> Result<Self> {
+        let socket = dir.join(ADMIN_SOCKET);
+        if let Some(client) = AdminClient::connect(&socket).await? {
+            return Ok(Self::Admin(client, socket));
+        }
+        let path = dir.join(boarding_smol::GATEWAY_DB);
+        if create == Create::No && !path.exists() {
+            return Err(CliError::Usage(format!(
+                "no gateway database at {}: run `boarding gateway serve --data-dir {}` (or `boarding gateway pin`) \
+                 first, or pass the gateway's --data-dir",
+                path.display(),
+                dir.display()
+            )));
+        }
+        match RedbStore::hold_gateway_in(dir) {
+            Ok(store) => Ok(Self::Direct(store)),
+            Err(StoreError::Locked { path }) => Err(CliError::Usage(format!(
+                "{} is held by a running gateway, but its admin socket {} does not answer; check that the gateway \
+                 runs as this user, or stop it",
+                path.display(),
+                socket.display()
+            ))),
+            Err(e) => Err(e.into()),
+        }
     }
-    Ok(RedbStore::gateway_in(dir)?)
+
+    /// Where the commands go, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Admin(_, socket) => format!("the running gateway (via {})", socket.display()),
+            Self::Direct(store) => store.path().display().to_string(),
+        }
+    }
+
+    async fn ask(client: &mut AdminClient, request: AdminRequest) -> Result<AdminResponse> {
+        Ok(client.request(&request).await?)
+    }
+
+    fn unexpected(response: AdminResponse) -> CliError {
+        CliError::Usage(format!("the gateway gave an unexpected admin answer: {response:?}"))
+    }
+
+    /// The gateway's pin.
+    pub async fn pin(&mut self) -> Result<Pin> {
+        match self {
+            Self::Admin(client, _) => match Self::ask(client, AdminRequest::Pin {}).await? {
+                AdminResponse::Pin(pin) => Ok(pin),
+                other => Err(Self::unexpected(other)),
+            },
+            Self::Direct(store) => Ok(store.identity_or_insert(GatewayIdentity::generate(&mut os_rng())).await?.pin()),
+        }
+    }
+
+    /// Creates a token.
+    pub async fn create_token(&mut self, template: TokenTemplate) -> Result<(BootstrapToken, TokenView)> {
+        match self {
+            Self::Admin(client, _) => {
+                let request = AdminRequest::TokenCreate {
+                    expires_at: template.expires_at,
+                    max_uses: template.max_uses,
+                    labels: template.labels,
+                    description: template.description,
+                };
+                match Self::ask(client, request).await? {
+                    AdminResponse::Created { token, view } => Ok((token, view)),
+                    other => Err(Self::unexpected(other)),
+                }
+            }
+            Self::Direct(store) => {
+                let (token, record) = boarding_smol::create_token(store, &template).await?;
+                Ok((token, TokenView::from(&record)))
+            }
+        }
+    }
+
+    /// Every token.
+    pub async fn tokens(&mut self) -> Result<Vec<TokenView>> {
+        match self {
+            Self::Admin(client, _) => match Self::ask(client, AdminRequest::TokenList {}).await? {
+                AdminResponse::Tokens(tokens) => Ok(tokens),
+                other => Err(Self::unexpected(other)),
+            },
+            Self::Direct(store) => Ok(store.tokens().await?.iter().map(TokenView::from).collect()),
+        }
+    }
+
+    /// Every client.
+    pub async fn clients(&mut self) -> Result<Vec<ClientView>> {
+        match self {
+            Self::Admin(client, _) => match Self::ask(client, AdminRequest::ClientsList {}).await? {
+                AdminResponse::Clients(clients) => Ok(clients),
+                other => Err(Self::unexpected(other)),
+            },
+            Self::Direct(store) => Ok(store.clients().await?.iter().map(ClientView::from).collect()),
+        }
+    }
+
+    /// Revokes a token; whether it existed.
+    pub async fn revoke_token(&mut self, id: TokenId) -> Result<bool> {
+        match self {
+            Self::Admin(client, _) => match Self::ask(client, AdminRequest::TokenRevoke { id }).await? {
+                AdminResponse::Revoked { existed, .. } => Ok(existed),
+                other => Err(Self::unexpected(other)),
+            },
+            Self::Direct(store) => Ok(store.revoke_token(id).await?),
+        }
+    }
+
+    /// Revokes a client; whether it existed, and how many live sessions were closed.
+    pub async fn revoke_client(&mut self, id: ClientId) -> Result<(bool, usize)> {
+        match self {
+            Self::Admin(client, _) => match Self::ask(client, AdminRequest::ClientsRevoke { id }).await? {
+                AdminResponse::Revoked { existed, closed_sessions } => Ok((existed, closed_sessions)),
+                other => Err(Self::unexpected(other)),
+            },
+            // No gateway runs, so no session is live.
+            Self::Direct(store) => Ok((store.revoke_client(id).await?, 0)),
+        }
+    }
 }
 
 /// The agent database in `dir`, which must exist already (the agent has joined).
@@ -49,9 +180,23 @@ pub async fn open_gateway(dir: &Path, config: GatewayConfig) -> Result<(Gateway<
     Ok((Gateway::open(store, config).await?, fresh))
 }
 
-/// `gateway serve`: runs the gateway until SIGINT or SIGTERM.
+/// `gateway serve`: runs the gateway until SIGINT or SIGTERM, holding its database
+/// open and answering operator commands on its admin socket.
 pub async fn serve(listen: &str, dir: &Path, config: GatewayConfig) -> Result<()> {
-    let (gateway, fresh) = open_gateway(dir, config).await?;
+    let fresh = !dir.join(boarding_smol::GATEWAY_DB).exists();
+    let store = match RedbStore::hold_gateway_in(dir) {
+        Ok(store) => store,
+        Err(StoreError::Locked { path }) => {
+            return Err(CliError::Usage(format!(
+                "{} is held by another process: is a gateway already serving {}?",
+                path.display(),
+                dir.display()
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let gateway = Gateway::open(store, config).await?;
+    let admin = AdminServer::start(&gateway, &dir.join(ADMIN_SOCKET))?;
     if fresh {
         println!("created a new gateway identity in {}", dir.display());
     } else {
@@ -64,6 +209,7 @@ pub async fn serve(listen: &str, dir: &Path, config: GatewayConfig) -> Result<()
     })?;
     let serving = gateway.serve(listener, echo)?;
     println!("listening on {}", serving.local_addr());
+    println!("admin socket: {}", admin.path().display());
     println!(
         "agents join with: boarding agent join --gateway {} --pin {} --token TOKEN --id NAME",
         serving.local_addr(),
@@ -79,6 +225,7 @@ pub async fn serve(listen: &str, dir: &Path, config: GatewayConfig) -> Result<()
         _ => "a signal",
     };
     let _ = writeln!(std::io::stdout(), "received {name}: shutting down gracefully");
+    drop(admin);
     serving.shutdown().await;
     Ok(())
 }
@@ -98,7 +245,18 @@ fn format_time(unix: u64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-/// Creates and stores a token record (a fresh random id; the driver retries a taken one).
+/// The template for a new token, checked against the limits.
+fn template(ttl: Ttl, uses: u32, labels: &[(String, String)], description: &str) -> Result<TokenTemplate> {
+    Ok(TokenTemplate {
+        expires_at: expiry(ttl)?,
+        max_uses: uses,
+        labels: labels.iter().cloned().collect(),
+        description: description.to_owned(),
+    })
+}
+
+/// Creates and stores a token record in a store this process holds (a fresh random
+/// id; the driver retries a taken one).
 pub async fn create_token<S: Store>(
     store: &S,
     ttl: Ttl,
@@ -106,39 +264,30 @@ pub async fn create_token<S: Store>(
     labels: &[(String, String)],
     description: &str,
 ) -> Result<(BootstrapToken, TokenRecord)> {
-    let template = TokenTemplate {
-        expires_at: expiry(ttl)?,
-        max_uses: uses,
-        labels: labels.iter().cloned().collect(),
-        description: description.to_owned(),
-    };
-    Ok(boarding_smol::create_token(store, &template).await?)
+    Ok(boarding_smol::create_token(store, &template(ttl, uses, labels, description)?).await?)
 }
 
 /// `token create`.
-pub async fn token_create(
-    dir: &Path,
-    ttl: Ttl,
-    uses: u32,
-    labels: &[(String, String)],
-    description: &str,
-) -> Result<()> {
-    let (gateway, _) = open_gateway(dir, GatewayConfig::default()).await?;
-    let (token, record) = create_token(gateway.store(), ttl, uses, labels, description).await?;
+pub async fn token_create(dir: &Path, ttl: Ttl, uses: u32, labels: &[(String, String)], description: &str) -> Result<()> {
+    let mut access = GatewayAccess::open(dir, Create::Yes).await?;
+    let (token, view) = access.create_token(template(ttl, uses, labels, description)?).await?;
+    let pin = access.pin().await?;
     println!("{token}");
-    let expires = record.expires_at.map_or_else(|| "never".to_owned(), format_time);
+    let expires = view.expires_at.map_or_else(|| "never".to_owned(), format_time);
     let uses = if uses == 0 { "unlimited".to_owned() } else { uses.to_string() };
-    eprintln!("token {} created: expires {expires}, uses {uses}", record.id());
+    eprintln!("token {} created: expires {expires}, uses {uses}", view.id);
     eprintln!("this is the only time the token is shown; hand it to the agent over a trusted channel");
-    eprintln!("join with: boarding agent join --pin {} --token <TOKEN> --id <NAME> --gateway <ADDR>", gateway.pin());
+    eprintln!("join with: boarding agent join --pin {pin} --token <TOKEN> --id <NAME> --gateway <ADDR>");
     Ok(())
 }
 
-fn state(record: &TokenRecord, now: u64) -> &'static str {
-    match record.usable_at(now) {
-        Ok(()) => "active",
-        Err(TokenUnusable::Expired) => "expired",
-        Err(TokenUnusable::Exhausted) => "used up",
+fn state(view: &TokenView, now: u64) -> &'static str {
+    if view.expires_at.is_some_and(|at| now >= at) {
+        "expired"
+    } else if view.max_uses != 0 && view.use_count >= view.max_uses {
+        "used up"
+    } else {
+        "active"
     }
 }
 
@@ -147,14 +296,14 @@ fn labels(map: &std::collections::BTreeMap<String, String>) -> String {
 }
 
 /// The token table (never with secrets).
-pub fn token_table(records: &[TokenRecord]) -> Table {
+pub fn token_table(records: &[TokenView]) -> Table {
     let now = unix_now();
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header(["ID", "STATE", "USES", "EXPIRES", "LABELS", "DESCRIPTION"]);
     for r in records {
         let max = if r.max_uses == 0 { "∞".to_owned() } else { r.max_uses.to_string() };
         table.add_row([
-            r.id().to_string(),
+            r.id.to_string(),
             state(r, now).to_owned(),
             format!("{}/{max}", r.use_count),
             r.expires_at.map_or_else(|| "never".to_owned(), format_time),
@@ -166,7 +315,7 @@ pub fn token_table(records: &[TokenRecord]) -> Table {
 }
 
 /// The client table (never with keys).
-pub fn client_table(records: &[KeyringRecord]) -> Table {
+pub fn client_table(records: &[ClientView]) -> Table {
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header(["CLIENT ID", "TOKEN", "LABELS", "CONFIRMED", "JOINED"]);
     for r in records {
@@ -183,8 +332,7 @@ pub fn client_table(records: &[KeyringRecord]) -> Table {
 
 /// `token list`.
 pub async fn token_list(dir: &Path) -> Result<()> {
-    let store = existing_gateway_store(dir)?;
-    let records = store.tokens().await?;
+    let records = GatewayAccess::open(dir, Create::No).await?.tokens().await?;
     if records.is_empty() {
         println!("no tokens; create one with `boarding token create`");
     } else {
@@ -195,8 +343,7 @@ pub async fn token_list(dir: &Path) -> Result<()> {
 
 /// `clients list`.
 pub async fn clients_list(dir: &Path) -> Result<()> {
-    let store = existing_gateway_store(dir)?;
-    let records = store.clients().await?;
+    let records = GatewayAccess::open(dir, Create::No).await?.clients().await?;
     if records.is_empty() {
         println!("no clients have joined yet");
     } else {
