@@ -234,6 +234,14 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// The store's group-commit thread is gone (the store is shutting down).
+    #[error("database {}: {reason}", .path.display())]
+    Unavailable {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A data directory or database file is open to group or others.
     #[error(
         "{} has mode {mode:04o}: group or others can access it, and it holds secrets; run `{fix} {}` and start again",

@@ -70,9 +70,112 @@ struct Db {
 }
 
 /// A gateway's [`Store`] in one redb file. Cheap to clone (shared).
+///
+/// A held store ([`RedbStore::open`]) commits writes in groups: redemptions and
+/// confirmations that arrive while a commit is in progress are carried out one after
+/// the other, each decided by the storage rule on its own (later ones see earlier
+/// ones' writes), in one write transaction with one fsync. None is answered before that
+/// transaction is durable, so a crash loses no answered redemption and charges nothing
+/// twice.
 #[derive(Debug, Clone)]
 pub struct RedbStore {
+    // Dropped before `committer`, whose drop then joins the committer thread, so the
+    // file is closed when the last handle is gone.
     db: Db,
+    committer: Option<Arc<Committer>>,
+}
+
+/// Most requests committed in one write transaction.
+const MAX_GROUP: usize = 128;
+
+/// One write request waiting for the group commit, and where its answer goes.
+struct Job {
+    request: StorageRequest,
+    reply: smol::channel::Sender<Result<StorageAnswer>>,
+}
+
+/// The group-commit thread of a held store.
+struct Committer {
+    jobs: Option<smol::channel::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Committer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Committer").finish_non_exhaustive()
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Committer {
+    fn start(db: Db) -> Result<Self> {
+        let (jobs, queue) = smol::channel::unbounded::<Job>();
+        let path = db.inner.path.clone();
+        let thread = std::thread::Builder::new()
+            .name("boarding-redb-commit".into())
+            .spawn(move || {
+                while let Ok(first) = queue.recv_blocking() {
+                    let mut group = vec![first];
+                    while group.len() < MAX_GROUP {
+                        match queue.try_recv() {
+                            Ok(job) => group.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    let answers = db.with_db(|db, path| Ok(commit_group(db, path, &group)));
+                    match answers {
+                        Ok(answers) => {
+                            for (job, answer) in group.into_iter().zip(answers) {
+                                let _ = job.reply.try_send(answer);
+                            }
+                        }
+                        Err(e) => {
+                            let message = e.to_string();
+                            for job in group {
+                                let _ = job.reply.try_send(Err(StoreError::Unavailable {
+                                    path: db.inner.path.clone(),
+                                    reason: message.clone(),
+                                }));
+                            }
+                        }
+                    }
+                }
+            })
+            .map_err(|source| StoreError::DataDir { path, source })?;
+        Ok(Self { jobs: Some(jobs), thread: Some(thread) })
+    }
+}
+
+/// Carries a group of write requests out in one transaction. If any fails, the
+/// transaction is dropped (rolled back) and each is retried in a transaction of its
+/// own, so one request's failure never decides another's outcome.
+fn commit_group(db: &Database, path: &Path, group: &[Job]) -> Vec<Result<StorageAnswer>> {
+    let grouped = (|| {
+        let txn = begin_write(db, path)?;
+        let answers = {
+            let mut tables = Tables {
+                path,
+                tokens: txn.open_table(TOKENS).map_err(db_error(path))?,
+                keyrings: txn.open_table(KEYRINGS).map_err(db_error(path))?,
+            };
+            group.iter().map(|job| execute(&mut tables, &job.request)).collect::<Result<Vec<_>>>()?
+        };
+        txn.commit().map_err(db_error(path))?;
+        Ok::<_, StoreError>(answers)
+    })();
+    match grouped {
+        Ok(answers) => answers.into_iter().map(Ok).collect(),
+        Err(_) if group.len() > 1 => group.iter().map(|job| answer(db, path, &job.request)).collect(),
+        Err(e) => vec![Err(e)],
+    }
 }
 
 /// An agent's [`KeyringStore`] in one redb file. Cheap to clone (shared).
@@ -270,7 +373,9 @@ impl RedbStore {
     /// Opens (creating if needed) the gateway database at `path` and holds it open: no
     /// other process can use it until this store is dropped.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        Ok(Self { db: Db::open(path.as_ref(), GATEWAY_TABLES)? })
+        let db = Db::open(path.as_ref(), GATEWAY_TABLES)?;
+        let committer = Some(Arc::new(Committer::start(db.clone())?));
+        Ok(Self { db, committer })
     }
 
     /// The gateway database in `data_dir` (created, mode 0700, if missing), held open
@@ -283,7 +388,7 @@ impl RedbStore {
     /// Opens (creating if needed) the gateway database at `path` for each operation
     /// only, so other processes may use it in between.
     pub fn open_shared(path: impl AsRef<Path>) -> Result<Self> {
-        Ok(Self { db: Db::open_shared(path.as_ref(), GATEWAY_TABLES)? })
+        Ok(Self { db: Db::open_shared(path.as_ref(), GATEWAY_TABLES)?, committer: None })
     }
 
     /// The gateway database in `data_dir` (created, mode 0700, if missing), shared.
@@ -436,7 +541,19 @@ fn init(db: &Database, path: &Path, tables: &[TableDefinition<'static, &'static 
 
 impl Store for RedbStore {
     async fn answer(&self, request: StorageRequest) -> Result<StorageAnswer> {
-        self.db.run(move |db, path| answer(db, path, &request)).await
+        let committer = self.committer.as_ref().and_then(|c| c.jobs.as_ref());
+        match committer {
+            Some(jobs) if request.writes() => {
+                let (reply, answered) = smol::channel::bounded(1);
+                let gone = || StoreError::Unavailable {
+                    path: self.path().to_owned(),
+                    reason: "the group-commit thread stopped".into(),
+                };
+                jobs.send(Job { request, reply }).await.map_err(|_| gone())?;
+                answered.recv().await.map_err(|_| gone())?
+            }
+            _ => self.db.run(move |db, path| answer(db, path, &request)).await,
+        }
     }
 
     async fn identity_or_insert(&self, candidate: GatewayIdentity) -> Result<GatewayIdentity> {

@@ -232,7 +232,7 @@ fn eight_agents_race_for_a_one_use_token() {
     run(async {
         let dir = tempfile::tempdir().unwrap();
         let gateway =
-            Gateway::open(RedbStore::gateway_in(dir.path()).unwrap(), GatewayConfig::default()).await.unwrap();
+            Gateway::open(RedbStore::gateway_in(dir.path().join("gw")).unwrap(), GatewayConfig::default()).await.unwrap();
         let token = token(&gateway, None, 1).await;
         let (serving, addr) = start(&gateway).await;
         let pin = gateway.pin();
