@@ -1,6 +1,7 @@
 //! The agent: [`Agent::join`] once with a token and the gateway's pins, then
 //! [`Agent::connect`] (resume with the stored keyring) as often as needed.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +40,14 @@ pub struct AgentConfig {
     /// idle timeout spares a healthy idle session. Default 20 s (the gateway's idle
     /// timeout defaults to 60 s).
     pub keepalive: Duration,
+    /// How many times a join or resume is retried when the gateway is busy or
+    /// unreachable (the connection is refused or dropped before TLS completes).
+    /// Default 4. A retried join is charged once (the protocol's retry rule).
+    pub retries: u32,
+    /// The first retry's backoff; each later one doubles it, and each is jittered to
+    /// between half and one and a half times, so agents a restart disconnected do not
+    /// come back in step. Default 200 ms.
+    pub backoff: Duration,
 }
 
 impl Default for AgentConfig {
@@ -48,6 +57,8 @@ impl Default for AgentConfig {
             handshake_timeout: Duration::from_secs(10),
             max_payload: MAX_PAYLOAD,
             keepalive: Duration::from_secs(20),
+            retries: 4,
+            backoff: Duration::from_millis(200),
         }
     }
 }
@@ -90,6 +101,14 @@ where
     drive(io, endpoint, max_payload).await
 }
 
+/// `base` scaled by a random factor in [0.5, 1.5).
+fn jitter(base: Duration) -> Duration {
+    let mut byte = [0u8; 1];
+    rand_core::TryRng::try_fill_bytes(&mut getrandom::SysRng, &mut byte).unwrap_or(());
+    // 0.5 + byte/256: an even spread in 1/256 steps.
+    base.mul_f64(0.5 + f64::from(byte[0]) / 256.0)
+}
+
 /// An agent over TCP and TLS 1.3.
 #[derive(Debug, Clone, Default)]
 pub struct Agent {
@@ -113,12 +132,35 @@ impl Agent {
         client_id: ClientId,
         keyrings: &K,
     ) -> Result<AgentSession<AgentStream>, Error> {
-        let work = async {
-            let tls = self.tls(gateway, pins).await?;
-            let session = join(tls, token, pins, client_id, keyrings, self.config.max_payload).await?;
-            Ok(self.with_keepalive(session))
-        };
-        deadline(self.config.handshake_timeout, "join", work).await
+        self.retrying(|| async {
+            let work = async {
+                let tls = self.tls(gateway, pins).await?;
+                let session =
+                    join(tls, token.clone(), pins, client_id.clone(), keyrings, self.config.max_payload).await?;
+                Ok(self.with_keepalive(session))
+            };
+            deadline(self.config.handshake_timeout, "join", work).await
+        })
+        .await
+    }
+
+    /// Runs `attempt`, retrying with jittered exponential backoff while the gateway is
+    /// busy or unreachable.
+    async fn retrying<T, F: Future<Output = Result<T, Error>>>(&self, mut attempt: impl FnMut() -> F) -> Result<T, Error> {
+        let mut backoff = self.config.backoff;
+        let mut tries = 0u32;
+        loop {
+            match attempt().await {
+                Err(e) if tries < self.config.retries && e.is_transient() => {
+                    tries = tries.saturating_add(1);
+                    let wait = jitter(backoff);
+                    tracing::debug!(error = %e, ?wait, tries, "gateway busy or unreachable; retrying");
+                    smol::Timer::after(wait).await;
+                    backoff = backoff.saturating_mul(2);
+                }
+                outcome => return outcome,
+            }
+        }
     }
 
     /// Connects to `gateway` and resumes with the keyring stored in `keyrings`.
@@ -136,12 +178,15 @@ impl Agent {
 
     /// Connects to `gateway` and resumes with `saved`.
     pub async fn connect_with(&self, gateway: &str, saved: SavedKeyring) -> Result<AgentSession<AgentStream>, Error> {
-        let work = async {
-            let tls = self.tls(gateway, &[saved.gateway_pin]).await?;
-            let session = resume(tls, saved, self.config.max_payload).await?;
-            Ok(self.with_keepalive(session))
-        };
-        deadline(self.config.handshake_timeout, "resume", work).await
+        self.retrying(|| async {
+            let work = async {
+                let tls = self.tls(gateway, &[saved.gateway_pin]).await?;
+                let session = resume(tls, saved.clone(), self.config.max_payload).await?;
+                Ok(self.with_keepalive(session))
+            };
+            deadline(self.config.handshake_timeout, "resume", work).await
+        })
+        .await
     }
 
     fn with_keepalive(&self, mut session: AgentSession<AgentStream>) -> AgentSession<AgentStream> {
@@ -163,10 +208,18 @@ impl Agent {
                 Error::PinMismatch { layer: "TLS certificate", presented, expected: pins.to_vec() }
             }
             Some(Refusal::Chain(reason)) => Error::CertificateChain { reason },
-            None => Error::Tls {
-                source,
-                cause: "the server is not a Boarding gateway speaking TLS 1.3, or it dropped the connection",
-            },
+            // Dropped before TLS completed: at its handshake caps, or refused by policy.
+            None if matches!(
+                source.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            ) =>
+            {
+                Error::Busy { addr: gateway.to_owned() }
+            }
+            None => Error::Tls { source, cause: "the server is not a Boarding gateway speaking TLS 1.3" },
         })
     }
 }

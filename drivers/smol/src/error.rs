@@ -78,6 +78,13 @@ pub enum Error {
         /// The side that reports it.
         side: Side,
     },
+    /// The gateway accepted the TCP connection but dropped it before TLS completed: it
+    /// is at its handshake caps, or it refused this connection.
+    #[error("the gateway at {addr} is busy or refused the connection (it was closed before TLS completed)")]
+    Busy {
+        /// The gateway's address.
+        addr: String,
+    },
     /// The peer closed the connection in the middle of the handshake.
     #[error("the peer closed the connection during the Boarding handshake")]
     HandshakeEof,
@@ -179,6 +186,13 @@ impl Error {
             Self::Handshake { source, .. } => Some(source),
             _ => None,
         }
+    }
+
+    /// Whether trying again later may succeed: the gateway was busy, unreachable, or
+    /// dropped the connection (not a refusal of this agent).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Busy { .. } | Self::Connect { .. } | Self::HandshakeEof)
+            || matches!(self, Self::Timeout { what: "TCP connection", .. })
     }
 
     /// The alert the peer sent, if it refused the handshake with one.
