@@ -43,6 +43,9 @@ pub struct Session<IO, P> {
     peer: P,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
+    /// Where reads land before they join `rbuf`, so a `recv` cancelled while waiting
+    /// leaves `rbuf` as it was. Allocated on the first read, then reused.
+    chunk: Vec<u8>,
     max_payload: usize,
     lifecycle: Lifecycle,
 }
@@ -103,6 +106,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, P> Session<IO, P> {
             peer,
             rbuf: buffered,
             wbuf: Vec::new(),
+            chunk: Vec::new(),
             max_payload: max_payload.min(MAX_PAYLOAD),
             lifecycle: Lifecycle::default(),
         }
@@ -145,6 +149,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, P> Session<IO, P> {
     /// Keepalives (empty messages) are consumed here; an agent's session sends its own
     /// while it waits, a gateway's ends an idle session ([`Error::IdleTimeout`]) or a
     /// revoked one ([`Error::Revoked`]) with an authenticated close.
+    ///
+    /// Cancelling the returned future while it waits for the peer (for example racing
+    /// it against a timer) loses nothing: bytes join the session's buffer only once a
+    /// read completes.
     pub async fn recv(&mut self) -> Result<Option<Vec<u8>>, Error> {
         loop {
             if let Some(len) = Channel::frame_len(&self.rbuf)? {
@@ -165,12 +173,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, P> Session<IO, P> {
                     return Ok(out);
                 }
             }
-            // Read into the buffer's tail: no allocation once it has grown.
-            let filled = self.rbuf.len();
-            self.rbuf.resize(filled.saturating_add(READ_CHUNK), 0);
+            if self.chunk.len() < READ_CHUNK {
+                self.chunk.resize(READ_CHUNK, 0);
+            }
             let wake = {
-                let tail = self.rbuf.get_mut(filled..).unwrap_or_default();
-                let read = async { Wake::Read(self.io.read(tail).await) };
+                let read = async { Wake::Read(self.io.read(&mut self.chunk).await) };
                 let stop = async {
                     match &self.lifecycle.stop {
                         Some(stop) => {
@@ -188,29 +195,22 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, P> Session<IO, P> {
                 smol::future::or(read, smol::future::or(stop, smol::future::or(idle, keepalive))).await
             };
             match wake {
-                Wake::Read(Ok(n)) if n > 0 => self.rbuf.truncate(filled.saturating_add(n)),
-                Wake::Read(Ok(_)) => {
-                    self.rbuf.truncate(filled);
-                    return Err(Error::Truncated);
+                Wake::Read(Ok(n)) => {
+                    let Some(read) = self.chunk.get(..n).filter(|r| !r.is_empty()) else {
+                        return Err(Error::Truncated);
+                    };
+                    self.rbuf.extend_from_slice(read);
                 }
-                Wake::Read(Err(e)) => {
-                    self.rbuf.truncate(filled);
-                    return Err(Error::Io { context: "receiving a message", source: e });
-                }
+                Wake::Read(Err(e)) => return Err(Error::Io { context: "receiving a message", source: e }),
                 Wake::Stop => {
-                    self.rbuf.truncate(filled);
                     let _ = self.close_inner().await;
                     return Err(Error::Revoked);
                 }
                 Wake::Idle(after) => {
-                    self.rbuf.truncate(filled);
                     let _ = self.close_inner().await;
                     return Err(Error::IdleTimeout { after });
                 }
-                Wake::Keepalive => {
-                    self.rbuf.truncate(filled);
-                    self.send(&[]).await?;
-                }
+                Wake::Keepalive => self.send(&[]).await?,
             }
         }
     }
