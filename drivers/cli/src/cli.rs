@@ -42,17 +42,18 @@ pub enum Command {
     },
     /// Create, list and revoke bootstrap tokens in a gateway's database.
     ///
-    /// These commands open the gateway's database in --data-dir directly. They work
-    /// while `boarding gateway serve` runs on the same directory: each side opens the
-    /// database for one operation at a time and waits (up to 10 s) for the other.
+    /// While `boarding gateway serve` runs on --data-dir, these commands ask it over
+    /// its admin socket (`DIR/admin.sock`, this user only); with no gateway running,
+    /// they open the database in --data-dir directly.
     Token {
         #[command(subcommand)]
         command: TokenCommand,
     },
     /// List and revoke the agents (clients) that joined a gateway.
     ///
-    /// Like `boarding token`, these open the gateway's database in --data-dir directly,
-    /// and work while the gateway runs.
+    /// Like `boarding token`, these go through the running gateway's admin socket, or
+    /// open the database when no gateway runs. Revoking a client also ends its live
+    /// sessions.
     Clients {
         #[command(subcommand)]
         command: ClientsCommand,

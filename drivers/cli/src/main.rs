@@ -7,10 +7,12 @@
 //!   messages both ways, timings) and the errors a mistake produces.
 //! * `boarding gateway serve --listen ADDR --data-dir DIR`: runs a gateway. The first
 //!   run creates its Ed25519 identity in `DIR/gateway.redb` and prints its pin; agents
-//!   get an echo of every message they send.
+//!   get an echo of every message they send. It holds the database open for its whole
+//!   life and answers operator commands on `DIR/admin.sock`.
 //! * `boarding token create|list|revoke` and `boarding clients list|revoke`: manage the
-//!   gateway's database in `--data-dir` directly. They work while the gateway runs:
-//!   both sides open the database for each operation only and wait their turn.
+//!   gateway's data: through the running gateway's admin socket, or, with no gateway
+//!   running, by opening the database in `--data-dir` directly. `clients revoke` also
+//!   ends the client's live sessions.
 //! * `boarding agent join` (once, with a token and the gateway's pin) and
 //!   `boarding agent send MESSAGE` (resume with the stored keyring, send, print the
 //!   gateway's reply).
