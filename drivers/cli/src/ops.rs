@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use boarding::identity::{ClientId, GatewayIdentity};
 use boarding::pin::Pin;
 use boarding::token::{BootstrapToken, TokenId, TokenRecord};
-use boarding_smol::admin::{ADMIN_SOCKET, AdminClient, AdminRequest, AdminResponse, AdminServer, ClientView, TokenView};
+use boarding_smol::admin::{
+    ADMIN_SOCKET, AdminClient, AdminRequest, AdminResponse, AdminServer, ClientView, TokenView,
+};
 use boarding_smol::{
     Gateway, GatewayConfig, RedbKeyringStore, RedbStore, Store, StoreError, TokenTemplate, echo, os_rng, unix_now,
 };
@@ -268,7 +270,13 @@ pub async fn create_token<S: Store>(
 }
 
 /// `token create`.
-pub async fn token_create(dir: &Path, ttl: Ttl, uses: u32, labels: &[(String, String)], description: &str) -> Result<()> {
+pub async fn token_create(
+    dir: &Path,
+    ttl: Ttl,
+    uses: u32,
+    labels: &[(String, String)],
+    description: &str,
+) -> Result<()> {
     let mut access = GatewayAccess::open(dir, Create::Yes).await?;
     let (token, view) = access.create_token(template(ttl, uses, labels, description)?).await?;
     let pin = access.pin().await?;

@@ -383,15 +383,20 @@ impl AdminClient {
         let mut line = serde_json::to_vec(&RequestLine { v: ADMIN_VERSION, request })
             .map_err(|e| Error::Admin(bad_request(e.to_string())))?;
         line.push(b'\n');
-        self.writer.write_all(&line).await.map_err(Error::io("sending an admin request"))?;
-        self.writer.flush().await.map_err(Error::io("sending an admin request"))?;
+        // A gateway that refuses this peer answers at once and hangs up, possibly before
+        // the request is all written: its answer, if any, says more than the write error.
+        let sent = match self.writer.write_all(&line).await {
+            Ok(()) => self.writer.flush().await,
+            Err(e) => Err(e),
+        };
         let mut answer = Vec::new();
         let limit = u64::try_from(MAX_REQUEST_LINE).unwrap_or(u64::MAX).saturating_mul(16);
-        (&mut self.reader)
-            .take(limit)
-            .read_until(b'\n', &mut answer)
-            .await
-            .map_err(Error::io("reading an admin response"))?;
+        let read = (&mut self.reader).take(limit).read_until(b'\n', &mut answer).await;
+        match (sent, read) {
+            (Err(e), _) if answer.is_empty() => return Err(Error::Io { context: "sending an admin request", source: e }),
+            (_, Err(e)) if answer.is_empty() => return Err(Error::Io { context: "reading an admin response", source: e }),
+            _ => {}
+        }
         let response: ResponseLine = serde_json::from_slice(&answer)
             .map_err(|e| Error::Admin(bad_request(format!("the gateway's admin answer did not parse: {e}"))))?;
         match (response.ok, response.error) {

@@ -2,7 +2,7 @@
 //! [`Agent::connect`] (resume with the stored keyring) as often as needed.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use boarding::channel::MAX_PAYLOAD;
@@ -113,12 +113,13 @@ fn jitter(base: Duration) -> Duration {
 #[derive(Debug, Clone, Default)]
 pub struct Agent {
     config: AgentConfig,
+    tls_configs: Arc<Mutex<Vec<(Vec<Pin>, Arc<rustls::ClientConfig>)>>>,
 }
 
 impl Agent {
     /// An agent with these limits.
     pub fn new(config: AgentConfig) -> Self {
-        Self { config }
+        Self { config, tls_configs: Arc::default() }
     }
 
     /// Connects to `gateway` (`host:port`), checks its TLS certificate against `pins`,
@@ -146,7 +147,10 @@ impl Agent {
 
     /// Runs `attempt`, retrying with jittered exponential backoff while the gateway is
     /// busy or unreachable.
-    async fn retrying<T, F: Future<Output = Result<T, Error>>>(&self, mut attempt: impl FnMut() -> F) -> Result<T, Error> {
+    async fn retrying<T, F: Future<Output = Result<T, Error>>>(
+        &self,
+        mut attempt: impl FnMut() -> F,
+    ) -> Result<T, Error> {
         let mut backoff = self.config.backoff;
         let mut tries = 0u32;
         loop {
@@ -189,6 +193,22 @@ impl Agent {
         .await
     }
 
+    /// The TLS client configuration for `pins`, built once per pin set and shared by
+    /// every connection.
+    fn client_config(&self, pins: &[Pin]) -> Result<Arc<rustls::ClientConfig>, Error> {
+        let mut cache = self.tls_configs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, config)) = cache.iter().find(|(cached, _)| cached.as_slice() == pins) {
+            return Ok(Arc::clone(config));
+        }
+        let config = tls::client_config(Arc::new(PinVerifier::new(pins.to_vec())))?;
+        // A handful of pin sets per agent at most; keep the cache from growing without bound.
+        if cache.len() >= 8 {
+            cache.remove(0);
+        }
+        cache.push((pins.to_vec(), Arc::clone(&config)));
+        Ok(config)
+    }
+
     fn with_keepalive(&self, mut session: AgentSession<AgentStream>) -> AgentSession<AgentStream> {
         session.set_lifecycle(Lifecycle { keepalive: Some(self.config.keepalive), ..Lifecycle::default() });
         session
@@ -200,10 +220,9 @@ impl Agent {
         })
         .await?;
         let _ = tcp.set_nodelay(true);
-        let verifier = Arc::new(PinVerifier::new(pins.to_vec()));
-        let connector = TlsConnector::from(tls::client_config(Arc::clone(&verifier))?);
+        let connector = TlsConnector::from(self.client_config(pins)?);
         let name = ServerName::try_from(tls::SERVER_NAME).map_err(|e| Error::TlsSetup(e.to_string()))?;
-        connector.connect(name, tcp).await.map_err(|source| match verifier.take_refusal() {
+        connector.connect(name, tcp).await.map_err(|source| match Refusal::from_io(&source) {
             Some(Refusal::Pin { presented }) => {
                 Error::PinMismatch { layer: "TLS certificate", presented, expected: pins.to_vec() }
             }

@@ -2,7 +2,7 @@
 //! gateway, and on the agent a verifier that trusts pins, not names or authorities.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use boarding::identity::GatewayIdentity;
 use boarding::pin::Pin;
@@ -22,8 +22,14 @@ pub const SERVER_NAME: &str = "boarding-gateway.invalid";
 /// The longest certificate chain the agent looks at.
 pub const MAX_CHAIN: usize = 8;
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+/// The one crypto provider of both sides: aws-lc-rs, with the key exchange groups in
+/// preference order X25519MLKEM768 (hybrid post-quantum), then X25519. Both sides offer
+/// and accept only these two, so every Boarding TLS session is at least X25519, and
+/// post-quantum whenever both ends are this driver.
+pub fn provider() -> Arc<CryptoProvider> {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519MLKEM768, rustls::crypto::aws_lc_rs::kx_group::X25519];
+    Arc::new(provider)
 }
 
 /// The gateway's self-signed certificate (DER), signed with its Ed25519 identity key,
@@ -62,12 +68,40 @@ pub fn server_config(identity: &GatewayIdentity) -> Result<Arc<rustls::ServerCon
     Ok(Arc::new(config))
 }
 
-/// Why the verifier refused the gateway's certificate, kept so the agent can report
-/// the pins involved.
+/// Why the verifier refused the gateway's certificate. It travels inside the rustls
+/// error of that connection, so the agent can report the pins involved while one
+/// verifier (and one client configuration) serves every connection.
 #[derive(Debug, Clone)]
 pub(crate) enum Refusal {
     Pin { presented: Vec<Pin> },
     Chain(String),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Pin { presented } => write!(f, "no certificate key matches a pin ({} presented)", presented.len()),
+            Self::Chain(reason) => write!(f, "certificate chain rejected: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+impl Refusal {
+    /// The refusal inside a failed TLS connection's error, if the verifier refused.
+    pub(crate) fn from_io(e: &std::io::Error) -> Option<Self> {
+        match e.get_ref()?.downcast_ref::<rustls::Error>()? {
+            rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(inner))) => {
+                inner.downcast_ref::<Self>().cloned()
+            }
+            _ => None,
+        }
+    }
+
+    fn into_error(self) -> rustls::Error {
+        rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(self))))
+    }
 }
 
 /// The agent's certificate verifier: every certificate in the chain must be signed by
@@ -77,7 +111,6 @@ pub(crate) enum Refusal {
 pub struct PinVerifier {
     pins: Vec<Pin>,
     algorithms: WebPkiSupportedAlgorithms,
-    refusal: Mutex<Option<Refusal>>,
 }
 
 impl fmt::Debug for PinVerifier {
@@ -89,21 +122,13 @@ impl fmt::Debug for PinVerifier {
 impl PinVerifier {
     /// A verifier accepting any of `pins`.
     pub fn new(pins: Vec<Pin>) -> Self {
-        Self { pins, algorithms: provider().signature_verification_algorithms, refusal: Mutex::new(None) }
+        Self { pins, algorithms: provider().signature_verification_algorithms }
     }
 
     /// Checks that each certificate of a chain (end-entity first) is signed by the next;
     /// returns the pins of all their keys (the caller matches them against its pins).
     pub fn check_chain(&self, chain: &[&[u8]]) -> Result<Vec<Pin>, String> {
         check_chain(chain)
-    }
-
-    pub(crate) fn take_refusal(&self) -> Option<Refusal> {
-        self.refusal.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-
-    fn refuse(&self, refusal: Refusal) {
-        *self.refusal.lock().unwrap_or_else(|e| e.into_inner()) = Some(refusal);
     }
 }
 
@@ -145,15 +170,9 @@ impl ServerCertVerifier for PinVerifier {
         let chain: Vec<&[u8]> =
             std::iter::once(end_entity.as_ref()).chain(intermediates.iter().map(|c| c.as_ref())).collect();
         match check_chain(&chain) {
-            Err(reason) => {
-                self.refuse(Refusal::Chain(reason));
-                Err(rustls::Error::InvalidCertificate(CertificateError::BadSignature))
-            }
+            Err(reason) => Err(Refusal::Chain(reason).into_error()),
             Ok(presented) if presented.iter().any(|p| p.matches_any(&self.pins)) => Ok(ServerCertVerified::assertion()),
-            Ok(presented) => {
-                self.refuse(Refusal::Pin { presented });
-                Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
-            }
+            Ok(presented) => Err(Refusal::Pin { presented }.into_error()),
         }
     }
 

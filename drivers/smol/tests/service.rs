@@ -45,7 +45,13 @@ fn id(s: &str) -> ClientId {
     ClientId::new(s).unwrap()
 }
 
-async fn joined(agent: &Agent, gateway: &Gateway<MemoryStore>, addr: &str, token: &BootstrapToken, name: &str) -> SavedKeyring {
+async fn joined(
+    agent: &Agent,
+    gateway: &Gateway<MemoryStore>,
+    addr: &str,
+    token: &BootstrapToken,
+    name: &str,
+) -> SavedKeyring {
     let keyrings = MemoryKeyringStore::new();
     let session = agent.join(addr, token.clone(), &[gateway.pin()], id(name), &keyrings).await.unwrap();
     session.close().await.unwrap();

@@ -231,8 +231,9 @@ fn expired_exhausted_revoked_and_unknown_tokens() {
 fn eight_agents_race_for_a_one_use_token() {
     run(async {
         let dir = tempfile::tempdir().unwrap();
-        let gateway =
-            Gateway::open(RedbStore::gateway_in(dir.path().join("gw")).unwrap(), GatewayConfig::default()).await.unwrap();
+        let gateway = Gateway::open(RedbStore::gateway_in(dir.path().join("gw")).unwrap(), GatewayConfig::default())
+            .await
+            .unwrap();
         let token = token(&gateway, None, 1).await;
         let (serving, addr) = start(&gateway).await;
         let pin = gateway.pin();
@@ -467,5 +468,23 @@ fn handshake_cap_frame_cap_and_graceful_shutdown() {
         serving.shutdown().await;
         assert_eq!(open.recv().await.unwrap(), None, "shutdown closed the session with an authenticated close");
         assert!(TcpStream::connect(&addr).await.is_err(), "no longer listening");
+    });
+}
+
+#[test]
+fn tls_prefers_the_hybrid_post_quantum_key_exchange() {
+    run(async {
+        let gateway = Gateway::open(MemoryStore::new(), GatewayConfig::default()).await.unwrap();
+        let token = token(&gateway, None, 0).await;
+        let (serving, addr) = start(&gateway).await;
+        let session = Agent::default()
+            .join(&addr, token, &[gateway.pin()], id("pq"), &MemoryKeyringStore::new())
+            .await
+            .unwrap();
+        let (_, tls) = session.stream().get_ref();
+        assert_eq!(tls.negotiated_key_exchange_group().map(|g| g.name()), Some(rustls::NamedGroup::X25519MLKEM768));
+        assert_eq!(tls.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
+        session.close().await.unwrap();
+        serving.shutdown().await;
     });
 }
