@@ -38,7 +38,7 @@ pub enum Create {
 /// admin socket, or (no gateway running) by opening the database itself.
 pub enum GatewayAccess {
     /// A running gateway answers on its admin socket.
-    Admin(AdminClient, std::path::PathBuf),
+    Admin(Box<AdminClient>, std::path::PathBuf),
     /// No gateway runs: the database, held for this command.
     Direct(RedbStore),
 }
@@ -48,7 +48,7 @@ impl GatewayAccess {
     pub async fn open(dir: &Path, create: Create) -> Result<Self> {
         let socket = dir.join(ADMIN_SOCKET);
         if let Some(client) = AdminClient::connect(&socket).await? {
-            return Ok(Self::Admin(client, socket));
+            return Ok(Self::Admin(Box::new(client), socket));
         }
         let path = dir.join(boarding_smol::GATEWAY_DB);
         if create == Create::No && !path.exists() {

@@ -393,8 +393,12 @@ impl AdminClient {
         let limit = u64::try_from(MAX_REQUEST_LINE).unwrap_or(u64::MAX).saturating_mul(16);
         let read = (&mut self.reader).take(limit).read_until(b'\n', &mut answer).await;
         match (sent, read) {
-            (Err(e), _) if answer.is_empty() => return Err(Error::Io { context: "sending an admin request", source: e }),
-            (_, Err(e)) if answer.is_empty() => return Err(Error::Io { context: "reading an admin response", source: e }),
+            (Err(e), _) if answer.is_empty() => {
+                return Err(Error::Io { context: "sending an admin request", source: e });
+            }
+            (_, Err(e)) if answer.is_empty() => {
+                return Err(Error::Io { context: "reading an admin response", source: e });
+            }
             _ => {}
         }
         let response: ResponseLine = serde_json::from_slice(&answer)

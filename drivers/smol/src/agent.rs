@@ -109,11 +109,14 @@ fn jitter(base: Duration) -> Duration {
     base.mul_f64(0.5 + f64::from(byte[0]) / 256.0)
 }
 
+/// TLS client configurations by pin set.
+type TlsConfigs = Vec<(Vec<Pin>, Arc<rustls::ClientConfig>)>;
+
 /// An agent over TCP and TLS 1.3.
 #[derive(Debug, Clone, Default)]
 pub struct Agent {
     config: AgentConfig,
-    tls_configs: Arc<Mutex<Vec<(Vec<Pin>, Arc<rustls::ClientConfig>)>>>,
+    tls_configs: Arc<Mutex<TlsConfigs>>,
 }
 
 impl Agent {

@@ -370,7 +370,8 @@ impl<S: Store> Gateway<S> {
         let progressed = Arc::new(AtomicBool::new(false));
         let (evict, evicted) = smol::channel::bounded(1);
         slots.slots.insert(id, Slot { source, started: Instant::now(), progressed: Arc::clone(&progressed), evict });
-        *slots.per_source.entry(source).or_insert(0) += 1;
+        let count = slots.per_source.entry(source).or_insert(0);
+        *count = count.saturating_add(1);
         Ok((SlotGuard { slots: Arc::clone(&self.inner.slots), id }, progressed, evicted))
     }
 

@@ -28,7 +28,8 @@ pub const MAX_CHAIN: usize = 8;
 /// post-quantum whenever both ends are this driver.
 pub fn provider() -> Arc<CryptoProvider> {
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-    provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519MLKEM768, rustls::crypto::aws_lc_rs::kx_group::X25519];
+    provider.kx_groups =
+        vec![rustls::crypto::aws_lc_rs::kx_group::X25519MLKEM768, rustls::crypto::aws_lc_rs::kx_group::X25519];
     Arc::new(provider)
 }
 

@@ -477,10 +477,8 @@ fn tls_prefers_the_hybrid_post_quantum_key_exchange() {
         let gateway = Gateway::open(MemoryStore::new(), GatewayConfig::default()).await.unwrap();
         let token = token(&gateway, None, 0).await;
         let (serving, addr) = start(&gateway).await;
-        let session = Agent::default()
-            .join(&addr, token, &[gateway.pin()], id("pq"), &MemoryKeyringStore::new())
-            .await
-            .unwrap();
+        let session =
+            Agent::default().join(&addr, token, &[gateway.pin()], id("pq"), &MemoryKeyringStore::new()).await.unwrap();
         let (_, tls) = session.stream().get_ref();
         assert_eq!(tls.negotiated_key_exchange_group().map(|g| g.name()), Some(rustls::NamedGroup::X25519MLKEM768));
         assert_eq!(tls.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
