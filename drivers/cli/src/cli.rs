@@ -119,6 +119,11 @@ pub enum GatewayCommand {
         /// Executor threads for connections (0: one per available core).
         #[arg(long, value_name = "N", default_value_t = 0)]
         threads: usize,
+        /// Keep everything in memory instead of `DIR/gateway.redb`: a fresh identity
+        /// each run, and every token and keyring lost at exit. For benchmarks and
+        /// experiments; --data-dir still holds the admin socket.
+        #[arg(long)]
+        memory: bool,
     },
     /// Print the gateway's pin (creating its identity on first use).
     Pin {

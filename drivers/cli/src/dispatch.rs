@@ -5,7 +5,9 @@ use boarding_smol::{Agent, GatewayConfig, KeyringStore, RedbKeyringStore};
 use crate::cli::{AgentCommand, ClientsCommand, Command, GatewayCommand, TokenCommand};
 use crate::demo;
 use crate::error::{CliError, Result};
-use crate::ops::{Create, GatewayAccess, clients_list, existing_agent_store, millis, serve, token_create, token_list};
+use crate::ops::{
+    Create, GatewayAccess, clients_list, existing_agent_store, millis, serve, serve_in_memory, token_create, token_list,
+};
 
 /// Runs one command.
 pub async fn run(command: Command) -> Result<()> {
@@ -24,6 +26,7 @@ pub async fn run(command: Command) -> Result<()> {
                 idle_timeout,
                 max_message,
                 threads,
+                memory,
             } => {
                 let config = GatewayConfig {
                     handshake_timeout,
@@ -37,7 +40,11 @@ pub async fn run(command: Command) -> Result<()> {
                     threads,
                     ..GatewayConfig::default()
                 };
-                serve(&listen, &dir.data_dir, config).await
+                if memory {
+                    serve_in_memory(&listen, &dir.data_dir, config).await
+                } else {
+                    serve(&listen, &dir.data_dir, config).await
+                }
             }
             GatewayCommand::Pin { dir } => {
                 println!("{}", GatewayAccess::open(&dir.data_dir, Create::Yes).await?.pin().await?);

@@ -12,7 +12,8 @@ use boarding_smol::admin::{
     ADMIN_SOCKET, AdminClient, AdminRequest, AdminResponse, AdminServer, ClientView, TokenView,
 };
 use boarding_smol::{
-    Gateway, GatewayConfig, RedbKeyringStore, RedbStore, Store, StoreError, TokenTemplate, echo, os_rng, unix_now,
+    Gateway, GatewayConfig, MemoryStore, RedbKeyringStore, RedbStore, Store, StoreError, TokenTemplate, echo, os_rng,
+    unix_now,
 };
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use smol::stream::StreamExt;
@@ -198,12 +199,25 @@ pub async fn serve(listen: &str, dir: &Path, config: GatewayConfig) -> Result<()
         Err(e) => return Err(e.into()),
     };
     let gateway = Gateway::open(store, config).await?;
-    let admin = AdminServer::start(&gateway, &dir.join(ADMIN_SOCKET))?;
     if fresh {
         println!("created a new gateway identity in {}", dir.display());
     } else {
         println!("loaded the gateway identity from {}", dir.display());
     }
+    run_gateway(listen, dir, gateway).await
+}
+
+/// `gateway serve --memory`: the same service on an in-memory store.
+pub async fn serve_in_memory(listen: &str, dir: &Path, config: GatewayConfig) -> Result<()> {
+    boarding_smol::prepare_dir(dir)?;
+    let gateway = Gateway::open(MemoryStore::new(), config).await?;
+    println!("created a new in-memory gateway identity (nothing is kept at exit)");
+    run_gateway(listen, dir, gateway).await
+}
+
+/// Serves `gateway` on `listen` with its admin socket in `dir`, until a signal.
+async fn run_gateway<S: Store>(listen: &str, dir: &Path, gateway: Gateway<S>) -> Result<()> {
+    let admin = AdminServer::start(&gateway, &dir.join(ADMIN_SOCKET))?;
     println!("pin: {}", gateway.pin());
     let listener = smol::net::TcpListener::bind(listen).await.map_err(|source| CliError::Io {
         context: format!("cannot listen on {listen} (is another gateway running there? choose another --listen)"),

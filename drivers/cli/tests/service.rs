@@ -179,3 +179,31 @@ fn a_database_readable_by_others_is_refused_with_the_fix() {
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).unwrap();
     ok(&["token", "list", "--data-dir", gw_str]);
 }
+
+#[test]
+fn an_in_memory_gateway_serves_and_keeps_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = dir.path().join("gw");
+    let gateway = GatewayProcess::start_with(&gw, &["--memory", "--threads", "1"]);
+    let gw_str = gw.to_str().unwrap();
+    let token = ok(&["token", "create", "--data-dir", gw_str]);
+    let a = dir.path().join("a");
+    let joined = ok(&[
+        "agent",
+        "join",
+        "--gateway",
+        &gateway.addr,
+        "--token",
+        token.trim(),
+        "--pin",
+        &gateway.pin,
+        "--id",
+        "mem-1",
+        "--data-dir",
+        a.to_str().unwrap(),
+    ]);
+    assert!(joined.contains("mem-1"), "{joined}");
+    assert!(ok(&["clients", "list", "--data-dir", gw_str]).contains("mem-1"));
+    assert!(!gw.join("gateway.redb").exists(), "nothing on disk but the admin socket");
+    gateway.kill();
+}

@@ -56,10 +56,16 @@ pub struct GatewayProcess {
 
 impl GatewayProcess {
     pub fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Like [`GatewayProcess::start`], with more `gateway serve` arguments.
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(BIN)
             .args(["gateway", "serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(["--handshake-timeout", "5s"])
+            .args(extra)
             .env("BOARDING_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
