@@ -10,9 +10,10 @@ use std::mem::size_of;
 
 use boarding::channel::Channel;
 use boarding::client::{Client, ClientOutput, ClientSession};
-use boarding::server::{Server, ServerOutput, ServerSession};
+use boarding::handshake::Output;
+use boarding::server::{Server, ServerRequest, ServerSession};
 use boarding::suite::MacSuite;
-use boarding_benches::{ChannelPair, HandshakeFixture, SIZES, SnowPair, TlsConfigs, TlsPair, payload, size_label};
+use boarding_benches::{ChannelPair, HandshakeFixture, NOW, SIZES, SnowPair, TlsConfigs, TlsPair, payload, size_label};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng as _;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, Stats, StatsAlloc};
@@ -106,11 +107,13 @@ fn per_frame() -> usize {
 }
 
 const HELD: usize = 256;
-const NOW: u64 = 1_700_000_000;
+
+// The in-flight rows feed one side recorded messages by hand, one step at a time, so
+// that only that side's state is counted (a `Pair` would add its queues and log).
 
 fn transmit_client(out: Option<ClientOutput>) -> Vec<u8> {
     match out {
-        Some(ClientOutput::Transmit(bytes)) => bytes,
+        Some(Output::Transmit(bytes)) => bytes,
         other => panic!("expected a client transmission, got {other:?}"),
     }
 }
@@ -118,8 +121,8 @@ fn transmit_client(out: Option<ClientOutput>) -> Vec<u8> {
 fn transmit_server(server: &mut Server, fixture: &HandshakeFixture) -> Vec<u8> {
     loop {
         match server.poll_output() {
-            Some(ServerOutput::Transmit(bytes)) => return bytes,
-            Some(ServerOutput::Storage(request)) => {
+            Some(Output::Transmit(bytes)) => return bytes,
+            Some(Output::Request(ServerRequest::Storage(request))) => {
                 server.handle_storage(fixture.answer(request)).unwrap_or_else(|e| panic!("gateway: {e}"))
             }
             other => panic!("expected a gateway transmission, got {other:?}"),

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use boarding::client::SavedKeyring;
 use boarding::identity::{ClientId, GatewayIdentity};
 use boarding::token::{BootstrapToken, TokenRecord};
-use boarding_smol::{Agent, Gateway, GatewayConfig, KeyringStore as _, MemoryStore, Store as _, echo};
+use boarding_smol::{
+    Agent, Gateway, GatewayConfig, KeyringStore as _, MemoryKeyringStore, MemoryStore, Store as _, echo,
+};
 use smol::net::TcpListener;
 
 const CONCURRENCY: [usize; 3] = [1, 16, 256];
@@ -61,7 +63,11 @@ fn main() {
         return;
     }
     let rows = smol::block_on(async {
-        let config = GatewayConfig { max_handshakes: 4096, ..GatewayConfig::default() };
+        // Every agent connects from 127.0.0.1: the per-source cap (a defence against one
+        // address holding the handshake slots) would refuse the 256-agent cell, so it is
+        // as high as the global one here.
+        let config =
+            GatewayConfig { max_handshakes: 4096, max_handshakes_per_source: 4096, ..GatewayConfig::default() };
         let gateway = Gateway::new(GatewayIdentity::from_seed([9; 32]), MemoryStore::new(), config)
             .unwrap_or_else(|e| panic!("gateway: {e}"));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("bind: {e}"));
@@ -76,7 +82,7 @@ fn main() {
             move |tag: String| {
                 let (addr, token) = (addr.clone(), token.clone());
                 async move {
-                    let keyrings = MemoryStore::new();
+                    let keyrings = MemoryKeyringStore::new();
                     let session = Agent::default()
                         .join(&addr, token, &[pin], id(&tag), &keyrings)
                         .await

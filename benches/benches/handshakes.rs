@@ -1,6 +1,11 @@
 //! Join and resume, client and gateway CPU together, against the sum of their
 //! public-key operations (the lower bound) and against a `snow` Noise XX handshake and
 //! a rustls TLS 1.3 full handshake, all in memory.
+//!
+//! `boarding-join` and `boarding-resume` run on the memory driver's `Pair` (its run
+//! loop moves the messages and answers admission and persist) with the fixture's
+//! trivial storage answers; `boarding-join-memory-driver` adds a `World`: its store
+//! behind a lock and a fresh client id per join.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -37,7 +42,7 @@ fn handshakes(c: &mut Criterion) {
         b.iter(|| black_box(ops.ed25519_verify(black_box(&public), black_box(&signature))))
     });
 
-    // The same join through the deterministic driver: an in-memory store behind a lock,
+    // The same join through the whole deterministic driver: an in-memory store behind a lock,
     // a message log and a network queue.
     let world = World::new(2);
     let token = world.issue_token(None, 0);

@@ -143,11 +143,8 @@ impl Usage {
         let per_second = rustix::param::clock_ticks_per_second();
         let cpu = Duration::from_secs_f64((ticks(11) + ticks(12)) as f64 / per_second as f64);
         let io = std::fs::read_to_string(format!("{proc_dir}/io")).unwrap_or_default();
-        let written = io
-            .lines()
-            .find_map(|l| l.strip_prefix("write_bytes: "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
+        let written =
+            io.lines().find_map(|l| l.strip_prefix("write_bytes: ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
         Self { cpu, written }
     }
 

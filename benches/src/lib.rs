@@ -11,13 +11,14 @@ use std::io::{Read as _, Write as _};
 use std::sync::Arc;
 
 use boarding::channel::{Channel, FRAME_OVERHEAD, Received, Side};
-use boarding::client::{Client, ClientOutput, ClientSession, JoinConfig, ResumeConfig, SavedKeyring};
+use boarding::client::{Client, ClientSession, JoinConfig, ResumeConfig, SavedKeyring};
 use boarding::identity::{ClientId, GatewayIdentity};
 use boarding::keys::{SessionKeys, SymmetricKey};
-use boarding::server::{Server, ServerConfig, ServerOutput, ServerSession};
+use boarding::server::{Server, ServerConfig, ServerSession};
 use boarding::storage::{KeyringRecord, Redemption, StorageAnswer, StorageRequest};
 use boarding::suite::MacSuite;
 use boarding::token::{BootstrapToken, TokenRecord};
+use boarding_memory::{MemoryStore, Pair, StorageAction};
 use hmac::{Hmac, Mac as _};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng as _, SeedableRng as _};
@@ -330,8 +331,14 @@ impl TlsPair {
     }
 }
 
+/// The gateway's clock in the handshake fixtures.
+pub const NOW: u64 = 1_700_000_000;
+
 /// A gateway identity, a token record and the matching join configuration: what both
 /// ends of a join need, with a trivial in-memory storage answerer (no store, no lock).
+/// Handshakes run on the memory driver's [`Pair`] (its one run loop moves the messages
+/// and answers admission and persist); its storage hook holds every request, which the
+/// fixture answers itself.
 #[derive(Debug, Clone)]
 pub struct HandshakeFixture {
     /// The gateway's configuration.
@@ -344,6 +351,8 @@ pub struct HandshakeFixture {
     pub saved: SavedKeyring,
     /// The gateway's confirmed keyring record for that agent (for resumes).
     pub keyring: KeyringRecord,
+    /// The (empty, never used) store every [`Pair`] needs: the fixture answers storage.
+    store: Arc<MemoryStore>,
 }
 
 /// What one handshake produced: both established sessions.
@@ -390,6 +399,7 @@ impl HandshakeFixture {
                 confirmed: true,
                 created_at: 0,
             },
+            store: Arc::new(MemoryStore::new()),
         };
         let (sessions, saved) = fixture.join(&mut rng);
         check_sessions(sessions);
@@ -417,53 +427,36 @@ impl HandshakeFixture {
     /// The trivial storage answer to a gateway request.
     pub fn answer(&self, request: StorageRequest) -> StorageAnswer {
         match request {
-            StorageRequest::LookupToken { .. } | StorageRequest::ActiveTokens { .. } => {
+            StorageRequest::LookupToken { .. } | StorageRequest::UnexpiredTokens { .. } => {
                 StorageAnswer::Tokens(vec![self.record.clone()])
             }
             StorageRequest::Redeem(_) => {
-                StorageAnswer::Redeemed(Ok(Redemption::new(BTreeMap::new(), true, Vec::new())))
+                StorageAnswer::Redeemed(Ok(Redemption { labels: BTreeMap::new(), charged: true }))
             }
             StorageRequest::LookupKeyring { .. } => StorageAnswer::Keyring(Some(self.keyring.clone())),
             StorageRequest::ConfirmKeyring { .. } => StorageAnswer::Confirmed(Ok(())),
-            other => panic!("unexpected storage request {other:?}"),
         }
     }
 
-    /// Shuttles messages and storage answers until both ends are established.
-    pub fn drive(&self, mut client: Client, mut server: Server) -> (Sessions, Option<SavedKeyring>) {
-        let mut saved = None;
-        let mut progressed = true;
-        while progressed {
-            progressed = false;
-            while let Some(out) = client.poll_output() {
-                progressed = true;
-                match out {
-                    ClientOutput::Transmit(bytes) => {
-                        server.handle_input(1_700_000_000, &bytes).unwrap_or_else(|e| panic!("gateway: {e}"))
-                    }
-                    ClientOutput::PersistKeyring(keyring) => {
-                        saved = Some(keyring);
-                        client.handle_persisted().unwrap_or_else(|e| panic!("agent: {e}"));
-                    }
-                    ClientOutput::Established(_) => {}
+    /// Runs the handshake on a [`Pair`] until both ends are established: the pair's
+    /// loop moves the messages, admits with no ticket and records the persisted
+    /// keyring; each storage request it holds is answered by [`Self::answer`].
+    pub fn drive(&self, client: Client, server: Server) -> (Sessions, Option<SavedKeyring>) {
+        let mut pair = Pair::new(client, server, self.store.clone(), NOW).with_storage(|_| StorageAction::Hold);
+        loop {
+            let outcome = pair.drive();
+            match pair.held_storage.take() {
+                Some(request) => {
+                    pair.server.handle_storage(self.answer(request)).unwrap_or_else(|e| panic!("gateway: {e}"))
                 }
-            }
-            while let Some(out) = server.poll_output() {
-                progressed = true;
-                match out {
-                    ServerOutput::Transmit(bytes) => {
-                        client.handle_input(&bytes).unwrap_or_else(|e| panic!("agent: {e}"))
-                    }
-                    ServerOutput::Storage(request) => {
-                        let answer = self.answer(request);
-                        server.handle_storage(answer).unwrap_or_else(|e| panic!("gateway: {e}"));
-                    }
-                    ServerOutput::Established(_) => {}
+                None => {
+                    assert!(outcome.both_established(), "handshake did not complete: {outcome:?}");
+                    break;
                 }
             }
         }
-        let client = client.into_session().unwrap_or_else(|e| panic!("agent not established: {e}"));
-        let server = server.into_session().unwrap_or_else(|e| panic!("gateway not established: {e}"));
+        let saved = pair.saved.take();
+        let (client, server) = pair.into_sessions().unwrap_or_else(|e| panic!("not established: {e}"));
         (Sessions { client, server }, saved)
     }
 }

@@ -18,15 +18,16 @@ use boarding::Alert;
 use boarding::channel::MAX_PAYLOAD;
 use boarding::jws::{challenge_header_prefix, hs256_header};
 use boarding::keys::labels;
-use boarding::messages::{FrameType, HandshakeMessage, encode_frame};
+use boarding::messages::{AlertMessage, FrameType, HandshakeMessage, MAX_TICKET, Message, encode_frame};
 use boarding::suite::{MacSuite, VERSION_1};
 use boarding::transcript::TRANSCRIPT_LABEL;
 use boarding_fuzz_harness::checks::TARGETS;
-use boarding_fuzz_harness::checks::client::ClientStage;
+use boarding_fuzz_harness::checks::client::{ClientStage, stage_byte};
 use boarding_fuzz_harness::checks::fixtures::{Flow, Script, concat, recording};
 use boarding_fuzz_harness::checks::parsers::{eddsa_reference, hs256_reference};
-use boarding_fuzz_harness::checks::server::ServerStage;
+use boarding_fuzz_harness::checks::server::{AdmissionPlan, ServerAnswers, ServerStage, StoragePlan, Target};
 use boarding_fuzz_harness::checks::session::action::*;
+use boarding_fuzz_harness::checks::session::{Summary, answer};
 
 type Corpus = BTreeMap<&'static str, Vec<(String, Vec<u8>)>>;
 
@@ -93,7 +94,7 @@ fn parsers(corpus: &mut Corpus) {
             _ => {}
         }
     }
-    for alert in [Alert::Malformed, Alert::BadProof, Alert::Internal] {
+    for alert in [Alert::Malformed, Alert::BadProof, Alert::Internal, Alert::AdmissionRefused] {
         let body = vec![alert.code()];
         add(corpus, "decode_alert", format!("alert-{}", alert.code()), body.clone());
         add(corpus, "frame_decode", format!("alert-{}", alert.code()), encode_frame(FrameType::Alert, &body));
@@ -117,19 +118,70 @@ fn channel(corpus: &mut Corpus) {
     add(corpus, "channel_open", "reorder", vec![2, 0, 1, b'x', 0, 1, b'y', 2, 1, 2, 0]);
 }
 
+/// Frames that must end a handshake at its first byte or header: an Alert of every
+/// kind (a known code, the newest one, an unknown one, an empty and a two-byte body),
+/// a channel frame and an undefined type.
+fn stoppers() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("alert-internal", AlertMessage { code: Alert::Internal.code() }.to_frame()),
+        ("alert-admission-refused", AlertMessage { code: Alert::AdmissionRefused.code() }.to_frame()),
+        ("alert-unknown", AlertMessage { code: 0xee }.to_frame()),
+        ("alert-empty", encode_frame(FrameType::Alert, &[])),
+        ("alert-long", encode_frame(FrameType::Alert, &[Alert::BadProof.code(), 0])),
+        ("data-frame", vec![0x17, 0, 0, 0, 0]),
+        ("undefined-type", vec![0x42, 0, 0, 0, 0]),
+    ]
+}
+
+/// A resume hello with its X25519 share replaced by a low-order point.
+fn low_order_hello(frame: &[u8], share: [u8; 32]) -> Vec<u8> {
+    match HandshakeMessage::decode_frame(frame) {
+        Ok(HandshakeMessage::ResumeHello(mut hello)) => {
+            hello.ephemeral = share;
+            hello.to_frame()
+        }
+        other => panic!("recorded resume hello: {other:?}"),
+    }
+}
+
 fn states(corpus: &mut Corpus) {
-    for (i, stage) in ClientStage::ALL.iter().enumerate() {
+    for stage in ClientStage::ALL {
         let next = stage.genuine_next().map(<[u8]>::to_vec).unwrap_or_else(|| vec![0x17, 0, 0, 0, 0]);
-        let idx = u8::try_from(i).unwrap_or(0);
+        let idx = stage_byte(stage, false);
         add(corpus, "client_states", format!("{stage:?}"), [&[idx, 0][..], &next].concat());
         add(corpus, "client_states", format!("{stage:?}-split"), [&[idx, 7][..], &next].concat());
+        if stage.expected().is_some() {
+            for (name, frame) in stoppers() {
+                add(corpus, "client_states", format!("{stage:?}-{name}"), [&[idx, 0][..], &frame].concat());
+            }
+        }
     }
+    // The persist answered `PersistFailed`, after the genuine messages.
     let join = recording(Flow::Join);
+    let idx = stage_byte(ClientStage::JoinAwaitPersist, true);
+    add(corpus, "client_states", "JoinAwaitPersist-persist-failed", vec![idx, 0, 0x17, 0, 0, 0, 0]);
+    let idx = stage_byte(ClientStage::JoinExpectServerFinished, true);
+    add(
+        corpus,
+        "client_states",
+        "JoinExpectServerFinished-persist-failed",
+        [vec![idx, 0], join.server_sent[1].clone()].concat(),
+    );
+    let idx = stage_byte(ClientStage::JoinExpectChallenge, false);
+    add(corpus, "client_states", "JoinExpectChallenge-both", [vec![idx, 0], concat(&join.server_sent[..2])].concat());
+    let idx = stage_byte(ClientStage::JoinExpectChallenge, true);
+    add(
+        corpus,
+        "client_states",
+        "JoinExpectChallenge-both-persist-failed",
+        [vec![idx, 0], concat(&join.server_sent[..2])].concat(),
+    );
+
     let seed = recording(Flow::Seed);
     let resume = recording(Flow::Resume);
     let decoy = recording(Flow::ResumeUnknown);
-    for (i, stage) in ServerStage::ALL.iter().enumerate() {
-        let rest: Vec<Vec<u8>> = match stage {
+    let rest_of = |stage: ServerStage| -> Vec<Vec<u8>> {
+        match stage {
             ServerStage::ExpectHello => join.client_sent.clone(),
             ServerStage::JoinExpectClientAuth => join.client_sent[1..].to_vec(),
             ServerStage::SeedExpectClientAuth => seed.client_sent[1..].to_vec(),
@@ -137,12 +189,82 @@ fn states(corpus: &mut Corpus) {
             ServerStage::ResumeExpectFinished => resume.client_sent[1..].to_vec(),
             ServerStage::ResumeUnknownExpectFinished => decoy.client_sent[1..].to_vec(),
             ServerStage::JoinEstablished | ServerStage::ResumeEstablished => vec![vec![0x17, 0, 0, 0, 0]],
-        };
-        let idx = u8::try_from(i).unwrap_or(0);
-        add(corpus, "server_states", format!("{stage:?}"), [vec![idx, 0], concat(&rest)].concat());
-        add(corpus, "server_states", format!("{stage:?}-split"), [vec![idx, 3], concat(&rest)].concat());
+        }
+    };
+    let honest = ServerAnswers::HONEST;
+    for stage in ServerStage::ALL {
+        let idx = honest.stage_byte(stage);
+        let rest = concat(&rest_of(stage));
+        add(corpus, "server_states", format!("{stage:?}"), [vec![idx, 0], rest.clone()].concat());
+        add(corpus, "server_states", format!("{stage:?}-split"), [vec![idx, 3], rest].concat());
+        if stage.expected().is_some() {
+            for (name, frame) in stoppers() {
+                add(corpus, "server_states", format!("{stage:?}-{name}"), [vec![idx, 0], frame].concat());
+            }
+        }
     }
     add(corpus, "server_states", "ExpectHello-seed", [vec![0, 0], concat(&seed.client_sent)].concat());
+    // Admission answered otherwise: refused, tickets at and past the limit, too long.
+    for (stage, name) in
+        [(ServerStage::ExpectHello, "ExpectHello"), (ServerStage::JoinExpectClientAuth, "JoinExpectClientAuth")]
+    {
+        let rest = concat(&rest_of(stage));
+        let refuse = ServerAnswers { admission: AdmissionPlan::Refuse, ..honest };
+        add(
+            corpus,
+            "server_states",
+            format!("{name}-refuse"),
+            [vec![refuse.stage_byte(stage), 0], rest.clone()].concat(),
+        );
+        let tickets = ServerAnswers { admission: AdmissionPlan::Ticket, ..honest };
+        for len in [16u16, MAX_TICKET as u16, MAX_TICKET as u16 + 1] {
+            let head = [&[tickets.stage_byte(stage), 0][..], &len.to_be_bytes()].concat();
+            add(corpus, "server_states", format!("{name}-ticket-{len}"), [head, rest.clone()].concat());
+        }
+        let long = ServerAnswers { admission: AdmissionPlan::TooLong, ..honest };
+        add(
+            corpus,
+            "server_states",
+            format!("{name}-ticket-too-long"),
+            [vec![long.stage_byte(stage), 0, 9], rest].concat(),
+        );
+    }
+    // Storage answered otherwise: failed at once, held and answered late (after
+    // mismatched answers), held and failed; the first request or the first write.
+    for plan in StoragePlan::ALL.into_iter().skip(1) {
+        let answers = ServerAnswers { storage: plan, ..honest };
+        for stage in [ServerStage::ExpectHello, ServerStage::JoinAwaitRedeem, ServerStage::ResumeExpectFinished] {
+            let first = matches!(
+                plan,
+                StoragePlan::Fail(Target::First)
+                    | StoragePlan::HoldMisuseRelease(Target::First)
+                    | StoragePlan::HoldFail(Target::First)
+            );
+            if stage == ServerStage::ResumeExpectFinished && !first {
+                continue;
+            }
+            let rest =
+                if stage == ServerStage::ResumeExpectFinished { resume.client_sent.clone() } else { rest_of(stage) };
+            let stage = if stage == ServerStage::ResumeExpectFinished { ServerStage::ExpectHello } else { stage };
+            let name = format!("{stage:?}-{}-{plan:?}", if rest.len() == 2 { "decoy-resume" } else { "join" });
+            let name: String = name.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+            add(corpus, "server_states", name, [vec![answers.stage_byte(stage), 0], concat(&rest)].concat());
+        }
+    }
+    // Resume hellos with a low-order share, for a known and an unknown client id.
+    for (rec, name) in [(resume, "known"), (decoy, "unknown")] {
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        for (share, which) in [([0u8; 32], "zero"), (one, "one")] {
+            let hello = low_order_hello(&rec.client_sent[0], share);
+            add(
+                corpus,
+                "server_states",
+                format!("ExpectHello-resume-{name}-{which}-share"),
+                [vec![0, 0], hello].concat(),
+            );
+        }
+    }
 }
 
 /// Connection `c`'s action byte.
@@ -196,6 +318,72 @@ fn session(corpus: &mut Corpus) {
     tamper.extend([op(1, REORDER), 0, op(1, TO_SERVER), op(1, TO_SERVER), op(1, DUPLICATE), 1, op(1, TO_CLIENT)]);
     tamper.extend([op(1, FAIL_STORAGE), op(1, TRUNCATE), 0, op(1, TO_SERVER)]);
     add(corpus, "session", "tamper", tamper);
+
+    // The application refuses the first join: nothing is charged; the retry joins.
+    let mut refused = vec![0, op(0, ANSWER), answer::REFUSE];
+    refused.extend([op(0, TO_SERVER), op(0, TO_CLIENT), op(0, TO_SERVER), op(0, TO_CLIENT), op(0, CONNECT), 0]);
+    refused.extend(honest_join(1));
+    add(corpus, "session", "admission-refused-then-retry", refused);
+    // A ticket within the limit reaches the agent; one past it fails the join.
+    let mut ticket = vec![1, op(0, ANSWER), answer::TICKET, 0, 40];
+    ticket.extend(honest_join(0));
+    ticket.extend(data);
+    add(corpus, "session", "ticket", ticket);
+    let too_long = u16::try_from(MAX_TICKET + 1).unwrap_or(0).to_be_bytes();
+    let mut ticket = vec![1, op(0, ANSWER), answer::TICKET, too_long[0], too_long[1]];
+    ticket.extend(honest_join(0));
+    add(corpus, "session", "ticket-too-long", ticket);
+    // The agent cannot store its keyring: the join fails unconfirmed; the retry is free.
+    let mut persist = vec![0, op(0, TO_SERVER), op(0, TO_CLIENT), op(0, TO_SERVER), op(0, TO_CLIENT)];
+    persist.extend([op(0, ANSWER), answer::PERSIST_FAILED, op(0, TO_SERVER), op(0, CONNECT), 0]);
+    persist.extend(honest_join(1));
+    add(corpus, "session", "persist-failed-then-retry", persist);
+    // Every storage request held, each side answered what it did not ask for, then the
+    // held answers given late: the join completes.
+    let hold = |c: u8| [op(c, ANSWER), answer::HOLD_STORAGE];
+    let misuse = |c: u8| [op(c, ANSWER), answer::GATEWAY_MISUSE, op(c, ANSWER), answer::AGENT_MISUSE];
+    let release = |c: u8| [op(c, ANSWER), answer::RELEASE_STORAGE];
+    let mut held = vec![0];
+    held.extend(hold(0));
+    held.push(op(0, TO_SERVER));
+    held.extend(misuse(0));
+    held.extend(release(0));
+    held.push(op(0, TO_CLIENT));
+    held.extend(hold(0));
+    held.push(op(0, TO_SERVER));
+    held.extend(misuse(0));
+    held.extend(release(0));
+    held.extend([op(0, TO_CLIENT), op(0, ANSWER), answer::AGENT_MISUSE, op(0, PERSIST)]);
+    held.extend(hold(0));
+    held.push(op(0, TO_SERVER));
+    held.extend(misuse(0));
+    held.extend(release(0));
+    held.extend(misuse(0));
+    add(corpus, "session", "held-storage-and-misuse", held);
+    // A held lookup answered `Failed`.
+    let mut fail = vec![0];
+    fail.extend(hold(0));
+    fail.extend([op(0, TO_SERVER), op(0, ANSWER), answer::FAIL_HELD, op(0, TO_CLIENT)]);
+    add(corpus, "session", "held-storage-failed", fail);
+}
+
+/// Whether a session seed reached what its name says: (connections, established, use
+/// count, refused admissions, failed persists).
+fn session_seed_reached(name: &str, s: &Summary) -> bool {
+    let got = (s.connections, s.established, s.use_count, s.refused, s.persist_failed);
+    match name {
+        "join-one-use" | "join-two-use" | "join-unlimited" | "ticket" | "held-storage-and-misuse" => {
+            got == (1, 1, 1, 0, 0)
+        }
+        "retry-then-resume" => got == (3, 2, 1, 0, 0),
+        "race" => got == (2, 1, 1, 0, 0),
+        "admission-refused-then-retry" => got == (2, 1, 1, 1, 0),
+        "ticket-too-long" => got == (1, 0, 0, 1, 0),
+        "persist-failed-then-retry" => got == (2, 1, 1, 0, 1),
+        "held-storage-failed" => got == (1, 0, 0, 0, 0),
+        "tamper" => s.established == 0,
+        _ => true,
+    }
 }
 
 fn roundtrips(corpus: &mut Corpus) {
@@ -250,9 +438,11 @@ fn dictionary() -> String {
     }
     put("offer_suites", &[2, 0, 2, 0, 1]);
     put("token_flag", &[1]);
-    for code in 1..=11u8 {
+    for alert in Alert::ALL {
+        let code = alert.code();
         put(&format!("alert_{code}"), &[0x15, 0, 0, 0, 1, code]);
     }
+    put("alert_empty", &[0x15, 0, 0, 0, 0]);
     put("max_payload", &u32::try_from(MAX_PAYLOAD).unwrap_or(0).to_be_bytes());
     put("pin_prefix", b"sha256:");
     put("pin_prefix_upper", b"SHA256:");
@@ -306,7 +496,9 @@ fn main() {
                 check(bytes);
             }
             if *target == "session" {
-                println!("  {name}: {:?}", boarding_fuzz_harness::checks::session::run(bytes));
+                let summary: Summary = boarding_fuzz_harness::checks::session::run(bytes);
+                println!("  {name}: {summary:?}");
+                assert!(session_seed_reached(name, &summary), "session seed {name} did not reach what it says");
             }
             fs::write(out.join(name), bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
             total += bytes.len();

@@ -24,9 +24,7 @@ pub struct ChannelPair {
 fn real_session() -> ChannelPair {
     let mut script = Script::new(Flow::Join);
     script.run_honest();
-    let Script { client, server, .. } = script;
-    let client = client.into_session().unwrap_or_else(|e| panic!("honest join failed: {e}"));
-    let server = server.into_session().unwrap_or_else(|e| panic!("honest join failed: {e}"));
+    let (client, server) = script.pair.into_sessions().unwrap_or_else(|e| panic!("honest join failed: {e}"));
     ChannelPair { client: client.channel, server: server.channel }
 }
 

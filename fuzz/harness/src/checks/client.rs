@@ -1,20 +1,33 @@
 //! The agent fed arbitrary gateway bytes at every state it can be in. A real
-//! handshake is driven to the state first (deterministically), then the fuzzer's
-//! bytes arrive in fuzzer-chosen pieces.
+//! handshake is driven to the state first (deterministically, through the memory
+//! driver's [`Pair`](boarding_memory::Pair)), then the fuzzer's bytes arrive in
+//! fuzzer-chosen pieces, and a pending persist is answered as the fuzzer says.
 //!
-//! Asserted: errors are typed and final; everything the agent sends decodes; it
-//! moves on only when the genuine gateway message is at the head of the stream (for
-//! the challenge: the genuine signed fields and the genuine signature; the challenge
-//! list itself is not authenticated until the gateway checks the agent's proof); it
-//! always moves on when the genuine message is there; and bytes that arrive after the
-//! handshake are handed to the channel untouched.
+//! Asserted: errors are typed and final, reported as the last output, with at most
+//! one alert, sent last; everything the agent sends decodes; the first frame's type is
+//! checked before anything else and a received alert is never answered; it moves on
+//! only when the genuine gateway message is at the head of the stream (for the
+//! challenge: the genuine signed fields and the genuine signature; the challenge list
+//! itself is not authenticated until the gateway checks the agent's proof); it always
+//! moves on when the genuine message is there; it persists only the honest keyring,
+//! confirms only once the persist is acknowledged and fails (telling the gateway
+//! `Internal`) when it is not; answers it did not ask for are harmless misuse; and
+//! bytes that arrive after the handshake are handed to the channel untouched.
 
+use boarding::Alert;
+use boarding::Error;
 use boarding::channel::Received;
-use boarding::client::ClientOutput;
+use boarding::client::PersistFailed;
+use boarding::error::LocalFailure;
 use boarding::jws::{challenge_header_prefix, header_starts_with};
-use boarding::messages::{HandshakeMessage, Message, ServerChallenge, peek_handshake_frame};
+use boarding::messages::{
+    AlertMessage, FRAME_HEADER_LEN, FrameType, HandshakeMessage, MAX_HANDSHAKE_BODY, Message, ServerChallenge,
+    peek_handshake_frame,
+};
+use boarding_memory::Dir;
 
-use super::fixtures::{Flow, Script, check_emitted, concat, recording};
+use super::contract::{check_failure, check_first_frame, probe_client_misuse};
+use super::fixtures::{Flow, Recording, Script, check_emitted, concat, recording};
 use super::input::{Input, chunks};
 
 /// The agent states the target reaches.
@@ -22,7 +35,7 @@ use super::input::{Input, chunks};
 pub enum ClientStage {
     /// Join sent its hello; waits for the challenge.
     JoinExpectChallenge,
-    /// Seed-flow join waits for the challenge.
+    /// Unnamed-token ('seed') join waits for the challenge.
     SeedExpectChallenge,
     /// Join sent its proof; waits for `ServerFinished`.
     JoinExpectServerFinished,
@@ -37,7 +50,8 @@ pub enum ClientStage {
 }
 
 impl ClientStage {
-    /// Every stage, indexed by the target's first input byte.
+    /// Every stage, indexed by the target's first input byte (modulo 7; the quotient
+    /// picks the answers, see [`client_states`]).
     pub const ALL: [ClientStage; 7] = [
         Self::JoinExpectChallenge,
         Self::SeedExpectChallenge,
@@ -54,6 +68,16 @@ impl ClientStage {
             Self::SeedExpectChallenge => Flow::Seed,
             Self::ResumeExpectChallenge | Self::ResumeEstablished => Flow::Resume,
             _ => Flow::Join,
+        }
+    }
+
+    /// The frame types the agent waits for here (`None`: it waits for no frame).
+    pub fn expected(self) -> Option<&'static [FrameType]> {
+        match self {
+            Self::JoinExpectChallenge | Self::SeedExpectChallenge => Some(&[FrameType::ServerChallenge]),
+            Self::JoinExpectServerFinished => Some(&[FrameType::ServerFinished]),
+            Self::ResumeExpectChallenge => Some(&[FrameType::ResumeChallenge]),
+            Self::JoinAwaitPersist | Self::JoinEstablished | Self::ResumeEstablished => None,
         }
     }
 
@@ -89,45 +113,53 @@ impl ClientStage {
     }
 }
 
-/// The target. Input: stage byte, fragmentation byte, then the gateway's bytes.
+/// The target's first byte: the stage (modulo 7) and whether a pending persist is
+/// answered `Err(PersistFailed)` (bit 0 of the quotient; 0, what the committed seeds
+/// use, acknowledges it).
+pub fn stage_byte(stage: ClientStage, persist_fails: bool) -> u8 {
+    let index = ClientStage::ALL.iter().position(|s| *s == stage).unwrap_or(0);
+    u8::try_from(index).unwrap_or(0) + if persist_fails { 7 } else { 0 }
+}
+
+/// The target. Input: stage byte (see [`stage_byte`]), fragmentation byte, then the
+/// gateway's bytes.
 pub fn client_states(data: &[u8]) {
     let mut input = Input::new(data);
-    let stage = ClientStage::ALL[input.below(ClientStage::ALL.len())];
+    let first = input.byte();
+    let stage = ClientStage::ALL[usize::from(first) % ClientStage::ALL.len()];
+    let persist_fails = (first / 7) & 1 == 1;
     let chunk = input.byte();
     let stream = input.rest();
     let mut script = stage.build();
-    let established_before = script.client.is_established();
+    let established_before = script.pair.client.is_established();
+    let sent_before = script.pair.sent(Dir::ToServer).len();
+    let saved_before = script.pair.saved.is_some();
     let rec = recording(stage.flow());
 
     let mut first_error = None;
     for piece in chunks(stream, chunk) {
-        let result = script.client.handle_input(piece);
+        let result = script.pair.client.handle_input(piece);
         match (&first_error, result) {
             (None, Err(e)) => first_error = Some(e),
             (Some(e), result) => assert_eq!(result, Err(e.clone()), "the agent's error did not stick"),
             (None, Ok(())) => {}
         }
+        script.pair.flush();
     }
     if let Some(e) = &first_error {
-        assert_eq!(script.client.failure(), Some(e));
-        assert!(!script.client.is_established());
+        assert_eq!(script.pair.client.failure(), Some(e));
+        assert!(!script.pair.client.is_established());
     }
 
     // What the agent did with the bytes.
-    let (mut sent, mut persisted, mut alerts) = (Vec::new(), None, 0);
-    while let Some(out) = script.client.poll_output() {
-        match out {
-            ClientOutput::Transmit(frame) => {
-                if let HandshakeMessage::Alert(_) = check_emitted(&frame) {
-                    alerts += 1;
-                }
-                sent.push(frame);
-            }
-            ClientOutput::PersistKeyring(saved) => persisted = Some(saved),
-            ClientOutput::Established(_) => {}
-        }
+    let sent: Vec<Vec<u8>> = script.pair.sent(Dir::ToServer)[sent_before..].to_vec();
+    let persisted = if saved_before { None } else { script.pair.saved.clone() };
+    let failure = script.pair.client.failure().cloned();
+    check_failure("agent", failure.as_ref(), script.pair.outcome().client_error(), &sent);
+    if let Some(expected) = stage.expected() {
+        check_first_frame("agent", stream, expected, failure.as_ref(), &sent);
     }
-    assert!(alerts <= 1, "the agent sent {alerts} alerts");
+    probe_client_misuse(&mut script.pair);
     let head_is_genuine = stage.genuine_next().is_some_and(|g| stream.starts_with(g));
 
     match stage {
@@ -156,22 +188,27 @@ pub fn client_states(data: &[u8]) {
                 // Two messages accepted: both must be exactly the gateway's.
                 assert!(stream.starts_with(&concat(&rec.server_sent[..2])), "accepted a forged join");
                 assert_eq!(Some(saved), rec.saved.as_ref());
+                answer_persist(&mut script, rec, persist_fails);
             }
         }
         ClientStage::JoinExpectServerFinished => {
             if let Some(saved) = &persisted {
                 assert!(head_is_genuine, "accepted a ServerFinished the gateway did not send");
                 assert_eq!(Some(saved), rec.saved.as_ref(), "persisted a keyring other than the honest one");
+                answer_persist(&mut script, rec, persist_fails);
             }
             if head_is_genuine {
                 assert!(persisted.is_some(), "the genuine ServerFinished was refused");
             }
         }
         ClientStage::ResumeExpectChallenge => {
-            let advanced = script.client.is_established();
+            let advanced = script.pair.client.is_established();
+            assert!(persisted.is_none(), "a resume asked to persist a keyring");
             if advanced {
                 assert!(head_is_genuine, "accepted a ResumeChallenge the gateway did not send");
                 assert_eq!(sent.first(), Some(&rec.client_sent[1]));
+                let info = script.pair.info.as_ref().unwrap_or_else(|| panic!("established without SessionInfo"));
+                assert!(info.resumed && info.ticket.is_empty());
             }
             if head_is_genuine {
                 assert!(advanced, "the genuine ResumeChallenge was refused");
@@ -179,15 +216,63 @@ pub fn client_states(data: &[u8]) {
         }
         ClientStage::JoinAwaitPersist => {
             assert!(sent.is_empty() && persisted.is_none(), "the agent acted on input while awaiting persist");
-            script.persist();
-            assert!(script.client.is_established(), "persisting did not complete the join");
-            assert_eq!(script.client_sent.last(), Some(&rec.client_sent[2]));
-            check_buffered(script, stream);
+            if overflowed(failure.as_ref(), stream) {
+                return;
+            }
+            if answer_persist(&mut script, rec, persist_fails) {
+                check_buffered(script, stream);
+            }
         }
         ClientStage::JoinEstablished | ClientStage::ResumeEstablished => {
             assert!(established_before && sent.is_empty());
+            if overflowed(failure.as_ref(), stream) {
+                return;
+            }
             check_buffered(script, stream);
         }
+    }
+}
+
+/// Whether a state that consumes no frames failed, which only a receive buffer
+/// overflow may do.
+fn overflowed(failure: Option<&Error>, stream: &[u8]) -> bool {
+    if let Some(e) = failure {
+        assert!(stream.len() > FRAME_HEADER_LEN + MAX_HANDSHAKE_BODY, "a state that reads no frames failed: {e}");
+    }
+    failure.is_some()
+}
+
+/// Answers the agent's pending persist (acknowledged, or failed) and checks what it
+/// does: acknowledged, it sends the honest `ClientFinished` and completes; failed, it
+/// fails with [`LocalFailure::Persist`] and sends only the `Internal` alert. Returns
+/// whether the join completed.
+fn answer_persist(script: &mut Script, rec: &Recording, fails: bool) -> bool {
+    let pair = &mut script.pair;
+    assert!(pair.held_persist, "the agent asked to persist but nothing is pending");
+    let before = pair.sent(Dir::ToServer).len();
+    let outcome = if fails { Err(PersistFailed) } else { Ok(()) };
+    let result = pair.client.handle_persisted(outcome);
+    pair.held_persist = false;
+    pair.flush();
+    let sent = pair.sent(Dir::ToServer)[before..].to_vec();
+    let failure = pair.client.failure().cloned();
+    check_failure("agent", failure.as_ref(), pair.outcome().client_error(), &sent);
+    probe_client_misuse(pair);
+    if fails {
+        let e = Error::Local(LocalFailure::Persist);
+        assert_eq!(result, Err(e.clone()), "a failed persist did not fail the join");
+        assert_eq!(failure, Some(e));
+        assert_eq!(sent, [AlertMessage { code: Alert::Internal.code() }.to_frame()], "a failed persist sent more");
+        assert!(pair.info.is_none() && !pair.client.is_established());
+        false
+    } else {
+        assert_eq!(result, Ok(()), "an acknowledged persist failed");
+        assert!(pair.client.is_established(), "persisting did not complete the join");
+        assert_eq!(sent, [rec.client_sent[2].clone()], "the key confirmation differs from the honest one");
+        let info = pair.info.as_ref().unwrap_or_else(|| panic!("established without SessionInfo"));
+        assert_eq!(info.gateway_pin, script.world.config.pin());
+        assert!(!info.resumed && info.ticket == script.world.ticket);
+        true
     }
 }
 
@@ -195,10 +280,9 @@ pub fn client_states(data: &[u8]) {
 /// channel talks to the gateway's.
 fn check_buffered(mut script: Script, stream: &[u8]) {
     script.hop_to_server();
-    let Script { client, server, .. } = script;
-    let mut client = client.into_session().unwrap_or_else(|e| panic!("no session: {e}"));
+    let (mut client, mut server) = script.pair.into_sessions().unwrap_or_else(|e| panic!("no sessions: {e}"));
     assert_eq!(client.buffered, stream, "bytes after the handshake were not kept for the channel");
-    let mut server = server.into_session().unwrap_or_else(|e| panic!("no gateway session: {e}"));
+    assert_eq!(client.info.suite, server.channel.suite());
     let mut buf = [0u8; 64];
     let n = server.channel.seal(b"ping", &mut buf).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(client.channel.open(&buf[..n]), Ok(Received::Data(&b"ping"[..])));

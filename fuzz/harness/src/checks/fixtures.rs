@@ -1,17 +1,21 @@
 //! Deterministic connections for the state-machine targets: a fresh world from a
 //! fixed seed, the same sequence of random draws every time, so the honest messages
 //! of a run are the same bytes in every execution and can be recorded once.
+//!
+//! Every connection is a [`boarding_memory::Pair`]: the driver's one run loop drains
+//! both sides' outputs, queues what they send and answers their requests through its
+//! hooks. A script only decides which message moves next and how requests are
+//! answered; the persist request is always held ([`PersistAction::Hold`]) so the
+//! targets answer it themselves.
 
-use std::collections::VecDeque;
 use std::sync::OnceLock;
 
-use boarding::client::{Client, ClientOutput, JoinConfig, ResumeConfig, SavedKeyring};
+use boarding::client::{Client, SavedKeyring};
 use boarding::identity::ClientId;
 use boarding::messages::HandshakeMessage;
-use boarding::server::{Server, ServerOutput, VerifiedClient};
-use boarding::storage::StorageRequest;
+use boarding::server::VerifiedClient;
 use boarding::token::BootstrapToken;
-use boarding_memory::World;
+use boarding_memory::{Dir, Pair, PersistAction, World};
 
 /// The seed of every scripted world.
 pub const WORLD_SEED: u64 = 0x0b0a_4d19;
@@ -25,7 +29,8 @@ pub const UNKNOWN_CLIENT_ID: &str = "node-9";
 pub enum Flow {
     /// A join naming its token.
     Join,
-    /// A join in the seed flow (no token id in the hello; two tokens are active).
+    /// A join in the unnamed-token flow (no token id in the hello; two tokens are
+    /// unexpired). Named `Seed` after the corpus files that use it.
     Seed,
     /// A resume after an honest join.
     Resume,
@@ -33,188 +38,76 @@ pub enum Flow {
     ResumeUnknown,
 }
 
-/// A client and a gateway over a perfect, hand-cranked network. Storage requests
-/// are answered from the world's store when [`Script::server_flush`] runs.
+/// A client and a gateway over a perfect network that moves one message at a time
+/// when told to. Storage requests are answered from the world's store (unless the
+/// pair's storage hook says otherwise), admission with the world's ticket, and the
+/// persist request is held until [`Pair::release_persist`].
 #[derive(Debug)]
 pub struct Script {
     /// The world (store, clock, gateway config).
     pub world: World,
     /// The one-use token the client joins with.
     pub token: BootstrapToken,
-    /// The agent.
-    pub client: Client,
-    /// The gateway.
-    pub server: Server,
-    /// Frames in flight to the gateway.
-    pub to_server: VecDeque<Vec<u8>>,
-    /// Frames in flight to the agent.
-    pub to_client: VecDeque<Vec<u8>>,
-    /// Every frame the agent sent, in order.
-    pub client_sent: Vec<Vec<u8>>,
-    /// Every frame the gateway sent, in order.
-    pub server_sent: Vec<Vec<u8>>,
+    /// The connection: both state machines, the network and the request hooks.
+    pub pair: Pair,
     /// Every byte delivered to the gateway so far.
     pub server_got: Vec<u8>,
-    /// A persist request the agent is waiting on.
-    pub pending_persist: Option<SavedKeyring>,
-    /// What the agent persisted.
-    pub saved: Option<SavedKeyring>,
-    /// The gateway's verified peer, once established.
-    pub peer: Option<VerifiedClient>,
-    /// A storage request held back instead of answered.
-    pub held: Option<StorageRequest>,
 }
 
 impl Script {
-    /// A fresh world and connection for `flow`, before any message moved.
+    /// A fresh world and connection for `flow`, before any message moved (the first
+    /// hello is already in flight to the gateway).
     pub fn new(flow: Flow) -> Self {
         let world = World::new(WORLD_SEED);
-        // Two tokens: the seed flow then challenges both; the client uses the second.
+        // Two tokens: the unnamed-token flow then challenges both; the client uses the second.
         let _other = world.issue_token(None, 0);
         let token = world.issue_token(None, 1);
-        let id = ClientId::new(CLIENT_ID).unwrap_or_else(|e| panic!("{e}"));
-        let mut config = JoinConfig::new(token.clone(), vec![world.config.pin()], id);
+        let mut config = world.join_config(CLIENT_ID, &token);
         if flow == Flow::Seed {
             config = config.without_token_id();
         }
-        let client = Client::join(config, &mut world.rng());
-        let server = Server::new(world.config.clone(), &mut world.rng());
-        let mut script = Self {
-            world,
-            token,
-            client,
-            server,
-            to_server: VecDeque::new(),
-            to_client: VecDeque::new(),
-            client_sent: Vec::new(),
-            server_sent: Vec::new(),
-            server_got: Vec::new(),
-            pending_persist: None,
-            saved: None,
-            peer: None,
-            held: None,
-        };
+        // The client's draws come before the gateway's (`pair_with` makes the gateway).
+        let pair = world.pair_with(Client::join(config, &mut world.rng())).with_persist(PersistAction::Hold);
+        let mut script = Self { world, token, pair, server_got: Vec::new() };
         if matches!(flow, Flow::Resume | Flow::ResumeUnknown) {
             script.run_honest();
-            let mut saved = script.saved.clone().unwrap_or_else(|| panic!("the honest join did not persist"));
+            let mut saved = script.pair.saved.clone().unwrap_or_else(|| panic!("the honest join did not persist"));
             if flow == Flow::ResumeUnknown {
                 saved.client_id = ClientId::new(UNKNOWN_CLIENT_ID).unwrap_or_else(|e| panic!("{e}"));
             }
-            let client = Client::resume(ResumeConfig::new(saved), &mut script.world.rng());
-            let server = Server::new(script.world.config.clone(), &mut script.world.rng());
-            script = Self {
-                world: script.world,
-                token: script.token,
-                client,
-                server,
-                to_server: VecDeque::new(),
-                to_client: VecDeque::new(),
-                client_sent: Vec::new(),
-                server_sent: Vec::new(),
-                server_got: Vec::new(),
-                pending_persist: None,
-                saved: None,
-                peer: None,
-                held: None,
-            };
+            script.pair = script.world.resume_pair(&saved).with_persist(PersistAction::Hold);
+            script.server_got.clear();
         }
-        script.client_flush();
+        script.pair.flush();
         script
     }
 
-    /// Drains the agent's outputs (a persist request is held until [`Script::persist`]).
-    pub fn client_flush(&mut self) {
-        while let Some(out) = self.client.poll_output() {
-            match out {
-                ClientOutput::Transmit(bytes) => {
-                    self.client_sent.push(bytes.clone());
-                    self.to_server.push_back(bytes);
-                }
-                ClientOutput::PersistKeyring(saved) => self.pending_persist = Some(saved),
-                ClientOutput::Established(_) => {}
-            }
+    /// Delivers the next message in flight in `dir` and lets both sides answer (the
+    /// driver's [`Pair::step`]); returns whether there was one.
+    pub fn hop(&mut self, dir: Dir) -> bool {
+        self.pair.flush();
+        if dir == Dir::ToServer
+            && let Some(next) = self.pair.in_flight(Dir::ToServer).front()
+        {
+            self.server_got.extend_from_slice(next);
         }
+        self.pair.step(dir)
     }
 
-    /// Drains the gateway's outputs, answering storage requests (or holding the
-    /// first one back when `hold` is set).
-    pub fn server_flush(&mut self, hold: bool) {
-        while let Some(out) = self.server.poll_output() {
-            match out {
-                ServerOutput::Transmit(bytes) => {
-                    self.server_sent.push(bytes.clone());
-                    self.to_client.push_back(bytes);
-                }
-                ServerOutput::Storage(request) if hold && self.held.is_none() => self.held = Some(request),
-                ServerOutput::Storage(request) => {
-                    let answer = self.world.store.answer(&request);
-                    let _ = self.server.handle_storage(answer);
-                }
-                ServerOutput::Established(peer) => self.peer = Some(peer),
-            }
-        }
-    }
-
-    /// Answers the held storage request, if any.
-    pub fn release(&mut self) {
-        if let Some(request) = self.held.take() {
-            let answer = self.world.store.answer(&request);
-            let _ = self.server.handle_storage(answer);
-        }
-        self.server_flush(false);
-    }
-
-    /// Delivers the next frame in flight to the gateway.
-    pub fn deliver_to_server(&mut self) {
-        if let Some(bytes) = self.to_server.pop_front() {
-            self.server_got.extend_from_slice(&bytes);
-            let _ = self.server.handle_input(self.world.now, &bytes);
-        }
-    }
-
-    /// Delivers the next frame in flight to the agent.
-    pub fn deliver_to_client(&mut self) {
-        if let Some(bytes) = self.to_client.pop_front() {
-            let _ = self.client.handle_input(&bytes);
-        }
-    }
-
-    /// Tells the agent its keyring is stored.
-    pub fn persist(&mut self) {
-        if let Some(saved) = self.pending_persist.take() {
-            self.saved = Some(saved);
-            let _ = self.client.handle_persisted();
-        }
-        self.client_flush();
-    }
-
-    /// Runs the honest exchange until nothing moves.
-    pub fn run_honest(&mut self) {
-        loop {
-            self.client_flush();
-            self.server_flush(false);
-            if self.pending_persist.is_some() {
-                self.persist();
-            } else if !self.to_server.is_empty() {
-                self.deliver_to_server();
-            } else if !self.to_client.is_empty() {
-                self.deliver_to_client();
-            } else {
-                break;
-            }
-        }
-    }
-
-    /// One honest hop: deliver a frame to the gateway and let it answer.
+    /// One honest hop to the gateway.
     pub fn hop_to_server(&mut self) {
-        self.deliver_to_server();
-        self.server_flush(false);
+        self.hop(Dir::ToServer);
     }
 
-    /// One honest hop: deliver a frame to the agent and let it answer.
+    /// One honest hop to the agent.
     pub fn hop_to_client(&mut self) {
-        self.deliver_to_client();
-        self.client_flush();
+        self.hop(Dir::ToClient);
+    }
+
+    /// Runs the honest exchange until nothing moves, telling the agent its keyring is
+    /// stored whenever it asks.
+    pub fn run_honest(&mut self) {
+        while self.pair.release_persist(Ok(())) || self.hop(Dir::ToServer) || self.hop(Dir::ToClient) {}
     }
 }
 
@@ -235,10 +128,10 @@ fn record(flow: Flow) -> Recording {
     let mut script = Script::new(flow);
     script.run_honest();
     Recording {
-        client_sent: script.client_sent,
-        server_sent: script.server_sent,
-        saved: script.saved,
-        peer: script.peer,
+        client_sent: script.pair.sent(Dir::ToServer),
+        server_sent: script.pair.sent(Dir::ToClient),
+        saved: script.pair.saved.clone(),
+        peer: script.pair.peer.clone(),
     }
 }
 

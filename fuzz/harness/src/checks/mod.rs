@@ -8,6 +8,7 @@
 
 pub mod channel;
 pub mod client;
+pub mod contract;
 pub mod fixtures;
 pub mod input;
 pub mod parsers;

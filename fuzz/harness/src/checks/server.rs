@@ -1,19 +1,35 @@
-//! The gateway fed arbitrary client bytes at every state it can be in, with its
-//! storage requests answered by a real in-memory store.
+//! The gateway fed arbitrary client bytes at every state it can be in, its requests
+//! answered by the memory driver's [`Pair`](boarding_memory::Pair): storage from a real
+//! in-memory store (or failed, or held and then answered late, first with answers that
+//! do not match), admission as the fuzzer says (admit with a ticket of any length, or
+//! refuse).
 //!
-//! Asserted: errors are typed and final; everything the gateway sends decodes; it
-//! redeems a token only after the genuine hello and proof, confirms a keyring or
-//! reports a verified client only after the genuine complete exchange (for the decoy
-//! resume: never); it always completes when the genuine exchange is there; the one-use
-//! token is charged at most once and binds at most one client id; bytes after the
-//! handshake are handed to the channel untouched.
+//! Asserted: errors are typed and final, reported as the last output, with at most
+//! one alert, sent last; everything the gateway sends decodes; the first frame's type
+//! is checked before anything else and a received alert is never answered; a resume
+//! whose X25519 share is non-contributory never reaches the keyring lookup; it asks
+//! for admission and redeems a token only after the genuine hello and proof, and
+//! redeems only what was admitted; a refused or over-long admission fails with its own
+//! error and leaves the store as it was; the admitted ticket is the one sent; a failed
+//! storage request fails the handshake; mismatched answers are harmless misuse; it
+//! confirms a keyring or reports a verified client only after the genuine complete
+//! exchange (for the decoy resume: never); it always completes when the genuine
+//! exchange is there and every answer is the honest one; the one-use token is charged
+//! at most once and binds at most one client id; bytes after the handshake are handed
+//! to the channel untouched.
 
+use std::sync::{Arc, Mutex};
+
+use boarding::Error;
 use boarding::channel::Received;
+use boarding::error::{LocalFailure, PeerMisbehaved, Refusal};
 use boarding::identity::ClientId;
-use boarding::messages::HandshakeMessage;
-use boarding::server::ServerOutput;
-use boarding::storage::StorageRequest;
+use boarding::messages::{FrameType, HandshakeMessage, MAX_TICKET, peek_handshake_frame};
+use boarding::server::{Admission, AdmissionRequest};
+use boarding::storage::{StorageAnswer, StorageRequest};
+use boarding_memory::{Dir, StorageAction};
 
+use super::contract::{check_failure, check_first_frame, mismatched, probe_server_misuse};
 use super::fixtures::{CLIENT_ID, Flow, Script, check_emitted, concat, recording};
 use super::input::{Input, chunks};
 
@@ -24,9 +40,10 @@ pub enum ServerStage {
     ExpectHello,
     /// Challenge sent (token named); waits for `ClientAuth`.
     JoinExpectClientAuth,
-    /// Challenge sent (seed flow); waits for `ClientAuth`.
+    /// Challenge sent (unnamed-token flow); waits for `ClientAuth`.
     SeedExpectClientAuth,
-    /// `ClientAuth` accepted; the redemption is pending in storage while bytes arrive.
+    /// `ClientAuth` accepted and admitted; the redemption is pending in storage while
+    /// bytes arrive.
     JoinAwaitRedeem,
     /// `ServerFinished` sent; waits for `ClientFinished`.
     JoinExpectClientFinished,
@@ -41,7 +58,8 @@ pub enum ServerStage {
 }
 
 impl ServerStage {
-    /// Every stage, indexed by the target's first input byte.
+    /// Every stage, indexed by the target's first input byte (modulo 9; the quotient
+    /// picks the answers, see [`ServerAnswers`]).
     pub const ALL: [ServerStage; 9] = [
         Self::ExpectHello,
         Self::JoinExpectClientAuth,
@@ -64,7 +82,24 @@ impl ServerStage {
         }
     }
 
-    /// Drives an honest exchange to this stage.
+    /// The frame types the gateway waits for here (`None`: it waits for no frame).
+    pub fn expected(self) -> Option<&'static [FrameType]> {
+        match self {
+            Self::ExpectHello => Some(&[FrameType::ClientHello, FrameType::ResumeHello]),
+            Self::JoinExpectClientAuth | Self::SeedExpectClientAuth => Some(&[FrameType::ClientAuth]),
+            Self::JoinExpectClientFinished => Some(&[FrameType::ClientFinished]),
+            Self::ResumeExpectFinished | Self::ResumeUnknownExpectFinished => Some(&[FrameType::ResumeFinished]),
+            Self::JoinAwaitRedeem | Self::JoinEstablished | Self::ResumeEstablished => None,
+        }
+    }
+
+    /// Whether the gateway already asked for admission at this stage.
+    pub fn admitted(self) -> bool {
+        matches!(self, Self::JoinAwaitRedeem | Self::JoinExpectClientFinished | Self::JoinEstablished)
+    }
+
+    /// Drives an honest exchange to this stage (every request answered honestly,
+    /// except the redemption of [`ServerStage::JoinAwaitRedeem`], held).
     pub fn build(self) -> Script {
         let mut s = Script::new(self.flow());
         match self {
@@ -76,8 +111,13 @@ impl ServerStage {
             Self::JoinAwaitRedeem => {
                 s.hop_to_server();
                 s.hop_to_client();
-                s.deliver_to_server();
-                s.server_flush(true);
+                s.pair.storage = Box::new(|request| match request {
+                    StorageRequest::Redeem(_) => StorageAction::Hold,
+                    _ => StorageAction::Answer,
+                });
+                s.hop_to_server();
+                s.pair.storage = Box::new(|_| StorageAction::Answer);
+                assert!(matches!(s.pair.held_storage, Some(StorageRequest::Redeem(_))), "no redemption held");
             }
             Self::JoinExpectClientFinished => {
                 s.hop_to_server();
@@ -90,58 +130,222 @@ impl ServerStage {
     }
 }
 
-/// The target. Input: stage byte, fragmentation byte, then the client's bytes.
+/// Which storage request of the fuzzed phase a [`StoragePlan`] applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The first one.
+    First,
+    /// The first write (`Redeem` or `ConfirmKeyring`).
+    FirstWrite,
+}
+
+/// What happens to the targeted storage request (the redemption already pending at
+/// [`ServerStage::JoinAwaitRedeem`] is the target there). Every other request is
+/// answered from the store at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoragePlan {
+    /// Answered from the store at once, like the others.
+    Answer,
+    /// Answered [`StorageAnswer::Failed`] at once.
+    Fail(Target),
+    /// Held while the bytes arrive; then answered with every answer that does not
+    /// match it (misuse: nothing may change), then from the store.
+    HoldMisuseRelease(Target),
+    /// Held while the bytes arrive, then answered [`StorageAnswer::Failed`].
+    HoldFail(Target),
+}
+
+impl StoragePlan {
+    /// The plans, indexed by `(quotient / 4) % 7` of the first byte.
+    pub const ALL: [StoragePlan; 7] = [
+        Self::Answer,
+        Self::Fail(Target::First),
+        Self::HoldMisuseRelease(Target::First),
+        Self::HoldFail(Target::First),
+        Self::Fail(Target::FirstWrite),
+        Self::HoldMisuseRelease(Target::FirstWrite),
+        Self::HoldFail(Target::FirstWrite),
+    ];
+
+    fn target(self) -> Option<Target> {
+        match self {
+            Self::Answer => None,
+            Self::Fail(t) | Self::HoldMisuseRelease(t) | Self::HoldFail(t) => Some(t),
+        }
+    }
+
+    /// Whether the targeted request is answered `Failed`.
+    pub fn fails(self) -> bool {
+        matches!(self, Self::Fail(_) | Self::HoldFail(_))
+    }
+}
+
+/// How the admission request is answered, by `quotient % 4` of the first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdmissionPlan {
+    /// Admit with the world's ticket (empty), as the honest recordings do.
+    Admit,
+    /// Refuse.
+    Refuse,
+    /// Admit with a ticket of `u16 % (MAX_TICKET + 2)` bytes (a u16 read after the
+    /// fragmentation byte): within the limit, or one past it.
+    Ticket,
+    /// Admit with a ticket of `MAX_TICKET + 1 + byte` bytes (a byte read after the
+    /// fragmentation byte): always too long.
+    TooLong,
+}
+
+/// How the gateway's requests are answered once its stage is reached: the quotient of
+/// the target's first byte by 9 (0, what the committed stage seeds use, answers
+/// everything honestly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerAnswers {
+    /// The admission answer.
+    pub admission: AdmissionPlan,
+    /// The storage plan.
+    pub storage: StoragePlan,
+}
+
+impl ServerAnswers {
+    /// Honest answers.
+    pub const HONEST: Self = Self { admission: AdmissionPlan::Admit, storage: StoragePlan::Answer };
+
+    /// The answers a first-byte quotient picks.
+    pub fn from_quotient(v: u8) -> Self {
+        let admission = [AdmissionPlan::Admit, AdmissionPlan::Refuse, AdmissionPlan::Ticket, AdmissionPlan::TooLong]
+            [usize::from(v % 4)];
+        Self { admission, storage: StoragePlan::ALL[usize::from(v / 4) % StoragePlan::ALL.len()] }
+    }
+
+    /// The target's first byte for `stage` with these answers.
+    pub fn stage_byte(self, stage: ServerStage) -> u8 {
+        let index = ServerStage::ALL.iter().position(|s| *s == stage).unwrap_or(0);
+        let admission = match self.admission {
+            AdmissionPlan::Admit => 0,
+            AdmissionPlan::Refuse => 1,
+            AdmissionPlan::Ticket => 2,
+            AdmissionPlan::TooLong => 3,
+        };
+        let storage = StoragePlan::ALL.iter().position(|p| *p == self.storage).unwrap_or(0);
+        u8::try_from(index + 9 * (admission + 4 * storage)).unwrap_or(0)
+    }
+}
+
+/// The ticket of `len` bytes the target admits with.
+pub fn ticket(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// The target. Input: stage byte (see [`ServerAnswers`]), fragmentation byte, the
+/// ticket length when the admission plan reads one, then the client's bytes.
 pub fn server_states(data: &[u8]) {
     let mut input = Input::new(data);
-    let stage = ServerStage::ALL[input.below(ServerStage::ALL.len())];
+    let first = input.byte();
+    let stage = ServerStage::ALL[usize::from(first) % ServerStage::ALL.len()];
+    let answers = ServerAnswers::from_quotient(first / 9);
     let chunk = input.byte();
-    let stream = input.rest();
     let mut script = stage.build();
-    let established_before = script.server.is_established();
+    let admission = match answers.admission {
+        AdmissionPlan::Admit => Admission::Admit { ticket: script.world.ticket.clone() },
+        AdmissionPlan::Refuse => Admission::Refuse,
+        AdmissionPlan::Ticket => Admission::Admit { ticket: ticket(usize::from(input.u16()) % (MAX_TICKET + 2)) },
+        AdmissionPlan::TooLong => Admission::Admit { ticket: ticket(MAX_TICKET + 1 + usize::from(input.byte())) },
+    };
+    let stream = input.rest();
+
+    // The answers from here on.
+    let admissions: Arc<Mutex<Vec<AdmissionRequest>>> = Arc::default();
+    let (log, answer) = (admissions.clone(), admission.clone());
+    script.pair.admission = Box::new(move |request| {
+        log.lock().unwrap_or_else(|e| e.into_inner()).push(request.clone());
+        answer.clone()
+    });
+    let plan = answers.storage;
+    // The redemption held at `JoinAwaitRedeem` is the plan's target there.
+    let mut armed = stage != ServerStage::JoinAwaitRedeem;
+    script.pair.storage = Box::new(move |request| {
+        let hit = match plan.target() {
+            Some(Target::First) => armed,
+            Some(Target::FirstWrite) => armed && request.writes(),
+            None => false,
+        };
+        if !hit {
+            return StorageAction::Answer;
+        }
+        armed = false;
+        match plan {
+            StoragePlan::Fail(_) => StorageAction::Fail,
+            _ => StorageAction::Hold,
+        }
+    });
+
+    let established_before = script.pair.server.is_established();
     let prefix = script.server_got.clone();
+    let sent_before = script.pair.sent(Dir::ToClient).len();
+    let requests_before = script.pair.requests.len();
+    let store_before = script.world.store.snapshot();
 
     let mut first_error = None;
-    let (mut sent, mut requests, mut verified) = (Vec::new(), Vec::new(), Vec::new());
-    let mut step = |script: &mut Script, result: Result<(), boarding::Error>| {
+    let mut held_at = script.pair.held_storage.as_ref().map(|_| script.pair.requests.len());
+    for piece in chunks(stream, chunk) {
+        let result = script.pair.server.handle_input(script.world.now, piece);
         match (&first_error, result) {
             (None, Err(e)) => first_error = Some(e),
             (Some(e), result) => assert_eq!(result, Err(e.clone()), "the gateway's error did not stick"),
             (None, Ok(())) => {}
         }
-        while let Some(out) = script.server.poll_output() {
-            match out {
-                ServerOutput::Transmit(frame) => sent.push(frame),
-                ServerOutput::Storage(request) if script.held.is_some() => {
-                    panic!("a second storage request while one is pending: {request:?}");
-                }
-                ServerOutput::Storage(request) => {
-                    requests.push(request.clone());
-                    let answer = script.world.store.answer(&request);
-                    let result = script.server.handle_storage(answer);
-                    if let (None, Err(e)) = (&first_error, result) {
-                        first_error = Some(e);
-                    }
-                }
-                ServerOutput::Established(peer) => verified.push(peer),
-            }
+        script.pair.flush();
+        match held_at {
+            Some(n) => assert_eq!(script.pair.requests.len(), n, "a second storage request while one is pending"),
+            None => held_at = script.pair.held_storage.as_ref().map(|_| script.pair.requests.len()),
         }
-    };
-    for piece in chunks(stream, chunk) {
-        let result = script.server.handle_input(script.world.now, piece);
-        step(&mut script, result);
-    }
-    if let Some(request) = script.held.take() {
-        let answer = script.world.store.answer(&request);
-        let result = script.server.handle_storage(answer);
-        step(&mut script, result);
     }
     if let Some(e) = &first_error {
-        assert_eq!(script.server.failure(), Some(e));
-        assert!(!script.server.is_established());
+        assert_eq!(script.pair.server.failure(), Some(e));
+        assert!(!script.pair.server.is_established());
     }
 
-    let alerts = sent.iter().filter(|f| matches!(check_emitted(f), HandshakeMessage::Alert(_))).count();
-    assert!(alerts <= 1, "the gateway sent {alerts} alerts");
+    // The held request, answered late.
+    if let Some(request) = script.pair.held_storage.clone() {
+        if plan.fails() {
+            script.pair.held_storage = None;
+            let result = script.pair.server.handle_storage(StorageAnswer::Failed);
+            let expected = first_error.clone().unwrap_or(Error::Local(LocalFailure::Storage));
+            assert_eq!(result, Err(expected), "a failed store did not fail the gateway");
+            script.pair.flush();
+        } else {
+            if matches!(plan, StoragePlan::HoldMisuseRelease(_)) {
+                assert!(!mismatched(&request).is_empty());
+                probe_server_misuse(&mut script.pair);
+            }
+            script.pair.release_storage();
+        }
+    }
+    let failure = script.pair.server.failure().cloned();
+    let sent: Vec<Vec<u8>> = script.pair.sent(Dir::ToClient)[sent_before..].to_vec();
+    check_failure("gateway", failure.as_ref(), script.pair.outcome().server_error(), &sent);
+    if let Some(expected) = stage.expected() {
+        check_first_frame("gateway", stream, expected, failure.as_ref(), &sent);
+    }
+    probe_server_misuse(&mut script.pair);
+
+    let requests: Vec<StorageRequest> = script.pair.requests[requests_before..].to_vec();
+    let admissions = admissions.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    // The request the storage plan hit: the held redemption at `JoinAwaitRedeem`, else
+    // the first (write) request of this phase.
+    let targeted = match (stage, plan.target()) {
+        (_, None) => None,
+        (ServerStage::JoinAwaitRedeem, Some(_)) => script.pair.requests.get(requests_before.wrapping_sub(1)),
+        (_, Some(Target::First)) => requests.first(),
+        (_, Some(Target::FirstWrite)) => requests.iter().find(|r| r.writes()),
+    };
+    let storage_failed = plan.fails() && targeted.is_some();
+    if storage_failed && !established_before {
+        assert!(
+            failure == Some(Error::Local(LocalFailure::Storage)) || first_error.is_some(),
+            "a failed storage request did not fail the gateway: {failure:?}"
+        );
+    }
 
     // Everything the gateway consumed, from its first byte.
     let mut got = prefix;
@@ -150,19 +354,92 @@ pub fn server_states(data: &[u8]) {
     let seed = recording(Flow::Seed);
     let genuine_join = [&join.client_sent[..], &seed.client_sent[..]];
     let starts = |frames: &[Vec<u8>]| got.starts_with(&concat(frames));
-    for request in &requests {
-        if let StorageRequest::Redeem(r) = request {
-            assert!(
-                genuine_join.iter().any(|frames| starts(&frames[..2])),
-                "redeemed without the genuine hello and proof"
-            );
-            assert_eq!(r.client_id.as_str(), CLIENT_ID);
-            assert_eq!(r.token_id, script.token.id());
+
+    // Admission: only after the genuine hello and proof, for exactly what they proved.
+    for request in &admissions {
+        assert!(genuine_join.iter().any(|frames| starts(&frames[..2])), "asked to admit without the genuine proof");
+        assert_eq!(request.client_id.as_str(), CLIENT_ID);
+        assert_eq!(request.token_id, script.token.id());
+        assert!(request.evidence.is_empty());
+        assert_eq!(Some(&request.labels), store_before.tokens.get(&script.token.id()).map(|t| &t.labels));
+    }
+    assert!(admissions.len() <= 1, "asked to admit {} times", admissions.len());
+    let redeems = requests.iter().filter(|r| matches!(r, StorageRequest::Redeem(_))).count();
+    let ticket_sent = match (&admissions[..], &admission) {
+        ([], _) => script.world.ticket.clone(),
+        ([_], Admission::Refuse) => {
+            assert_eq!(failure, Some(Error::Refused(Refusal::Admission)), "a refused client was not refused");
+            Vec::new()
+        }
+        ([_], Admission::Admit { ticket }) if ticket.len() > MAX_TICKET => {
+            let e = Error::Local(LocalFailure::TicketTooLong { len: ticket.len() });
+            assert_eq!(failure, Some(e), "an over-long ticket did not fail the join");
+            Vec::new()
+        }
+        ([_], Admission::Admit { ticket }) => {
+            assert_eq!(redeems, 1, "an admitted client was not redeemed");
+            ticket.clone()
+        }
+        _ => unreachable!(),
+    };
+    let admission_failed = match (&admissions[..], &admission) {
+        ([_], Admission::Refuse) => true,
+        ([_], Admission::Admit { ticket }) => ticket.len() > MAX_TICKET,
+        _ => false,
+    };
+    if admission_failed {
+        assert_eq!(redeems, 0, "redeemed after the admission failed");
+        assert_eq!(script.world.store.snapshot(), store_before, "a refused admission changed the store");
+    }
+    for frame in &sent {
+        if let HandshakeMessage::ServerFinished(m) = check_emitted(frame) {
+            assert_eq!(m.ticket, ticket_sent, "the gateway sent another ticket than the admitted one");
         }
     }
+
+    for request in &requests {
+        match request {
+            StorageRequest::Redeem(r) => {
+                assert!(
+                    genuine_join.iter().any(|frames| starts(&frames[..2])),
+                    "redeemed without the genuine hello and proof"
+                );
+                assert!(stage.admitted() || admissions.len() == 1, "redeemed without admission");
+                assert_eq!(r.client_id.as_str(), CLIENT_ID);
+                assert_eq!(r.token_id, script.token.id());
+            }
+            StorageRequest::LookupKeyring { .. } => {
+                // The share is checked before the lookup: a non-contributory one never gets here.
+                let frame = peek_handshake_frame(stream).ok().flatten();
+                if let Some(HandshakeMessage::ResumeHello(hello)) =
+                    frame.and_then(|f| HandshakeMessage::decode(f.frame_type, f.body).ok())
+                {
+                    assert!(!low_order(&hello.ephemeral), "looked up a keyring for a non-contributory share");
+                }
+            }
+            _ => {}
+        }
+    }
+    if stage == ServerStage::ExpectHello
+        && let Some(Ok(HandshakeMessage::ResumeHello(hello))) =
+            peek_handshake_frame(stream).ok().flatten().map(|f| HandshakeMessage::decode(f.frame_type, f.body))
+        && low_order(&hello.ephemeral)
+    {
+        assert!(
+            matches!(
+                failure,
+                Some(
+                    Error::PeerIncompatible(_)
+                        | Error::Refused(Refusal::InvalidClientId)
+                        | Error::PeerMisbehaved(PeerMisbehaved::NonContributoryShare)
+                )
+            ),
+            "a non-contributory resume share was not refused: {failure:?}"
+        );
+    }
+
     let resume = recording(Flow::Resume);
-    for peer in &verified {
-        assert!(!established_before);
+    if let Some(peer) = script.pair.peer.as_ref().filter(|_| !established_before) {
         let genuine = match stage.flow() {
             Flow::Join | Flow::Seed => genuine_join.iter().any(|frames| starts(&frames[..3])),
             Flow::Resume => starts(&resume.client_sent[..2]),
@@ -174,14 +451,21 @@ pub fn server_states(data: &[u8]) {
         assert_eq!(peer.resumed(), stage.flow() == Flow::Resume);
     }
 
-    // Liveness: the genuine exchange always completes, however it is fragmented.
+    // Liveness: the genuine exchange always completes, however it is fragmented, when
+    // every answer is the honest one (a held answer given late, after misuse, is).
     let complete = match stage.flow() {
         Flow::Join | Flow::Seed => genuine_join.iter().any(|frames| starts(&frames[..3])),
         Flow::Resume => starts(&resume.client_sent[..2]),
         Flow::ResumeUnknown => false,
     };
-    if complete && !established_before {
-        assert!(script.server.is_established(), "the genuine exchange did not complete: {first_error:?}");
+    let honest_admission = admissions.is_empty() || admission == Admission::Admit { ticket: Vec::new() };
+    if complete && !established_before && !storage_failed {
+        if honest_admission {
+            assert!(script.pair.server.is_established(), "the genuine exchange did not complete: {failure:?}");
+        } else if ticket_sent.len() <= MAX_TICKET && !ticket_sent.is_empty() {
+            // The agent's recorded confirmation covers the empty ticket, not this one.
+            assert_eq!(failure, Some(Error::PeerMisbehaved(PeerMisbehaved::BadClientProof)));
+        }
     }
 
     // The store: one token use at most, one client id at most, confirmed only by a
@@ -195,18 +479,27 @@ pub fn server_states(data: &[u8]) {
         assert_eq!(token.use_count, 1);
         if record.confirmed {
             let joining = matches!(stage.flow(), Flow::Join | Flow::Seed);
-            assert!(!joining || script.server.is_established() || established_before, "confirmed without a join");
+            let established = script.pair.server.is_established();
+            assert!(!joining || established || established_before, "confirmed without a join");
         }
     }
 
     if established_before {
-        assert!(sent.is_empty() && requests.is_empty());
-        let Script { client, server, .. } = script;
-        let mut server = server.into_session().unwrap_or_else(|e| panic!("no session: {e}"));
+        assert!(sent.is_empty() && requests.is_empty() && admissions.is_empty());
+        if failure.is_some() {
+            // Only an overflowing receive buffer fails a completed handshake.
+            return;
+        }
+        let (mut client, mut server) = script.pair.into_sessions().unwrap_or_else(|e| panic!("no sessions: {e}"));
         assert_eq!(server.buffered, stream, "bytes after the handshake were not kept for the channel");
-        let mut client = client.into_session().unwrap_or_else(|e| panic!("no agent session: {e}"));
         let mut buf = [0u8; 64];
         let n = client.channel.seal(b"ping", &mut buf).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(server.channel.open(&buf[..n]), Ok(Received::Data(&b"ping"[..])));
     }
+}
+
+/// Whether an X25519 share is one of the two low-order points anyone would try first
+/// (zero, and the point of order one): the core must refuse both.
+fn low_order(share: &[u8; 32]) -> bool {
+    share[1..].iter().all(|&b| b == 0) && share[0] <= 1
 }

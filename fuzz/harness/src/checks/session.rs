@@ -1,36 +1,47 @@
 //! The whole-session target: real agents and a real gateway (real crypto, one shared
-//! in-memory store) over a network the fuzzer controls. Each input byte picks a
-//! connection and an action: deliver, drop, duplicate, reorder, flip a bit, split,
-//! truncate, inject any message recorded earlier in the run, acknowledge a persist,
-//! fail the next storage request, open a new join (a retry, or a second client) or a
-//! resume, and send channel data once a session is up. The worlds are seeded, so
-//! every input replays exactly.
+//! in-memory store) over a network the fuzzer controls. Each connection is a memory
+//! driver [`Pair`], whose one run loop drains both sides and answers their requests
+//! through hooks the fuzzer steers. Each input byte picks a connection and an action:
+//! deliver, drop, duplicate, reorder, flip a bit, split, truncate, inject any message
+//! recorded earlier in the run, acknowledge or fail a persist, fail, hold, release or
+//! fail late the gateway's storage requests, refuse the next admission or admit it
+//! with a ticket of any length, answer either side what it did not ask for, open a new
+//! join (a retry, or a second client) or a resume, and send channel data once a
+//! session is up. The worlds are seeded, so every input replays exactly.
 //!
 //! Asserted after every action:
 //! * an agent completes only if the head of what it received is exactly what its
-//!   gateway sent, and a gateway reports a verified client (or redeems) only if the
-//!   head of what it received is exactly what its agent sent: nothing tampered is
-//!   accepted;
+//!   gateway sent, and a gateway asks for admission, redeems or reports a verified
+//!   client only if the head of what it received is exactly what its agent sent:
+//!   nothing tampered is accepted; it redeems only what its application admitted;
+//! * a failure is reported as an output and sends at most one alert, last; an answer
+//!   nobody asked for is misuse and changes nothing;
 //! * when both ends of a connection complete they hold the same keys (a frame sealed
 //!   on either end opens on the other), the gateway's verified client names the
-//!   agent's client id, token and kind, and the store holds the agent's keyring,
-//!   confirmed;
+//!   agent's client id, token and kind, the agent received the admitted ticket, and the
+//!   store holds the agent's keyring, confirmed;
 //! * on the channel, only the next genuine frame is ever accepted as data;
-//! * the token is charged exactly once per client id it binds (a retry is free), never
-//!   beyond its uses, and a confirmed keyring never changes and is one an agent holds.
+//! * the token is charged exactly once per client id it binds (a retry is free, a
+//!   refused admission costs nothing), never beyond its uses, and a confirmed keyring
+//!   never changes and is one an agent acknowledged persisting.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use boarding::Error;
 use boarding::channel::Received;
-use boarding::client::{Client, ClientOutput, ClientSession, JoinConfig, Joined, ResumeConfig, SavedKeyring};
+use boarding::client::{ClientSession, PersistFailed, SavedKeyring};
+use boarding::error::{LocalFailure, Refusal};
 use boarding::identity::ClientId;
 use boarding::keys::KeyringId;
-use boarding::server::{Server, ServerOutput, ServerSession, VerifiedClient};
+use boarding::messages::MAX_TICKET;
+use boarding::server::{Admission, AdmissionRequest, ServerSession};
 use boarding::storage::{StorageAnswer, StorageRequest};
 use boarding::token::BootstrapToken;
-use boarding_memory::World;
+use boarding_memory::{Dir, Pair, PersistAction, StorageAction, World};
 
 use super::channel::{Receiver, Sealed};
+use super::contract::{check_failure, probe_client_misuse, probe_server_misuse};
 use super::fixtures::{check_emitted, concat};
 use super::input::Input;
 
@@ -70,12 +81,31 @@ pub mod action {
     pub const CONNECT: u8 = 13;
     /// Seal channel data (parameter: bit 0 direction, the rest the length; then the bytes).
     pub const SEND: u8 = 14;
+    /// Answer a request another way, or answer what was not asked (parameter: the low
+    /// three bits pick one of [`super::answer`]).
+    pub const ANSWER: u8 = 15;
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dir {
-    ToServer,
-    ToClient,
+/// The sub-actions of [`action::ANSWER`], by the low three bits of its parameter.
+pub mod answer {
+    /// Tell the agent its keyring could not be stored.
+    pub const PERSIST_FAILED: u8 = 0;
+    /// Refuse the connection's next admission.
+    pub const REFUSE: u8 = 1;
+    /// Admit the connection's next join with a ticket of `u16 % (MAX_TICKET + 2)` bytes
+    /// (a u16 follows): within the limit, or one past it.
+    pub const TICKET: u8 = 2;
+    /// Hold the gateway's next storage request unanswered.
+    pub const HOLD_STORAGE: u8 = 3;
+    /// Answer the held storage request from the store.
+    pub const RELEASE_STORAGE: u8 = 4;
+    /// Answer the held storage request `Failed`.
+    pub const FAIL_HELD: u8 = 5;
+    /// Answer the gateway what it did not ask for (every mismatched storage answer, and
+    /// admission): misuse.
+    pub const GATEWAY_MISUSE: u8 = 6;
+    /// Answer the agent a persist it did not ask for: misuse.
+    pub const AGENT_MISUSE: u8 = 7;
 }
 
 #[derive(Debug)]
@@ -88,27 +118,60 @@ struct Sessions {
     /// What the gateway sealed, and what the agent accepted of it.
     s2c: Vec<Sealed>,
     client_rx: Receiver,
+    /// Frames in flight, handed over from the pair when both ends completed.
+    to_server: VecDeque<Vec<u8>>,
+    to_client: VecDeque<Vec<u8>>,
+}
+
+/// How one connection's hooks answer, steered by the fuzzer.
+#[derive(Debug, Default)]
+struct Steering {
+    fail_next: bool,
+    hold_next: bool,
+    next_admission: Option<Admission>,
+    /// Every admission request and its answer.
+    admitted: Vec<(AdmissionRequest, Admission)>,
 }
 
 #[derive(Debug)]
 struct Conn {
-    client: Option<Client>,
-    server: Option<Server>,
+    /// The handshake, until both ends complete.
+    pair: Option<Box<Pair>>,
+    /// The sessions, after.
+    sessions: Option<Box<Sessions>>,
     client_id: ClientId,
     resume: Option<SavedKeyring>,
-    to_server: VecDeque<Vec<u8>>,
-    to_client: VecDeque<Vec<u8>>,
+    steering: Arc<Mutex<Steering>>,
+    /// How much of the pair's log has been looked at.
+    logged: usize,
     client_sent: Vec<Vec<u8>>,
     server_sent: Vec<Vec<u8>>,
     client_got: Vec<u8>,
     server_got: Vec<u8>,
-    pending_persist: Option<SavedKeyring>,
-    saved: Option<SavedKeyring>,
-    joined: Option<Joined>,
-    peer: Option<VerifiedClient>,
-    redeemed: bool,
-    fail_storage: bool,
-    sessions: Option<Box<Sessions>>,
+    /// The keyring the agent was told is stored.
+    acked: Option<SavedKeyring>,
+}
+
+fn lock(steering: &Mutex<Steering>) -> MutexGuard<'_, Steering> {
+    steering.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Conn {
+    fn queue(&mut self, dir: Dir) -> Option<&mut VecDeque<Vec<u8>>> {
+        if let Some(pair) = self.pair.as_mut() {
+            return Some(pair.in_flight(dir));
+        }
+        let s = self.sessions.as_mut()?;
+        Some(match dir {
+            Dir::ToServer => &mut s.to_server,
+            Dir::ToClient => &mut s.to_client,
+        })
+    }
+}
+
+/// The ticket of `len` bytes the target admits with.
+pub fn ticket(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 253) as u8).collect()
 }
 
 struct Net {
@@ -118,10 +181,14 @@ struct Net {
     conns: Vec<Conn>,
     /// Every message any side sent in this run (handshake and channel frames).
     recorded: Vec<Vec<u8>>,
-    /// Every keyring an agent persisted.
+    /// Every keyring an agent was told is stored.
     persisted: Vec<SavedKeyring>,
     /// Keyrings seen confirmed: they may never change.
     confirmed: BTreeMap<ClientId, KeyringId>,
+    /// Admissions refused (or failed for an over-long ticket).
+    refused: usize,
+    /// Persists answered `PersistFailed`.
+    persist_failed: usize,
 }
 
 impl Net {
@@ -129,95 +196,73 @@ impl Net {
         if self.conns.len() >= MAX_CONNECTIONS {
             return;
         }
-        let (client, client_id) = match resume {
-            Some(ref saved) => {
-                (Client::resume(ResumeConfig::new(saved.clone()), &mut self.world.rng()), saved.client_id.clone())
-            }
+        let (pair, client_id) = match resume {
+            Some(ref saved) => (self.world.resume_pair(saved), saved.client_id.clone()),
             None => {
-                let config: JoinConfig = self.world.join_config(client_id, &self.token);
                 let id = ClientId::new(client_id).unwrap_or_else(|e| panic!("{e}"));
-                (Client::join(config, &mut self.world.rng()), id)
+                (self.world.join_pair(client_id, &self.token), id)
             }
         };
-        let server = Server::new(self.world.config.clone(), &mut self.world.rng());
+        let steering: Arc<Mutex<Steering>> = Arc::default();
+        let (s1, s2) = (steering.clone(), steering.clone());
+        let pair = pair
+            .with_persist(PersistAction::Hold)
+            .with_storage(move |_| {
+                let mut s = lock(&s1);
+                if std::mem::take(&mut s.fail_next) {
+                    StorageAction::Fail
+                } else if std::mem::take(&mut s.hold_next) {
+                    StorageAction::Hold
+                } else {
+                    StorageAction::Answer
+                }
+            })
+            .with_admission(move |request| {
+                let mut s = lock(&s2);
+                let answer = s.next_admission.take().unwrap_or_else(Admission::admit);
+                s.admitted.push((request.clone(), answer.clone()));
+                answer
+            });
         self.conns.push(Conn {
-            client: Some(client),
-            server: Some(server),
+            pair: Some(Box::new(pair)),
+            sessions: None,
             client_id,
             resume,
-            to_server: VecDeque::new(),
-            to_client: VecDeque::new(),
+            steering,
+            logged: 0,
             client_sent: Vec::new(),
             server_sent: Vec::new(),
             client_got: Vec::new(),
             server_got: Vec::new(),
-            pending_persist: None,
-            saved: None,
-            joined: None,
-            peer: None,
-            redeemed: false,
-            fail_storage: false,
-            sessions: None,
+            acked: None,
         });
         let last = self.conns.len() - 1;
-        self.flush(last);
+        self.sync(last);
     }
 
-    /// Drains both ends' outputs, answering storage from the shared store.
-    fn flush(&mut self, i: usize) {
+    /// Lets the pair's loop drain both ends, records what they sent, and checks.
+    fn sync(&mut self, i: usize) {
         let conn = &mut self.conns[i];
-        loop {
-            let mut moved = false;
-            if let Some(client) = conn.client.as_mut() {
-                while let Some(out) = client.poll_output() {
-                    moved = true;
-                    match out {
-                        ClientOutput::Transmit(frame) => {
-                            check_emitted(&frame);
-                            self.recorded.push(frame.clone());
-                            conn.client_sent.push(frame.clone());
-                            conn.to_server.push_back(frame);
-                        }
-                        ClientOutput::PersistKeyring(saved) => conn.pending_persist = Some(saved),
-                        ClientOutput::Established(joined) => conn.joined = Some(joined),
-                    }
+        if let Some(pair) = conn.pair.as_mut() {
+            pair.flush();
+            for (dir, frame) in &pair.log[conn.logged..] {
+                check_emitted(frame);
+                self.recorded.push(frame.clone());
+                match dir {
+                    Dir::ToServer => conn.client_sent.push(frame.clone()),
+                    Dir::ToClient => conn.server_sent.push(frame.clone()),
                 }
             }
-            if let Some(server) = conn.server.as_mut() {
-                while let Some(out) = server.poll_output() {
-                    moved = true;
-                    match out {
-                        ServerOutput::Transmit(frame) => {
-                            check_emitted(&frame);
-                            self.recorded.push(frame.clone());
-                            conn.server_sent.push(frame.clone());
-                            conn.to_client.push_back(frame);
-                        }
-                        ServerOutput::Storage(request) => {
-                            if matches!(request, StorageRequest::Redeem(_)) {
-                                conn.redeemed = true;
-                            }
-                            let answer = if std::mem::take(&mut conn.fail_storage) {
-                                StorageAnswer::Failed
-                            } else {
-                                self.world.store.answer(&request)
-                            };
-                            let _ = server.handle_storage(answer);
-                        }
-                        ServerOutput::Established(peer) => conn.peer = Some(peer),
-                    }
-                }
-            }
-            if !moved {
-                break;
-            }
+            conn.logged = pair.log.len();
         }
         self.check_handshake(i);
     }
 
-    /// Nothing tampered is accepted; completed connections agree on everything.
+    /// Nothing tampered is accepted; failures keep the contract; completed
+    /// connections agree on everything.
     fn check_handshake(&mut self, i: usize) {
         let conn = &mut self.conns[i];
+        let Some(pair) = conn.pair.as_ref() else { return };
         let join = conn.resume.is_none();
         let accepted_by_client = |n: usize| {
             conn.client_got.starts_with(&concat(&conn.server_sent[..n.min(conn.server_sent.len())]))
@@ -227,34 +272,51 @@ impl Net {
             conn.server_got.starts_with(&concat(&conn.client_sent[..n.min(conn.client_sent.len())]))
                 && conn.client_sent.len() >= n
         };
-        if conn.pending_persist.is_some() || conn.saved.is_some() {
+        if pair.saved.is_some() {
             assert!(join && accepted_by_client(2), "the agent accepted a join its gateway did not send");
         }
-        if conn.joined.is_some() {
+        if pair.info.is_some() {
             assert!(accepted_by_client(if join { 2 } else { 1 }), "the agent completed on tampered messages");
         }
-        if conn.redeemed {
-            assert!(join && accepted_by_server(2), "the gateway redeemed on a hello and proof its agent did not send");
+        let steering = lock(&conn.steering);
+        assert!(steering.admitted.len() <= 1, "asked to admit one connection twice");
+        for (request, _) in &steering.admitted {
+            assert!(join && accepted_by_server(2), "the gateway asked to admit on a proof its agent did not send");
+            assert_eq!(&request.client_id, &conn.client_id);
+            assert_eq!(request.token_id, self.token.id());
         }
-        if conn.peer.is_some() {
+        let admitted_ticket = match steering.admitted.first() {
+            Some((_, Admission::Admit { ticket })) if ticket.len() <= MAX_TICKET => Some(ticket.clone()),
+            _ => None,
+        };
+        drop(steering);
+        if pair.requests.iter().any(|r| matches!(r, StorageRequest::Redeem(_))) {
+            assert!(join && accepted_by_server(2), "the gateway redeemed on a hello and proof its agent did not send");
+            assert!(admitted_ticket.is_some(), "the gateway redeemed a client its application did not admit");
+        }
+        if pair.peer.is_some() {
             assert!(accepted_by_server(if join { 3 } else { 2 }), "the gateway verified tampered messages");
         }
-        let both = conn.client.as_ref().is_some_and(Client::is_established)
-            && conn.server.as_ref().is_some_and(Server::is_established);
-        if !both || conn.sessions.is_some() {
+        let outcome = pair.outcome();
+        check_failure("agent", pair.client.failure(), outcome.client_error(), &conn.client_sent);
+        check_failure("gateway", pair.server.failure(), outcome.server_error(), &conn.server_sent);
+        if !outcome.both_established() {
             return;
         }
-        let (Some(client), Some(server)) = (conn.client.take(), conn.server.take()) else { return };
-        let client = client.into_session().unwrap_or_else(|e| panic!("{e}"));
-        let server = server.into_session().unwrap_or_else(|e| panic!("{e}"));
+        let Some(mut pair) = conn.pair.take() else { return };
+        let to_server = std::mem::take(pair.in_flight(Dir::ToServer));
+        let to_client = std::mem::take(pair.in_flight(Dir::ToClient));
+        let (client, server) = pair.into_sessions().unwrap_or_else(|e| panic!("{e}"));
         // Same identity on both ends.
         let peer = &server.peer;
         assert_eq!(peer.client_id(), &conn.client_id, "the gateway verified another client id");
         assert_eq!(peer.token_id(), self.token.id(), "the gateway verified another token");
         assert_eq!(peer.resumed(), !join);
-        assert_eq!(client.joined.resumed, !join);
-        assert_eq!(client.joined.gateway_pin, self.world.config.pin());
-        assert_eq!(client.joined.suite, server.channel.suite());
+        assert_eq!(client.info.resumed, !join);
+        assert_eq!(client.info.gateway_pin, self.world.config.pin());
+        assert_eq!(client.info.suite, server.channel.suite());
+        let expected_ticket = if join { admitted_ticket } else { Some(Vec::new()) };
+        assert_eq!(Some(&client.info.ticket), expected_ticket.as_ref(), "the agent got another ticket");
         // Same keys, both directions.
         let mut buf = [0u8; 64];
         let n = client.channel.clone().seal(b"c2s", &mut buf).unwrap_or_else(|e| panic!("{e}"));
@@ -264,7 +326,7 @@ impl Net {
         // The store holds the keyring the agent holds, confirmed.
         let record = self.world.store.keyring(&conn.client_id).unwrap_or_else(|| panic!("no keyring record"));
         assert!(record.confirmed, "both ends completed but the keyring is unconfirmed");
-        let held = conn.saved.as_ref().or(conn.resume.as_ref()).unwrap_or_else(|| panic!("the agent holds nothing"));
+        let held = conn.acked.as_ref().or(conn.resume.as_ref()).unwrap_or_else(|| panic!("the agent holds nothing"));
         assert_eq!(record.keyring, held.keyring, "the store and the agent hold different keyrings");
         let mut sessions = Sessions {
             server_rx: Receiver::new(server.channel.clone()),
@@ -273,6 +335,8 @@ impl Net {
             server,
             c2s: Vec::new(),
             s2c: Vec::new(),
+            to_server,
+            to_client,
         };
         // Bytes that followed the handshake are the channel's first input.
         let (cb, sb) = (std::mem::take(&mut sessions.client.buffered), std::mem::take(&mut sessions.server.buffered));
@@ -286,35 +350,31 @@ impl Net {
     }
 
     fn deliver(&mut self, i: usize, dir: Dir) {
-        let now = self.world.now;
         let conn = &mut self.conns[i];
-        let queue = match dir {
-            Dir::ToServer => &mut conn.to_server,
-            Dir::ToClient => &mut conn.to_client,
-        };
-        let Some(bytes) = queue.pop_front() else { return };
         if let Some(s) = conn.sessions.as_mut() {
             match dir {
-                Dir::ToServer => s.server_rx.deliver(&bytes, &s.c2s),
-                Dir::ToClient => s.client_rx.deliver(&bytes, &s.s2c),
+                Dir::ToServer => {
+                    if let Some(bytes) = s.to_server.pop_front() {
+                        s.server_rx.deliver(&bytes, &s.c2s);
+                    }
+                }
+                Dir::ToClient => {
+                    if let Some(bytes) = s.to_client.pop_front() {
+                        s.client_rx.deliver(&bytes, &s.s2c);
+                    }
+                }
             }
             return;
         }
+        let Some(pair) = conn.pair.as_mut() else { return };
+        pair.flush();
+        let Some(bytes) = pair.in_flight(dir).front() else { return };
         match dir {
-            Dir::ToServer => {
-                conn.server_got.extend_from_slice(&bytes);
-                if let Some(server) = conn.server.as_mut() {
-                    let _ = server.handle_input(now, &bytes);
-                }
-            }
-            Dir::ToClient => {
-                conn.client_got.extend_from_slice(&bytes);
-                if let Some(client) = conn.client.as_mut() {
-                    let _ = client.handle_input(&bytes);
-                }
-            }
+            Dir::ToServer => conn.server_got.extend_from_slice(bytes),
+            Dir::ToClient => conn.client_got.extend_from_slice(bytes),
         }
-        self.flush(i);
+        pair.step(dir);
+        self.sync(i);
     }
 
     fn send(&mut self, i: usize, dir: Dir, payload: &[u8]) {
@@ -322,8 +382,8 @@ impl Net {
         let Some(s) = conn.sessions.as_mut() else { return };
         let mut buf = vec![0u8; payload.len() + boarding::channel::FRAME_OVERHEAD];
         let (channel, sealed, queue) = match dir {
-            Dir::ToServer => (&mut s.client.channel, &mut s.c2s, &mut conn.to_server),
-            Dir::ToClient => (&mut s.server.channel, &mut s.s2c, &mut conn.to_client),
+            Dir::ToServer => (&mut s.client.channel, &mut s.c2s, &mut s.to_server),
+            Dir::ToClient => (&mut s.server.channel, &mut s.s2c, &mut s.to_client),
         };
         if let Ok(n) = channel.seal(payload, &mut buf) {
             sealed.push((buf[..n].to_vec(), Some(payload.to_vec())));
@@ -332,13 +392,56 @@ impl Net {
         }
     }
 
-    fn persist(&mut self, i: usize) {
+    /// Answers the agent's pending persist: stored, or failed.
+    fn persist(&mut self, i: usize, outcome: Result<(), PersistFailed>) {
         let conn = &mut self.conns[i];
-        let (Some(saved), Some(client)) = (conn.pending_persist.take(), conn.client.as_mut()) else { return };
-        self.persisted.push(saved.clone());
-        conn.saved = Some(saved);
-        let _ = client.handle_persisted();
-        self.flush(i);
+        let Some(pair) = conn.pair.as_mut().filter(|p| p.held_persist) else { return };
+        let saved = pair.saved.clone().unwrap_or_else(|| panic!("a persist is held but nothing was saved"));
+        let failed_before = pair.client.failure().cloned();
+        if outcome.is_ok() {
+            self.persisted.push(saved.clone());
+            conn.acked = Some(saved);
+        } else {
+            self.persist_failed += 1;
+        }
+        pair.release_persist(outcome);
+        if outcome.is_err() {
+            let expected = failed_before.unwrap_or(Error::Local(LocalFailure::Persist));
+            assert_eq!(pair.client.failure(), Some(&expected), "a failed persist did not fail the join");
+        }
+        self.sync(i);
+    }
+
+    /// One of [`answer`]'s sub-actions.
+    fn answer(&mut self, i: usize, what: u8, input: &mut Input<'_>) {
+        let steering = self.conns[i].steering.clone();
+        match what {
+            answer::PERSIST_FAILED => return self.persist(i, Err(PersistFailed)),
+            answer::REFUSE => lock(&steering).next_admission = Some(Admission::Refuse),
+            answer::TICKET => {
+                let len = usize::from(input.u16()) % (MAX_TICKET + 2);
+                lock(&steering).next_admission = Some(Admission::Admit { ticket: ticket(len) });
+            }
+            answer::HOLD_STORAGE => lock(&steering).hold_next = true,
+            _ => {
+                let Some(pair) = self.conns[i].pair.as_mut() else { return };
+                match what {
+                    answer::RELEASE_STORAGE => {
+                        pair.release_storage();
+                    }
+                    answer::FAIL_HELD => {
+                        if pair.held_storage.take().is_some() {
+                            let expected =
+                                pair.server.failure().cloned().unwrap_or(Error::Local(LocalFailure::Storage));
+                            assert_eq!(pair.server.handle_storage(StorageAnswer::Failed), Err(expected));
+                        }
+                    }
+                    answer::GATEWAY_MISUSE => probe_server_misuse(pair),
+                    _ => probe_client_misuse(pair),
+                }
+            }
+        }
+        self.sync(i);
     }
 
     /// The token is charged once per client id it binds; confirmed keyrings are
@@ -359,13 +462,24 @@ impl Net {
             }
             if record.confirmed {
                 let held = self.persisted.iter().any(|s| &s.client_id == id && s.keyring == record.keyring);
-                assert!(held, "a keyring no agent holds was confirmed");
+                assert!(held, "a keyring no agent acknowledged persisting was confirmed");
                 self.confirmed.insert(id.clone(), record.keyring.id());
             }
         }
         for id in self.confirmed.keys() {
             assert!(snapshot.keyrings.contains_key(id), "a confirmed keyring vanished");
         }
+        self.refused = self
+            .conns
+            .iter()
+            .filter_map(|c| c.pair.as_ref())
+            .filter(|p| {
+                matches!(
+                    p.server.failure(),
+                    Some(Error::Refused(Refusal::Admission) | Error::Local(LocalFailure::TicketTooLong { .. }))
+                )
+            })
+            .count();
     }
 }
 
@@ -381,6 +495,10 @@ pub struct Summary {
     pub frames_accepted: usize,
     /// The token's final use count.
     pub use_count: u32,
+    /// Connections whose admission was refused (or failed for an over-long ticket).
+    pub refused: usize,
+    /// Persists answered `PersistFailed`.
+    pub persist_failed: usize,
 }
 
 /// The target. Input: a setup byte (world seed and token uses), then actions.
@@ -403,6 +521,8 @@ pub fn run(data: &[u8]) -> Summary {
         recorded: Vec::new(),
         persisted: Vec::new(),
         confirmed: BTreeMap::new(),
+        refused: 0,
+        persist_failed: 0,
     };
     net.connect(None, CLIENT_IDS[0]);
     for _ in 0..MAX_ACTIONS {
@@ -420,11 +540,7 @@ pub fn run(data: &[u8]) -> Summary {
                 let extra = if matches!(action, 7 | 8 | 10) { usize::from(input.u16()) } else { 0 };
                 let recorded_len = net.recorded.len();
                 let injected = (action == 10 && recorded_len > 0).then(|| net.recorded[extra % recorded_len].clone());
-                let conn = &mut net.conns[i];
-                let queue = match dir {
-                    Dir::ToServer => &mut conn.to_server,
-                    Dir::ToClient => &mut conn.to_client,
-                };
+                let Some(queue) = net.conns[i].queue(dir) else { continue };
                 match action {
                     4 => {
                         queue.pop_front();
@@ -464,8 +580,8 @@ pub fn run(data: &[u8]) -> Summary {
                     }
                 }
             }
-            11 => net.persist(i),
-            12 => net.conns[i].fail_storage = true,
+            11 => net.persist(i, Ok(())),
+            12 => lock(&net.conns[i].steering).fail_next = true,
             13 => {
                 let p = input.byte();
                 let resume = (p & 1 == 1 && !net.persisted.is_empty())
@@ -478,12 +594,15 @@ pub fn run(data: &[u8]) -> Summary {
                 let payload = input.take(usize::from(p >> 1)).to_vec();
                 net.send(i, dir, &payload);
             }
-            _ => {}
+            _ => {
+                let p = input.byte();
+                net.answer(i, p & 7, &mut input);
+            }
         }
         net.check_store();
     }
     for i in 0..net.conns.len() {
-        net.check_handshake(i);
+        net.sync(i);
     }
     net.check_store();
     Summary {
@@ -496,5 +615,7 @@ pub fn run(data: &[u8]) -> Summary {
             .map(|s| s.server_rx.opened + s.client_rx.opened)
             .sum(),
         use_count: net.world.store.token(net.token.id()).map_or(0, |t| t.use_count),
+        refused: net.refused,
+        persist_failed: net.persist_failed,
     }
 }
