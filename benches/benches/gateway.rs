@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use boarding::client::SavedKeyring;
-use boarding::identity::{ClientId, GatewayIdentity};
+use boarding::identity::{ClientId, ServerIdentity};
 use boarding::token::{BootstrapToken, TokenRecord};
 use boarding_smol::{
     Agent, Gateway, GatewayConfig, KeyringStore as _, MemoryKeyringStore, MemoryStore, Store as _, echo,
@@ -68,7 +68,7 @@ fn main() {
         // as high as the global one here.
         let config =
             GatewayConfig { max_handshakes: 4096, max_handshakes_per_source: 4096, ..GatewayConfig::default() };
-        let gateway = Gateway::new(GatewayIdentity::from_seed([9; 32]), MemoryStore::new(), config)
+        let gateway = Gateway::new(ServerIdentity::from_seed([9; 32]), MemoryStore::new(), config)
             .unwrap_or_else(|e| panic!("gateway: {e}"));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("bind: {e}"));
         let serving = gateway.serve(listener, echo).unwrap_or_else(|e| panic!("serve: {e}"));

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use boarding::channel::{Channel, FRAME_OVERHEAD, Received, Side};
 use boarding::client::{Client, ClientSession, JoinConfig, ResumeConfig, SavedKeyring};
-use boarding::identity::{ClientId, GatewayIdentity};
+use boarding::identity::{ClientId, ServerIdentity};
 use boarding::keys::{SessionKeys, SymmetricKey};
 use boarding::server::{Server, ServerConfig, ServerSession};
 use boarding::storage::{KeyringRecord, Redemption, StorageAnswer, StorageRequest};
@@ -368,7 +368,7 @@ impl HandshakeFixture {
     /// A gateway, a token and one completed join (whose keyring the resumes use).
     pub fn new() -> Self {
         let mut rng = ChaCha20Rng::seed_from_u64(6);
-        let identity = GatewayIdentity::from_seed([7; 32]);
+        let identity = ServerIdentity::from_seed([7; 32]);
         let token: BootstrapToken = "abcdef.0123456789abcdef".parse().unwrap_or_else(|e| panic!("token: {e}"));
         let record = TokenRecord::new(token.clone(), None, 0);
         let client_id = ClientId::new("node-1").unwrap_or_else(|e| panic!("client id: {e}"));
@@ -381,7 +381,7 @@ impl HandshakeFixture {
             join,
             saved: SavedKeyring {
                 client_id: client_id.clone(),
-                gateway_pin: server.pin(),
+                server_pin: server.pin(),
                 token_id: record.id(),
                 keyring: boarding::keys::Keyring {
                     c2s: SymmetricKey::from_bytes([0; 32]),

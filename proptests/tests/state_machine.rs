@@ -424,7 +424,7 @@ impl StateMachineTest for Harness {
                 // An agent that never joined resumes with a keyring of its own making.
                 let saved = sys.agents[agent].saved.clone().unwrap_or_else(|| SavedKeyring {
                     client_id: sys.agents[agent].id.clone(),
-                    gateway_pin: sys.world.config.pin(),
+                    server_pin: sys.world.config.pin(),
                     token_id: sys.tokens[sys.agents[agent].token].id(),
                     keyring: boarding::keys::Keyring {
                         c2s: boarding::keys::SymmetricKey::from_bytes([7; 32]),

@@ -103,8 +103,9 @@ impl std::error::Error for EvidenceTooLong {}
 pub struct SavedKeyring {
     /// The agent's client id.
     pub client_id: ClientId,
-    /// The gateway it joined (resumes bind to this pin).
-    pub gateway_pin: Pin,
+    /// The gateway it joined (resumes bind to this pin). Stored as `gateway_pin`.
+    #[serde(rename = "gateway_pin")]
+    pub server_pin: Pin,
     /// The token it joined with.
     pub token_id: TokenId,
     /// The static keys.
@@ -150,7 +151,7 @@ pub struct PersistFailed;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
     /// The gateway's pin.
-    pub gateway_pin: Pin,
+    pub server_pin: Pin,
     /// The negotiated MAC suite.
     pub suite: MacSuite,
     /// The ticket the gateway sent with the join (empty on resume).
@@ -382,9 +383,9 @@ fn on_challenge(
 ) -> Result<State, Error> {
     let suite = check_choice(m.version, m.suite, &s.hello.versions, &s.hello.suites)?;
     // The pin that matched (the presented key's) is the one the key schedule binds.
-    let gateway_pin = Pin::from_ed25519(&m.identity_key);
-    if !gateway_pin.matches_any(&s.config.pins) {
-        return Err(Refusal::WrongPin { presented: gateway_pin }.into());
+    let server_pin = Pin::from_ed25519(&m.identity_key);
+    if !server_pin.matches_any(&s.config.pins) {
+        return Err(Refusal::WrongPin { presented: server_pin }.into());
     }
     let token = &s.config.token;
     let th = s.transcript.hash_partial(FrameType::ServerChallenge as u8, &m.signed_part());
@@ -413,11 +414,11 @@ fn on_challenge(
     auth.proof = hs256_detached(&th_proof, token.id().as_str(), token.secret().expose());
     let auth_frame = auth.to_frame();
     transcript.add_frame(&auth_frame);
-    let secrets = join_secrets(&dh, token.secret(), &transcript.current(), &s.config.client_id, &gateway_pin);
+    let secrets = join_secrets(&dh, token.secret(), &transcript.current(), &s.config.client_id, &server_pin);
     outbox.transmit(auth_frame);
     let saved = SavedKeyring {
         client_id: s.config.client_id.clone(),
-        gateway_pin,
+        server_pin,
         token_id: token.id(),
         keyring: secrets.keyring.clone(),
     };
@@ -436,7 +437,7 @@ fn on_server_finished(
     }
     let mut transcript = s.transcript;
     transcript.add_frame(&frame.bytes);
-    let info = SessionInfo { gateway_pin: s.saved.gateway_pin, suite: s.suite, ticket: m.ticket, resumed: false };
+    let info = SessionInfo { server_pin: s.saved.server_pin, suite: s.suite, ticket: m.ticket, resumed: false };
     outbox.request(ClientRequest::PersistKeyring(s.saved));
     Ok(State::AwaitPersist(AwaitPersist { transcript, secrets: s.secrets, info }))
 }
@@ -451,7 +452,7 @@ fn on_resume_challenge(
     let dh = s.ephemeral.agree(&m.ephemeral)?;
     let th = s.transcript.hash_partial(FrameType::ResumeChallenge as u8, &m.signed_part());
     // A resume binds the pin stored with the keyring at join.
-    let secrets = resume_secrets(&dh, &s.saved.keyring, &th, &s.saved.client_id, &s.saved.gateway_pin);
+    let secrets = resume_secrets(&dh, &s.saved.keyring, &th, &s.saved.client_id, &s.saved.server_pin);
     if !verify_finished(&secrets.server_finished, &th, &m.mac) {
         return Err(PeerMisbehaved::BadGatewayProof.into());
     }
@@ -460,7 +461,7 @@ fn on_resume_challenge(
     let th = transcript.hash_partial(FrameType::ResumeFinished as u8, &[]);
     let finished = ResumeFinished { mac: finished_mac(&secrets.client_finished, &th) };
     outbox.transmit(finished.to_frame());
-    let info = SessionInfo { gateway_pin: s.saved.gateway_pin, suite, ticket: Vec::new(), resumed: true };
+    let info = SessionInfo { server_pin: s.saved.server_pin, suite, ticket: Vec::new(), resumed: true };
     outbox.established(info.clone());
     Ok(State::Established(Established { session: secrets.session.clone(), info }))
 }

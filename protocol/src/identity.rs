@@ -14,11 +14,11 @@ pub const MAX_CLIENT_ID_LEN: usize = 63;
 /// The gateway's long-term Ed25519 identity. Its pin is what agents are given; the
 /// secret key is zeroized on drop and never printed.
 #[derive(Clone)]
-pub struct GatewayIdentity {
+pub struct ServerIdentity {
     key: SigningKey,
 }
 
-impl GatewayIdentity {
+impl ServerIdentity {
     /// Rebuilds an identity from its 32-byte secret seed (as stored by a gateway).
     pub fn from_seed(seed: [u8; 32]) -> Self {
         let seed = zeroize::Zeroizing::new(seed);
@@ -50,9 +50,9 @@ impl GatewayIdentity {
     }
 }
 
-impl fmt::Debug for GatewayIdentity {
+impl fmt::Debug for ServerIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "GatewayIdentity({}, secret <redacted>)", self.pin())
+        write!(f, "ServerIdentity({}, secret <redacted>)", self.pin())
     }
 }
 
@@ -167,7 +167,7 @@ mod tests {
 
     #[test]
     fn identity_debug_is_redacted_and_seed_round_trips() {
-        let id = GatewayIdentity::from_seed([9; 32]);
+        let id = ServerIdentity::from_seed([9; 32]);
         assert_eq!(*id.to_seed(), [9; 32]);
         let shown = alloc::format!("{id:?}");
         assert!(shown.contains("sha256:") && shown.contains("redacted"));

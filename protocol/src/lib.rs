@@ -37,6 +37,13 @@
 //! | [`channel`] | MAC-authenticated frames into caller-owned buffers |
 //! | [`error`] | errors grouped by cause, and the coarse alerts a peer sees |
 //!
+//! ## Names
+//!
+//! The core names the two roles as the protocol's messages do, **client** and
+//! **server** ([`client::Client`], [`server::Server`], [`identity::ServerIdentity`],
+//! [`channel::Side`]); the deployment names them **agent** and **gateway**, and so do
+//! the drivers and the `boarding` command built on this crate.
+//!
 //! ## Randomness
 //!
 //! Every constructor that needs randomness takes `&mut R` where
@@ -56,13 +63,13 @@
 //! use boarding::handshake::Output;
 //! use boarding::server::{Admission, Server, ServerConfig, ServerRequest};
 //! use boarding::storage::{StorageAnswer, StorageRequest, Redemption};
-//! use boarding::identity::{ClientId, GatewayIdentity};
+//! use boarding::identity::{ClientId, ServerIdentity};
 //! use boarding::token::{BootstrapToken, TokenRecord};
 //! use rand_chacha::ChaCha20Rng;
 //! use rand_core::SeedableRng;
 //!
 //! let mut rng = ChaCha20Rng::seed_from_u64(7);
-//! let identity = GatewayIdentity::from_seed([1; 32]);
+//! let identity = ServerIdentity::from_seed([1; 32]);
 //! let token: BootstrapToken = "abcdef.0123456789abcdef".parse()?;
 //! let record = TokenRecord::new(token.clone(), Some(1_000), 1);
 //!

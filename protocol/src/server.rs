@@ -29,7 +29,7 @@ use crate::UnixTime;
 use crate::channel::{Channel, Side};
 use crate::error::{Error, LocalFailure, PeerIncompatible, PeerMisbehaved, Refusal};
 use crate::handshake::{HandshakeState, Machine, Outbox, Output};
-use crate::identity::{ClientId, GatewayIdentity};
+use crate::identity::{ClientId, ServerIdentity};
 use crate::inbound::Frame;
 use crate::jws::{challenge_header, check_hs256_detached, eddsa_detached};
 use crate::keys::{
@@ -51,7 +51,7 @@ use crate::transcript::Transcript;
 /// A gateway's settings, shared by all its connections.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    identity: GatewayIdentity,
+    identity: ServerIdentity,
     pin: Pin,
     suites: Vec<MacSuite>,
     max_unnamed_challenges: usize,
@@ -60,7 +60,7 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// Defaults: every suite (BLAKE3 preferred), up to 16 challenges in the
     /// unnamed-token flow.
-    pub fn new(identity: GatewayIdentity) -> Self {
+    pub fn new(identity: ServerIdentity) -> Self {
         let pin = identity.pin();
         Self { identity, pin, suites: MacSuite::ALL.to_vec(), max_unnamed_challenges: MAX_CHALLENGES }
     }
@@ -80,7 +80,7 @@ impl ServerConfig {
     }
 
     /// The gateway's identity.
-    pub fn identity(&self) -> &GatewayIdentity {
+    pub fn identity(&self) -> &ServerIdentity {
         &self.identity
     }
 

@@ -21,7 +21,7 @@ use boarding::client::{Client, ClientOutput, ClientRequest, PersistFailed, Saved
 use boarding::codec::DecodeError;
 use boarding::error::{ApiMisuse, Error, LocalFailure, PeerMisbehaved, ReceivedAlert, Refusal};
 use boarding::handshake::Output;
-use boarding::identity::{ClientId, GatewayIdentity};
+use boarding::identity::{ClientId, ServerIdentity};
 use boarding::keys::{Keyring, SymmetricKey};
 use boarding::messages::{AlertMessage, FrameType, HandshakeMessage, MAX_TICKET, Message, ResumeHello, encode_frame};
 use boarding::server::{Admission, AdmissionRequest, Server, ServerOutput, ServerRequest};
@@ -612,7 +612,7 @@ fn the_admission_ticket_reaches_the_agent() {
     let info = pair.info.clone().expect("established");
     assert_eq!(info.ticket, b"welcome a-ticket");
     assert!(!info.resumed);
-    assert_eq!(info.gateway_pin, world.config.pin());
+    assert_eq!(info.server_pin, world.config.pin());
     let HandshakeMessage::ServerFinished(sf) = HandshakeMessage::decode_frame(&pair.sent(Dir::ToClient)[1]).unwrap()
     else {
         panic!("ServerFinished")
@@ -648,7 +648,7 @@ fn every_failure_is_the_last_output_right_after_its_alert() {
     }
     let world = World::new(70);
     let token = world.issue_token(None, 0);
-    let other = GatewayIdentity::from_seed([9; 32]).pin();
+    let other = ServerIdentity::from_seed([9; 32]).pin();
     let wrong_pin = Client::join(
         boarding::client::JoinConfig::new(token.clone(), vec![other], client_id("f-pin")),
         &mut world.rng(),

@@ -7,7 +7,7 @@ use boarding::client::{Client, JoinConfig, ResumeConfig, SavedKeyring};
 use boarding::codec::DecodeError;
 use boarding::error::{ApiMisuse, Error, PeerIncompatible, PeerMisbehaved, ReceivedAlert, Refusal};
 use boarding::handshake::Output;
-use boarding::identity::{ClientId, GatewayIdentity};
+use boarding::identity::{ClientId, ServerIdentity};
 use boarding::jws::hs256_detached;
 use boarding::keys::{Keyring, SymmetricKey};
 use boarding::messages::{
@@ -129,7 +129,7 @@ fn wrong_pin_is_refused_and_changes_nothing() {
     let world = World::new(4);
     let token = world.issue_token(None, 1);
     let before = world.store.snapshot();
-    let other = GatewayIdentity::from_seed([42; 32]).pin();
+    let other = ServerIdentity::from_seed([42; 32]).pin();
     let config = JoinConfig::new(token, vec![other], ClientId::new("n").unwrap());
     let mut pair = world.pair_with(Client::join(config, &mut world.rng()));
     let out = pair.drive();
@@ -146,7 +146,7 @@ fn impostor_gateway_with_the_same_store_is_refused() {
     let world = World::new(5);
     let token = world.issue_token(None, 1);
     let mut impostor = world.clone();
-    impostor.config = Arc::new(ServerConfig::new(GatewayIdentity::from_seed([7; 32])));
+    impostor.config = Arc::new(ServerConfig::new(ServerIdentity::from_seed([7; 32])));
     let config = world.join_config("n", &token);
     let mut pair = impostor.pair_with(Client::join(config, &mut world.rng()));
     let out = pair.drive();
@@ -458,7 +458,7 @@ fn downgrades_are_detected() {
     // No suite in common.
     let mut only_hmac = world.clone();
     only_hmac.config =
-        Arc::new(ServerConfig::new(GatewayIdentity::from_seed([1; 32])).with_suites(&[MacSuite::HmacSha256]));
+        Arc::new(ServerConfig::new(ServerIdentity::from_seed([1; 32])).with_suites(&[MacSuite::HmacSha256]));
     let config = JoinConfig::new(token, vec![only_hmac.config.pin()], ClientId::new("d4").unwrap())
         .with_suites(&[MacSuite::Blake3]);
     let mut pair = only_hmac.pair_with(Client::join(config, &mut world.rng()));

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use boarding::channel::{Channel, Side};
 use boarding::client::{Client, ClientRequest, JoinConfig, ResumeConfig, SavedKeyring};
 use boarding::handshake::Output;
-use boarding::identity::{ClientId, GatewayIdentity};
+use boarding::identity::{ClientId, ServerIdentity};
 use boarding::keys::{SessionKeys, SymmetricKey};
 use boarding::messages::HandshakeMessage;
 use boarding::server::{Admission, Server, ServerConfig, ServerRequest};
@@ -85,7 +85,7 @@ impl Inputs {
 
     /// The `inputs` object of the file.
     fn to_json(&self) -> Value {
-        let identity = GatewayIdentity::from_seed(self.identity_seed);
+        let identity = ServerIdentity::from_seed(self.identity_seed);
         let names = |suites: &[MacSuite]| suites.iter().map(ToString::to_string).collect::<Vec<_>>();
         json!({
             "token": self.token, "client_id": self.client_id, "now": self.now,
@@ -142,7 +142,7 @@ impl Inputs {
 
     fn join_config(&self) -> JoinConfig {
         let token: BootstrapToken = self.token.parse().unwrap();
-        let pin = GatewayIdentity::from_seed(self.identity_seed).pin();
+        let pin = ServerIdentity::from_seed(self.identity_seed).pin();
         let config = JoinConfig::new(token, vec![pin], ClientId::new(&self.client_id).unwrap())
             .with_suites(&self.suites)
             .with_evidence(self.evidence.clone())
@@ -151,7 +151,7 @@ impl Inputs {
     }
 
     fn server_config(&self) -> Arc<ServerConfig> {
-        Arc::new(ServerConfig::new(GatewayIdentity::from_seed(self.identity_seed)).with_suites(&self.gateway_suites))
+        Arc::new(ServerConfig::new(ServerIdentity::from_seed(self.identity_seed)).with_suites(&self.gateway_suites))
     }
 
     fn store(&self) -> MemoryStore {
@@ -315,7 +315,7 @@ fn check_join_messages(inputs: &Inputs, f: &[&[u8]]) {
 fn generate(inputs: &Inputs) -> Value {
     assert_eq!(inputs.versions, SUPPORTED_VERSIONS, "the agent offers every supported version");
     let token: BootstrapToken = inputs.token.parse().unwrap();
-    let identity = GatewayIdentity::from_seed(inputs.identity_seed);
+    let identity = ServerIdentity::from_seed(inputs.identity_seed);
     let pin = identity.pin();
     let config = inputs.server_config();
     let store = inputs.store();

@@ -132,7 +132,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         Ok(_) => println!("   unexpected: a one-use token was accepted twice"),
         Err(e) => println!("   second join with the spent token:\n     error: {}", with_hint(e.into())),
     }
-    let wrong: Pin = boarding::identity::GatewayIdentity::from_seed([7; 32]).pin();
+    let wrong: Pin = boarding::identity::ServerIdentity::from_seed([7; 32]).pin();
     let (token2, _) = create_token(gateway.store(), Ttl::For(std::time::Duration::from_secs(600)), 1, &[], "").await?;
     match agent.join(&addr, token2, &[wrong], other, &spare).await {
         Ok(_) => println!("   unexpected: a wrong pin was accepted"),

@@ -93,7 +93,7 @@ pub async fn run(command: Command) -> Result<()> {
                         "{} already holds a keyring: this agent joined gateway {} as {}; use `boarding agent send`, \
                          or a fresh --data-dir to join again",
                         dir.data_dir.display(),
-                        saved.gateway_pin,
+                        saved.server_pin,
                         saved.client_id
                     )));
                 }
@@ -103,7 +103,7 @@ pub async fn run(command: Command) -> Result<()> {
                 session.close().await?;
                 println!(
                     "joined gateway {} as {id} in {} (MAC suite {:?}); keyring stored in {}",
-                    joined.gateway_pin,
+                    joined.server_pin,
                     millis(started.elapsed()),
                     joined.suite,
                     store.path().display()

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use boarding::identity::{ClientId, GatewayIdentity};
+use boarding::identity::{ClientId, ServerIdentity};
 use boarding::pin::Pin;
 use boarding::token::{BootstrapToken, TokenId, TokenRecord};
 use boarding_smol::admin::{
@@ -95,7 +95,7 @@ impl GatewayAccess {
                 AdminResponse::Pin(pin) => Ok(pin),
                 other => Err(Self::unexpected(other)),
             },
-            Self::Direct(store) => Ok(store.identity_or_insert(GatewayIdentity::generate(&mut os_rng())).await?.pin()),
+            Self::Direct(store) => Ok(store.identity_or_insert(ServerIdentity::generate(&mut os_rng())).await?.pin()),
         }
     }
 

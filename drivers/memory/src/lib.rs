@@ -30,7 +30,7 @@ use boarding::client::{
     Client, ClientRequest, ClientSession, JoinConfig, PersistFailed, ResumeConfig, SavedKeyring, SessionInfo,
 };
 use boarding::handshake::Output;
-use boarding::identity::{ClientId, GatewayIdentity};
+use boarding::identity::{ClientId, ServerIdentity};
 use boarding::server::{
     Admission, AdmissionRequest, Server, ServerConfig, ServerRequest, ServerSession, VerifiedClient,
 };
@@ -231,7 +231,7 @@ impl World {
     /// 1,700,000,000.
     pub fn new(seed: u64) -> Self {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let identity = GatewayIdentity::generate(&mut rng);
+        let identity = ServerIdentity::generate(&mut rng);
         Self {
             config: Arc::new(ServerConfig::new(identity)),
             store: Arc::new(MemoryStore::new()),

@@ -187,7 +187,7 @@ impl Agent {
     pub async fn connect_with(&self, gateway: &str, saved: SavedKeyring) -> Result<AgentSession<AgentStream>, Error> {
         self.retrying(|| async {
             let work = async {
-                let tls = self.tls(gateway, &[saved.gateway_pin]).await?;
+                let tls = self.tls(gateway, &[saved.server_pin]).await?;
                 let session = resume(tls, saved.clone(), self.config.max_payload).await?;
                 Ok(self.with_keepalive(session))
             };

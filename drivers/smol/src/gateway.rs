@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use boarding::channel::MAX_PAYLOAD;
-use boarding::identity::{ClientId, GatewayIdentity};
+use boarding::identity::{ClientId, ServerIdentity};
 use boarding::pin::Pin;
 use boarding::server::{Server, ServerConfig};
 use futures_rustls::LazyConfigAcceptor;
@@ -248,12 +248,12 @@ impl<S: Store> Gateway<S> {
     /// A gateway with the identity kept in `store`; one is generated and stored on
     /// first use.
     pub async fn open(store: S, config: GatewayConfig) -> Result<Self, Error> {
-        let identity = store.identity_or_insert(GatewayIdentity::generate(&mut os_rng())).await?;
+        let identity = store.identity_or_insert(ServerIdentity::generate(&mut os_rng())).await?;
         Self::new(identity, store, config)
     }
 
     /// A gateway with the given identity.
-    pub fn new(identity: GatewayIdentity, store: S, config: GatewayConfig) -> Result<Self, Error> {
+    pub fn new(identity: ServerIdentity, store: S, config: GatewayConfig) -> Result<Self, Error> {
         // Built once, shared by every connection.
         let tls = tls::server_config(&identity)?;
         let executor = Arc::new(Executor::new());

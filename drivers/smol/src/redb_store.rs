@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use boarding::client::SavedKeyring;
-use boarding::identity::{ClientId, GatewayIdentity};
+use boarding::identity::{ClientId, ServerIdentity};
 use boarding::storage::{KeyringRecord, StorageAnswer, StorageRequest, StoreTransaction, execute};
 use boarding::token::{TokenId, TokenRecord};
 use redb::{
@@ -556,7 +556,7 @@ impl Store for RedbStore {
         }
     }
 
-    async fn identity_or_insert(&self, candidate: GatewayIdentity) -> Result<GatewayIdentity> {
+    async fn identity_or_insert(&self, candidate: ServerIdentity) -> Result<ServerIdentity> {
         self.db
             .run(move |db, path| {
                 let txn = begin_write(db, path)?;
@@ -570,7 +570,7 @@ impl Store for RedbStore {
                                 reason: "the seed is not 32 bytes".into(),
                             })?;
                             let seed = Zeroizing::new(seed);
-                            Some(GatewayIdentity::from_seed(*seed))
+                            Some(ServerIdentity::from_seed(*seed))
                         }
                         None => None,
                     };

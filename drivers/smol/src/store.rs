@@ -11,7 +11,7 @@ use std::future::Future;
 use std::sync::{Mutex, MutexGuard};
 
 use boarding::client::SavedKeyring;
-use boarding::identity::{ClientId, GatewayIdentity};
+use boarding::identity::{ClientId, ServerIdentity};
 use boarding::storage::{KeyringRecord, Records, StorageAnswer, StorageRequest};
 use boarding::token::{BootstrapToken, TokenId, TokenRecord};
 
@@ -30,8 +30,8 @@ pub trait Store: Send + Sync + 'static {
     /// Returns the stored gateway identity, storing `candidate` first if there is none.
     fn identity_or_insert(
         &self,
-        candidate: GatewayIdentity,
-    ) -> impl Future<Output = Result<GatewayIdentity, StoreError>> + Send;
+        candidate: ServerIdentity,
+    ) -> impl Future<Output = Result<ServerIdentity, StoreError>> + Send;
 
     /// Adds a token record; `false` (and no change) if its id is already taken.
     fn insert_token(&self, record: TokenRecord) -> impl Future<Output = Result<bool, StoreError>> + Send;
@@ -98,7 +98,7 @@ pub trait KeyringStore: Send + Sync {
 
 #[derive(Debug, Default)]
 struct Memory {
-    identity: Option<GatewayIdentity>,
+    identity: Option<ServerIdentity>,
     records: Records,
 }
 
@@ -126,7 +126,7 @@ impl Store for MemoryStore {
         Ok(lock(&self.state).records.answer(&request))
     }
 
-    async fn identity_or_insert(&self, candidate: GatewayIdentity) -> Result<GatewayIdentity, StoreError> {
+    async fn identity_or_insert(&self, candidate: ServerIdentity) -> Result<ServerIdentity, StoreError> {
         Ok(lock(&self.state).identity.get_or_insert(candidate).clone())
     }
 

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use boarding::identity::GatewayIdentity;
+use boarding::identity::ServerIdentity;
 use boarding::pin::Pin;
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
@@ -36,7 +36,7 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// The gateway's self-signed certificate (DER), signed with its Ed25519 identity key,
 /// and that key in PKCS#8 for rustls.
 pub fn gateway_certificate(
-    identity: &GatewayIdentity,
+    identity: &ServerIdentity,
 ) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), Error> {
     let seed = identity.to_seed();
     let signing = SigningKey::from_bytes(&seed);
@@ -57,7 +57,7 @@ pub fn gateway_certificate(
 }
 
 /// The gateway's TLS 1.3 server configuration.
-pub fn server_config(identity: &GatewayIdentity) -> Result<Arc<rustls::ServerConfig>, Error> {
+pub fn server_config(identity: &ServerIdentity) -> Result<Arc<rustls::ServerConfig>, Error> {
     let (cert, key) = gateway_certificate(identity)?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -219,7 +219,7 @@ mod tests {
 
     #[test]
     fn certificate_key_pin_equals_identity_pin() {
-        let identity = GatewayIdentity::from_seed([9; 32]);
+        let identity = ServerIdentity::from_seed([9; 32]);
         let (cert, _) = gateway_certificate(&identity).unwrap();
         let verifier = PinVerifier::new(vec![identity.pin()]);
         let pins = verifier.check_chain(&[cert.as_ref()]).unwrap();
@@ -228,8 +228,8 @@ mod tests {
 
     #[test]
     fn chain_links_are_checked() {
-        let a = gateway_certificate(&GatewayIdentity::from_seed([1; 32])).unwrap().0;
-        let b = gateway_certificate(&GatewayIdentity::from_seed([2; 32])).unwrap().0;
+        let a = gateway_certificate(&ServerIdentity::from_seed([1; 32])).unwrap().0;
+        let b = gateway_certificate(&ServerIdentity::from_seed([2; 32])).unwrap().0;
         let verifier = PinVerifier::new(vec![]);
         // a is self-signed, not signed by b.
         let err = verifier.check_chain(&[a.as_ref(), b.as_ref()]).unwrap_err();

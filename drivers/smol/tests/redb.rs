@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use boarding::identity::GatewayIdentity;
+use boarding::identity::ServerIdentity;
 use boarding::token::{BootstrapToken, TokenRecord};
 use boarding_smol::{GATEWAY_DB, RedbStore, Store, StoreError, os_rng};
 
@@ -52,7 +52,7 @@ fn records_outlive_the_store_and_the_identity_is_kept() {
     smol::block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let token = BootstrapToken::generate(&mut os_rng());
-        let first = GatewayIdentity::generate(&mut os_rng());
+        let first = ServerIdentity::generate(&mut os_rng());
         // A data directory of the store's own making (mode 0700).
         let data_dir = dir.path().join("gw");
         {
@@ -63,7 +63,7 @@ fn records_outlive_the_store_and_the_identity_is_kept() {
             assert!(!store.insert_token(TokenRecord::new(token.clone(), None, 1)).await.unwrap(), "ids are unique");
         }
         let store = RedbStore::open(data_dir.join(GATEWAY_DB)).unwrap();
-        let other = GatewayIdentity::generate(&mut os_rng());
+        let other = ServerIdentity::generate(&mut os_rng());
         assert_eq!(store.identity_or_insert(other).await.unwrap().pin(), first.pin(), "the first identity stays");
         let tokens = store.tokens().await.unwrap();
         assert_eq!(tokens.len(), 1);

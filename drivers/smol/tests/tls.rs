@@ -6,7 +6,7 @@ use std::time::Duration;
 use boarding::Alert;
 use boarding::channel::Side;
 use boarding::error::{PeerMisbehaved, ReceivedAlert};
-use boarding::identity::{ClientId, GatewayIdentity};
+use boarding::identity::{ClientId, ServerIdentity};
 use boarding::pin::Pin;
 use boarding::token::{BootstrapToken, TokenRecord};
 use boarding_smol::{
@@ -80,7 +80,7 @@ fn join_resume_and_echo_with_redb() {
 
         let mut session = agent.join(&addr, token.clone(), &[gateway.pin()], id("node-1"), &keyrings).await.unwrap();
         assert!(!session.peer().resumed);
-        assert_eq!(session.peer().gateway_pin, gateway.pin());
+        assert_eq!(session.peer().server_pin, gateway.pin());
         ping(&mut session, b"hello").await;
         ping(&mut session, &vec![7u8; 60_000]).await;
         session.close().await.unwrap();
@@ -142,7 +142,7 @@ fn wrong_pin_is_refused_with_both_pins_shown() {
         let gateway = Gateway::open(MemoryStore::new(), GatewayConfig::default()).await.unwrap();
         let token = token(&gateway, None, 1).await;
         let (serving, addr) = start(&gateway).await;
-        let wrong = GatewayIdentity::from_seed([3; 32]).pin();
+        let wrong = ServerIdentity::from_seed([3; 32]).pin();
         let keyrings = MemoryKeyringStore::new();
         let err = Agent::default().join(&addr, token.clone(), &[wrong], id("node-1"), &keyrings).await.unwrap_err();
         let text = err.to_string();
@@ -168,7 +168,7 @@ fn protocol_level_pin_check_works_without_tls() {
             let (stream, _) = listener.accept().await.unwrap();
             gw.handshake(stream).await.map(|_| ())
         });
-        let wrong = GatewayIdentity::from_seed([4; 32]).pin();
+        let wrong = ServerIdentity::from_seed([4; 32]).pin();
         let stream = TcpStream::connect(addr).await.unwrap();
         let err = boarding_smol::agent::join(stream, token, &[wrong], id("n"), &MemoryKeyringStore::new(), 1024)
             .await

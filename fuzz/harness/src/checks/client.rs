@@ -270,7 +270,7 @@ fn answer_persist(script: &mut Script, rec: &Recording, fails: bool) -> bool {
         assert!(pair.client.is_established(), "persisting did not complete the join");
         assert_eq!(sent, [rec.client_sent[2].clone()], "the key confirmation differs from the honest one");
         let info = pair.info.as_ref().unwrap_or_else(|| panic!("established without SessionInfo"));
-        assert_eq!(info.gateway_pin, script.world.config.pin());
+        assert_eq!(info.server_pin, script.world.config.pin());
         assert!(!info.resumed && info.ticket == script.world.ticket);
         true
     }

@@ -313,7 +313,7 @@ impl Net {
         assert_eq!(peer.token_id(), self.token.id(), "the gateway verified another token");
         assert_eq!(peer.resumed(), !join);
         assert_eq!(client.info.resumed, !join);
-        assert_eq!(client.info.gateway_pin, self.world.config.pin());
+        assert_eq!(client.info.server_pin, self.world.config.pin());
         assert_eq!(client.info.suite, server.channel.suite());
         let expected_ticket = if join { admitted_ticket } else { Some(Vec::new()) };
         assert_eq!(Some(&client.info.ticket), expected_ticket.as_ref(), "the agent got another ticket");
