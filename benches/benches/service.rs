@@ -289,6 +289,64 @@ fn public_key_bound() -> (Duration, Duration) {
     (tls + dh + sign, tls + dh)
 }
 
+/// One TLS 1.3 handshake in memory, client and server CPU together (the gateway's
+/// certificate, the agent's pinned verifier), with the client offering `groups`.
+fn tls_handshake_time(groups: &[&'static dyn rustls::crypto::SupportedKxGroup]) -> Duration {
+    use std::io::{Read, Write};
+    let identity = boarding::identity::ServerIdentity::from_seed([3; 32]);
+    let server_config = boarding_smol::tls::server_config(&identity).unwrap();
+    let mut provider = (*boarding_smol::tls::provider()).clone();
+    provider.kx_groups = groups.to_vec();
+    let verifier = Arc::new(boarding_smol::tls::PinVerifier::new(vec![identity.pin()]));
+    let client_config = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth(),
+    );
+    let name = rustls::pki_types::ServerName::try_from(boarding_smol::tls::SERVER_NAME).unwrap();
+    let once = || {
+        let mut client = rustls::ClientConnection::new(Arc::clone(&client_config), name.clone()).unwrap();
+        let mut server = rustls::ServerConnection::new(Arc::clone(&server_config)).unwrap();
+        let mut buf = Vec::new();
+        while client.is_handshaking() || server.is_handshaking() {
+            buf.clear();
+            client.write_tls(&mut buf).unwrap();
+            if !buf.is_empty() {
+                server.read_tls(&mut buf.as_slice()).unwrap();
+                server.process_new_packets().unwrap();
+            }
+            buf.clear();
+            server.write_tls(&mut buf).unwrap();
+            if !buf.is_empty() {
+                client.read_tls(&mut buf.as_slice()).unwrap();
+                client.process_new_packets().unwrap();
+            }
+        }
+        // One byte each way proves the keys agree.
+        client.writer().write_all(b"x").unwrap();
+        buf.clear();
+        client.write_tls(&mut buf).unwrap();
+        server.read_tls(&mut buf.as_slice()).unwrap();
+        server.process_new_packets().unwrap();
+        let mut got = [0u8; 1];
+        server.reader().read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"x");
+        std::hint::black_box(client.negotiated_key_exchange_group().map(|g| g.name()))
+    };
+    for _ in 0..50 {
+        once();
+    }
+    const N: u32 = 500;
+    let started = Instant::now();
+    for _ in 0..N {
+        once();
+    }
+    started.elapsed() / N
+}
+
 fn connect_from(from: Ipv4Addr, to: SocketAddr) -> std::io::Result<Async<std::net::TcpStream>> {
     use rustix::net::{AddressFamily, SocketType, bind, connect, socket};
     let fd = socket(AddressFamily::INET, SocketType::STREAM, None)?;
@@ -342,6 +400,12 @@ fn main() {
 
     let (bound_join, bound_resume) = public_key_bound();
     println!("gateway public-key bound: {bound_join:?} per join, {bound_resume:?} per resume");
+    let pq = tls_handshake_time(&[rustls::crypto::aws_lc_rs::kx_group::X25519MLKEM768]);
+    let classic = tls_handshake_time(&[rustls::crypto::aws_lc_rs::kx_group::X25519]);
+    println!(
+        "TLS 1.3 handshake in memory (client + server CPU): X25519MLKEM768 {pq:?}, X25519 {classic:?} ({:.2}×)",
+        pq.as_secs_f64() / classic.as_secs_f64()
+    );
     println!();
     println!(
         "| threads | agents | joins/s redb | joins/s memory | ratio | resumes/s redb | resumes/s memory | ratio | CPU/join (×bound) | CPU/resume (×bound) |"

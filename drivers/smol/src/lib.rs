@@ -9,15 +9,19 @@
 //!   `AsyncRead + AsyncWrite` ([`Gateway::handshake`], [`agent::join`],
 //!   [`agent::resume`]), so other runtimes can use them. The built-in server and
 //!   client use smol's TCP.
-//! * **TLS 1.3 only**, through `futures-rustls` (rustls with the ring provider). The
+//! * **TLS 1.3 only**, through `futures-rustls` (rustls with the aws-lc-rs provider,
+//!   preferring the hybrid post-quantum key exchange X25519MLKEM768, then X25519). The
 //!   gateway's certificate is self-signed with its Ed25519 identity key. The agent's
 //!   [`tls::PinVerifier`] checks that every certificate in the presented chain is
 //!   signed by the next and that one of them carries a pinned key, and nothing else:
 //!   no names, no web PKI, no clocks. The protocol's own pin check stays on too, so
 //!   the gateway is authenticated twice, independently.
-//! * **Gateway** ([`Gateway`]): accept loop, a task per connection, a handshake
-//!   deadline, a cap on concurrent handshakes and on message size, graceful shutdown
-//!   ([`Serving::shutdown`]). The application gets a [`GatewaySession`] whose
+//! * **Gateway** ([`Gateway`]): accept loop and a task per connection on its own
+//!   multi-threaded executor; deadlines for the ClientHello and the whole handshake;
+//!   caps on handshakes (in all and per source address, evicting silent ones first) and
+//!   on sessions (in all and per client); an idle timeout; revocation that ends live
+//!   sessions ([`Gateway::revoke_client`]); graceful shutdown ([`Serving::shutdown`]);
+//!   an admin socket for operator commands ([`admin`]). The application gets a [`GatewaySession`] whose
 //!   [`Session::peer`] is a [`VerifiedClient`]: client id, the token id it joined with
 //!   and that token's labels, constructible only by a successful handshake.
 //! * **Agent** ([`Agent`]): [`Agent::join`] (token, pins, client id; the keyring is
