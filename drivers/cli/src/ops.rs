@@ -215,8 +215,23 @@ pub async fn serve_in_memory(listen: &str, dir: &Path, config: GatewayConfig) ->
     run_gateway(listen, dir, gateway).await
 }
 
+/// Raises the soft limit on open files to the hard limit: every session is a socket,
+/// and the common soft default (1,024) is far below the gateway's session cap.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::debug!(from = ?limit.current, to = ?limit.maximum, "raised the open-file limit"),
+            Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+        }
+    }
+}
+
 /// Serves `gateway` on `listen` with its admin socket in `dir`, until a signal.
 async fn run_gateway<S: Store>(listen: &str, dir: &Path, gateway: Gateway<S>) -> Result<()> {
+    raise_open_file_limit();
     let admin = AdminServer::start(&gateway, &dir.join(ADMIN_SOCKET))?;
     println!("pin: {}", gateway.pin());
     let listener = smol::net::TcpListener::bind(listen).await.map_err(|source| CliError::Io {
