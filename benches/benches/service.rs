@@ -408,15 +408,15 @@ fn main() {
     );
     println!();
     println!(
-        "| threads | agents | joins/s redb | joins/s memory | ratio | resumes/s redb | resumes/s memory | ratio | CPU/join (×bound) | CPU/resume (×bound) |"
+        "| threads | agents | joins/s redb | joins/s memory | ratio | resumes/s redb | resumes/s memory | ratio | CPU/join redb (×bound) | CPU/join memory | CPU/resume redb (×bound) | CPU/resume memory |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for threads in [1, 2] {
         for concurrency in [1, 16, 256] {
             let redb = measure(&bin, &ex, false, threads, concurrency);
             let memory = measure(&bin, &ex, true, threads, concurrency);
             println!(
-                "| {threads} | {concurrency} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.2} | {:.0} µs ({:.1}×) | {:.0} µs ({:.1}×) |{}",
+                "| {threads} | {concurrency} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.2} | {:.0} µs ({:.1}×) | {:.0} µs | {:.0} µs ({:.1}×) | {:.0} µs |{}",
                 redb.joins,
                 memory.joins,
                 redb.joins / memory.joins,
@@ -425,8 +425,10 @@ fn main() {
                 redb.resumes / memory.resumes,
                 redb.cpu_join.as_secs_f64() * 1e6,
                 redb.cpu_join.as_secs_f64() / bound_join.as_secs_f64(),
+                memory.cpu_join.as_secs_f64() * 1e6,
                 redb.cpu_resume.as_secs_f64() * 1e6,
                 redb.cpu_resume.as_secs_f64() / bound_resume.as_secs_f64(),
+                memory.cpu_resume.as_secs_f64() * 1e6,
                 if redb.failures + memory.failures > 0 {
                     format!(" {} failed", redb.failures + memory.failures)
                 } else {

@@ -552,6 +552,10 @@ impl Store for RedbStore {
                 jobs.send(Job { request, reply }).await.map_err(|_| gone())?;
                 answered.recv().await.map_err(|_| gone())?
             }
+            // A held store's lookups are read transactions on an open file: short, and
+            // never waiting on another process or on the disk's sync, so they run here
+            // rather than paying a thread hand-off on every hello.
+            _ if self.committer.is_some() => self.db.with_db(|db, path| answer(db, path, &request)),
             _ => self.db.run(move |db, path| answer(db, path, &request)).await,
         }
     }
