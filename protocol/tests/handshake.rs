@@ -73,7 +73,7 @@ fn join_then_resume_in_both_suites_and_seed_flow() {
         assert!(pair.peer.clone().unwrap().resumed());
         assert_eq!(world.store.token(token.id()).unwrap().use_count, 1);
     }
-    // Seed flow: the token id is not named; the gateway challenges every active token.
+    // Unnamed-token flow: the token id is not named; the gateway challenges every unexpired token.
     let world = World::new(2);
     let _other = world.issue_token(None, 0);
     let token = world.issue_token(None, 0);
@@ -214,7 +214,7 @@ fn unknown_expired_exhausted_and_revoked_tokens() {
         assert_eq!(out.client, alert(peer), "{local:?}");
         assert_eq!(world.store.snapshot(), before, "{local:?}");
     }
-    // The same refusals in the seed flow: no usable token at all.
+    // The same refusals in the unnamed-token flow: no usable token at all.
     let empty = World::new(60);
     let mut pair = empty.pair_with(Client::join(empty.join_config("x", &never_issued).without_token_id(), &mut rng));
     assert_eq!(pair.drive().client, alert(Alert::UnknownToken));

@@ -39,7 +39,7 @@ fn add(corpus: &mut Corpus, target: &'static str, name: impl Into<String>, bytes
 fn honest_frames() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for (flow, name) in
-        [(Flow::Join, "join"), (Flow::Seed, "seed"), (Flow::Resume, "resume"), (Flow::ResumeUnknown, "decoy")]
+        [(Flow::Join, "join"), (Flow::UnnamedToken, "seed"), (Flow::Resume, "resume"), (Flow::ResumeUnknown, "decoy")]
     {
         let rec = recording(flow);
         for (i, f) in rec.client_sent.iter().enumerate() {
@@ -177,14 +177,14 @@ fn states(corpus: &mut Corpus) {
         [vec![idx, 0], concat(&join.server_sent[..2])].concat(),
     );
 
-    let seed = recording(Flow::Seed);
+    let seed = recording(Flow::UnnamedToken);
     let resume = recording(Flow::Resume);
     let decoy = recording(Flow::ResumeUnknown);
     let rest_of = |stage: ServerStage| -> Vec<Vec<u8>> {
         match stage {
             ServerStage::ExpectHello => join.client_sent.clone(),
             ServerStage::JoinExpectClientAuth => join.client_sent[1..].to_vec(),
-            ServerStage::SeedExpectClientAuth => seed.client_sent[1..].to_vec(),
+            ServerStage::UnnamedExpectClientAuth => seed.client_sent[1..].to_vec(),
             ServerStage::JoinAwaitRedeem | ServerStage::JoinExpectClientFinished => join.client_sent[2..].to_vec(),
             ServerStage::ResumeExpectFinished => resume.client_sent[1..].to_vec(),
             ServerStage::ResumeUnknownExpectFinished => decoy.client_sent[1..].to_vec(),

@@ -36,7 +36,7 @@ pub enum ClientStage {
     /// Join sent its hello; waits for the challenge.
     JoinExpectChallenge,
     /// Unnamed-token ('seed') join waits for the challenge.
-    SeedExpectChallenge,
+    UnnamedExpectChallenge,
     /// Join sent its proof; waits for `ServerFinished`.
     JoinExpectServerFinished,
     /// Join verified the gateway; waits for the caller to persist the keyring.
@@ -54,7 +54,7 @@ impl ClientStage {
     /// picks the answers, see [`client_states`]).
     pub const ALL: [ClientStage; 7] = [
         Self::JoinExpectChallenge,
-        Self::SeedExpectChallenge,
+        Self::UnnamedExpectChallenge,
         Self::JoinExpectServerFinished,
         Self::JoinAwaitPersist,
         Self::JoinEstablished,
@@ -65,7 +65,7 @@ impl ClientStage {
     /// The flow the stage belongs to.
     pub fn flow(self) -> Flow {
         match self {
-            Self::SeedExpectChallenge => Flow::Seed,
+            Self::UnnamedExpectChallenge => Flow::UnnamedToken,
             Self::ResumeExpectChallenge | Self::ResumeEstablished => Flow::Resume,
             _ => Flow::Join,
         }
@@ -74,7 +74,7 @@ impl ClientStage {
     /// The frame types the agent waits for here (`None`: it waits for no frame).
     pub fn expected(self) -> Option<&'static [FrameType]> {
         match self {
-            Self::JoinExpectChallenge | Self::SeedExpectChallenge => Some(&[FrameType::ServerChallenge]),
+            Self::JoinExpectChallenge | Self::UnnamedExpectChallenge => Some(&[FrameType::ServerChallenge]),
             Self::JoinExpectServerFinished => Some(&[FrameType::ServerFinished]),
             Self::ResumeExpectChallenge => Some(&[FrameType::ResumeChallenge]),
             Self::JoinAwaitPersist | Self::JoinEstablished | Self::ResumeEstablished => None,
@@ -85,7 +85,7 @@ impl ClientStage {
     pub fn build(self) -> Script {
         let mut s = Script::new(self.flow());
         match self {
-            Self::JoinExpectChallenge | Self::SeedExpectChallenge | Self::ResumeExpectChallenge => {}
+            Self::JoinExpectChallenge | Self::UnnamedExpectChallenge | Self::ResumeExpectChallenge => {}
             Self::JoinExpectServerFinished => {
                 s.hop_to_server();
                 s.hop_to_client();
@@ -105,7 +105,7 @@ impl ClientStage {
     pub fn genuine_next(self) -> Option<&'static [u8]> {
         let rec = recording(self.flow());
         let index = match self {
-            Self::JoinExpectChallenge | Self::SeedExpectChallenge | Self::ResumeExpectChallenge => 0,
+            Self::JoinExpectChallenge | Self::UnnamedExpectChallenge | Self::ResumeExpectChallenge => 0,
             Self::JoinExpectServerFinished => 1,
             _ => return None,
         };
@@ -163,7 +163,7 @@ pub fn client_states(data: &[u8]) {
     let head_is_genuine = stage.genuine_next().is_some_and(|g| stream.starts_with(g));
 
     match stage {
-        ClientStage::JoinExpectChallenge | ClientStage::SeedExpectChallenge => {
+        ClientStage::JoinExpectChallenge | ClientStage::UnnamedExpectChallenge => {
             let advanced = sent.iter().any(|f| matches!(check_emitted(f), HandshakeMessage::ClientAuth(_)));
             if advanced {
                 let frame = peek_handshake_frame(stream).ok().flatten().unwrap_or_else(|| panic!("no frame consumed"));

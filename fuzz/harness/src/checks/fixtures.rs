@@ -30,8 +30,8 @@ pub enum Flow {
     /// A join naming its token.
     Join,
     /// A join in the unnamed-token flow (no token id in the hello; two tokens are
-    /// unexpired). Named `Seed` after the corpus files that use it.
-    Seed,
+    /// unexpired).
+    UnnamedToken,
     /// A resume after an honest join.
     Resume,
     /// A resume under a client id the gateway does not know.
@@ -63,7 +63,7 @@ impl Script {
         let _other = world.issue_token(None, 0);
         let token = world.issue_token(None, 1);
         let mut config = world.join_config(CLIENT_ID, &token);
-        if flow == Flow::Seed {
+        if flow == Flow::UnnamedToken {
             config = config.without_token_id();
         }
         // The client's draws come before the gateway's (`pair_with` makes the gateway).
@@ -140,7 +140,7 @@ pub fn recording(flow: Flow) -> &'static Recording {
     static CELLS: [OnceLock<Recording>; 4] = [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()];
     let i = match flow {
         Flow::Join => 0,
-        Flow::Seed => 1,
+        Flow::UnnamedToken => 1,
         Flow::Resume => 2,
         Flow::ResumeUnknown => 3,
     };

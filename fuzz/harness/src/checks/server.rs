@@ -41,7 +41,7 @@ pub enum ServerStage {
     /// Challenge sent (token named); waits for `ClientAuth`.
     JoinExpectClientAuth,
     /// Challenge sent (unnamed-token flow); waits for `ClientAuth`.
-    SeedExpectClientAuth,
+    UnnamedExpectClientAuth,
     /// `ClientAuth` accepted and admitted; the redemption is pending in storage while
     /// bytes arrive.
     JoinAwaitRedeem,
@@ -63,7 +63,7 @@ impl ServerStage {
     pub const ALL: [ServerStage; 9] = [
         Self::ExpectHello,
         Self::JoinExpectClientAuth,
-        Self::SeedExpectClientAuth,
+        Self::UnnamedExpectClientAuth,
         Self::JoinAwaitRedeem,
         Self::JoinExpectClientFinished,
         Self::JoinEstablished,
@@ -75,7 +75,7 @@ impl ServerStage {
     /// The flow the stage belongs to.
     pub fn flow(self) -> Flow {
         match self {
-            Self::SeedExpectClientAuth => Flow::Seed,
+            Self::UnnamedExpectClientAuth => Flow::UnnamedToken,
             Self::ResumeExpectFinished | Self::ResumeEstablished => Flow::Resume,
             Self::ResumeUnknownExpectFinished => Flow::ResumeUnknown,
             _ => Flow::Join,
@@ -86,7 +86,7 @@ impl ServerStage {
     pub fn expected(self) -> Option<&'static [FrameType]> {
         match self {
             Self::ExpectHello => Some(&[FrameType::ClientHello, FrameType::ResumeHello]),
-            Self::JoinExpectClientAuth | Self::SeedExpectClientAuth => Some(&[FrameType::ClientAuth]),
+            Self::JoinExpectClientAuth | Self::UnnamedExpectClientAuth => Some(&[FrameType::ClientAuth]),
             Self::JoinExpectClientFinished => Some(&[FrameType::ClientFinished]),
             Self::ResumeExpectFinished | Self::ResumeUnknownExpectFinished => Some(&[FrameType::ResumeFinished]),
             Self::JoinAwaitRedeem | Self::JoinEstablished | Self::ResumeEstablished => None,
@@ -105,7 +105,7 @@ impl ServerStage {
         match self {
             Self::ExpectHello => {}
             Self::JoinExpectClientAuth
-            | Self::SeedExpectClientAuth
+            | Self::UnnamedExpectClientAuth
             | Self::ResumeExpectFinished
             | Self::ResumeUnknownExpectFinished => s.hop_to_server(),
             Self::JoinAwaitRedeem => {
@@ -351,7 +351,7 @@ pub fn server_states(data: &[u8]) {
     let mut got = prefix;
     got.extend_from_slice(stream);
     let join = recording(Flow::Join);
-    let seed = recording(Flow::Seed);
+    let seed = recording(Flow::UnnamedToken);
     let genuine_join = [&join.client_sent[..], &seed.client_sent[..]];
     let starts = |frames: &[Vec<u8>]| got.starts_with(&concat(frames));
 
@@ -441,7 +441,7 @@ pub fn server_states(data: &[u8]) {
     let resume = recording(Flow::Resume);
     if let Some(peer) = script.pair.peer.as_ref().filter(|_| !established_before) {
         let genuine = match stage.flow() {
-            Flow::Join | Flow::Seed => genuine_join.iter().any(|frames| starts(&frames[..3])),
+            Flow::Join | Flow::UnnamedToken => genuine_join.iter().any(|frames| starts(&frames[..3])),
             Flow::Resume => starts(&resume.client_sent[..2]),
             Flow::ResumeUnknown => false,
         };
@@ -454,7 +454,7 @@ pub fn server_states(data: &[u8]) {
     // Liveness: the genuine exchange always completes, however it is fragmented, when
     // every answer is the honest one (a held answer given late, after misuse, is).
     let complete = match stage.flow() {
-        Flow::Join | Flow::Seed => genuine_join.iter().any(|frames| starts(&frames[..3])),
+        Flow::Join | Flow::UnnamedToken => genuine_join.iter().any(|frames| starts(&frames[..3])),
         Flow::Resume => starts(&resume.client_sent[..2]),
         Flow::ResumeUnknown => false,
     };
@@ -478,7 +478,7 @@ pub fn server_states(data: &[u8]) {
     if let Some(record) = snapshot.keyrings.get(&id) {
         assert_eq!(token.use_count, 1);
         if record.confirmed {
-            let joining = matches!(stage.flow(), Flow::Join | Flow::Seed);
+            let joining = matches!(stage.flow(), Flow::Join | Flow::UnnamedToken);
             let established = script.pair.server.is_established();
             assert!(!joining || established || established_before, "confirmed without a join");
         }
