@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use boarding::channel::{Channel, FRAME_OVERHEAD, MAX_PAYLOAD, Received};
 use boarding::client::SessionInfo;
@@ -48,6 +48,14 @@ pub struct Session<IO, P> {
     chunk: Vec<u8>,
     max_payload: usize,
     lifecycle: Lifecycle,
+    /// When a frame last arrived (the idle timeout counts from here).
+    heard: Instant,
+    /// When a frame last left (the keepalive interval counts from here).
+    sent: Instant,
+    /// The one timer for both, and the instant it is armed for. It is re-armed only
+    /// when it fires, not on every frame: traffic just moves `heard` and `sent`, and a
+    /// timer that fires early finds the new deadline and is armed again.
+    timer: Option<(smol::Timer, Instant)>,
 }
 
 /// What ends or keeps a session alive besides its peer: set by the gateway (a stop
@@ -69,19 +77,7 @@ pub(crate) struct Lifecycle {
 enum Wake {
     Read(std::io::Result<usize>),
     Stop,
-    Idle(Duration),
-    Keepalive,
-}
-
-/// Waits for `after`, or for ever if `None`.
-async fn after(after: Option<Duration>) -> Duration {
-    match after {
-        Some(d) => {
-            smol::Timer::after(d).await;
-            d
-        }
-        None => std::future::pending().await,
-    }
+    Timer,
 }
 
 /// The gateway's side of a session: [`Session::peer`] is the verified client.
@@ -109,11 +105,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, P> Session<IO, P> {
             chunk: Vec::new(),
             max_payload: max_payload.min(MAX_PAYLOAD),
             lifecycle: Lifecycle::default(),
+            heard: Instant::now(),
+            sent: Instant::now(),
+            timer: None,
         }
     }
 
     pub(crate) fn set_lifecycle(&mut self, lifecycle: Lifecycle) {
         self.lifecycle = lifecycle;
+        self.heard = Instant::now();
+        self.sent = Instant::now();
+        self.timer = None;
     }
 
     /// What the handshake established about the peer.
@@ -141,7 +143,21 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, P> Session<IO, P> {
         let n = self.channel.seal(message, &mut self.wbuf)?;
         let frame = self.wbuf.get(..n).unwrap_or(&[]);
         self.io.write_all(frame).await.map_err(Error::io("sending a message"))?;
-        self.io.flush().await.map_err(Error::io("sending a message"))
+        self.io.flush().await.map_err(Error::io("sending a message"))?;
+        if self.lifecycle.keepalive.is_some() {
+            self.sent = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// The earliest instant the idle timeout or the keepalive is due, if either is set.
+    fn next_due(&self) -> Option<Instant> {
+        let idle = self.lifecycle.idle_timeout.and_then(|d| self.heard.checked_add(d));
+        let keepalive = self.lifecycle.keepalive.and_then(|d| self.sent.checked_add(d));
+        match (idle, keepalive) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Receives the next message; `Ok(None)` when the peer closed the session with its
@@ -176,6 +192,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, P> Session<IO, P> {
             if self.chunk.len() < READ_CHUNK {
                 self.chunk.resize(READ_CHUNK, 0);
             }
+            match (self.next_due(), &self.timer) {
+                // Armed at or before the deadline: it fires in time (perhaps early).
+                (Some(due), Some((_, armed))) if *armed <= due => {}
+                (Some(due), _) => self.timer = Some((smol::Timer::at(due), due)),
+                (None, _) => self.timer = None,
+            }
             let wake = {
                 let read = async { Wake::Read(self.io.read(&mut self.chunk).await) };
                 let stop = async {
@@ -187,12 +209,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, P> Session<IO, P> {
                         None => std::future::pending().await,
                     }
                 };
-                let idle = async { Wake::Idle(after(self.lifecycle.idle_timeout).await) };
-                let keepalive = async {
-                    after(self.lifecycle.keepalive).await;
-                    Wake::Keepalive
+                let timer = async {
+                    match &mut self.timer {
+                        Some((timer, _)) => {
+                            timer.await;
+                            Wake::Timer
+                        }
+                        None => std::future::pending().await,
+                    }
                 };
-                smol::future::or(read, smol::future::or(stop, smol::future::or(idle, keepalive))).await
+                smol::future::or(read, smol::future::or(stop, timer)).await
             };
             match wake {
                 Wake::Read(Ok(n)) => {
@@ -200,17 +226,31 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, P> Session<IO, P> {
                         return Err(Error::Truncated);
                     };
                     self.rbuf.extend_from_slice(read);
+                    if self.lifecycle.idle_timeout.is_some() {
+                        self.heard = Instant::now();
+                    }
                 }
                 Wake::Read(Err(e)) => return Err(Error::Io { context: "receiving a message", source: e }),
                 Wake::Stop => {
                     let _ = self.close_inner().await;
                     return Err(Error::Revoked);
                 }
-                Wake::Idle(after) => {
-                    let _ = self.close_inner().await;
-                    return Err(Error::IdleTimeout { after });
+                Wake::Timer => {
+                    // A fired timer is spent; the next turn arms one for what is due next.
+                    self.timer = None;
+                    let now = Instant::now();
+                    if let Some(after) = self.lifecycle.idle_timeout
+                        && self.heard.checked_add(after).is_some_and(|due| now >= due)
+                    {
+                        let _ = self.close_inner().await;
+                        return Err(Error::IdleTimeout { after });
+                    }
+                    if let Some(every) = self.lifecycle.keepalive
+                        && self.sent.checked_add(every).is_some_and(|due| now >= due)
+                    {
+                        self.send(&[]).await?;
+                    }
                 }
-                Wake::Keepalive => self.send(&[]).await?,
             }
         }
     }
