@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use boarding::client::SavedKeyring;
 use boarding::error::PeerMisbehaved;
-use boarding::identity::ClientId;
 use boarding::token::{BootstrapToken, TokenRecord};
 use boarding_smol::{
     Agent, AgentConfig, AgentSession, AgentStream, Gateway, GatewayConfig, KeyringStore, MemoryKeyringStore,
@@ -20,11 +19,12 @@ use smol::Async;
 use smol::io::AsyncWriteExt;
 use smol::net::TcpListener;
 
+mod common;
+
+use common::{id, stats_eventually};
+
 fn run<F: Future<Output = ()>>(f: F) {
-    smol::block_on(smol::future::or(f, async {
-        smol::Timer::after(Duration::from_secs(90)).await;
-        panic!("test timed out after 90 s");
-    }))
+    common::run_within(Duration::from_secs(90), f);
 }
 
 async fn start(config: GatewayConfig) -> (Gateway<MemoryStore>, Serving, String) {
@@ -39,10 +39,6 @@ async fn unlimited_token(gateway: &Gateway<MemoryStore>) -> BootstrapToken {
     let token = BootstrapToken::generate(&mut os_rng());
     assert!(gateway.store().insert_token(TokenRecord::new(token.clone(), None, 0)).await.unwrap());
     token
-}
-
-fn id(s: &str) -> ClientId {
-    ClientId::new(s).unwrap()
 }
 
 async fn joined(
@@ -73,20 +69,6 @@ async fn recv_within(
         None
     })
     .await
-}
-
-async fn stats_eventually(
-    gateway: &Gateway<MemoryStore>,
-    expected: impl Fn(&boarding_smol::GatewayStats) -> bool,
-) -> boarding_smol::GatewayStats {
-    for _ in 0..300 {
-        let stats = gateway.stats();
-        if expected(&stats) {
-            return stats;
-        }
-        smol::Timer::after(Duration::from_millis(10)).await;
-    }
-    gateway.stats()
 }
 
 #[test]

@@ -16,12 +16,13 @@ use boarding_smol::{
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
 
+mod common;
+
+use common::{id, stats_eventually};
+
 /// Every test body runs under this deadline so a hang fails instead of blocking CI.
 fn run<F: Future<Output = ()>>(f: F) {
-    smol::block_on(smol::future::or(f, async {
-        smol::Timer::after(Duration::from_secs(60)).await;
-        panic!("test timed out after 60 s");
-    }))
+    common::run_within(Duration::from_secs(60), f);
 }
 
 async fn start<S: Store>(gateway: &Gateway<S>) -> (Serving, String) {
@@ -36,26 +37,6 @@ async fn token<S: Store>(gateway: &Gateway<S>, expires_at: Option<u64>, uses: u3
     let record = TokenRecord::new(token.clone(), expires_at, uses).with_label("role", "worker").unwrap();
     assert!(gateway.store().insert_token(record).await.unwrap());
     token
-}
-
-/// The gateway bumps its counters in the connection's task after it has let go of the
-/// socket, so a peer can see the close first: wait (bounded) for the counters to match.
-async fn stats_eventually<S: Store>(
-    gateway: &Gateway<S>,
-    expected: impl Fn(&boarding_smol::GatewayStats) -> bool,
-) -> boarding_smol::GatewayStats {
-    for _ in 0..200 {
-        let stats = gateway.stats();
-        if expected(&stats) {
-            return stats;
-        }
-        smol::Timer::after(Duration::from_millis(10)).await;
-    }
-    gateway.stats()
-}
-
-fn id(s: &str) -> ClientId {
-    ClientId::new(s).unwrap()
 }
 
 async fn ping<IO: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin, P>(
