@@ -89,36 +89,8 @@ pub enum GatewayCommand {
         listen: String,
         #[command(flatten)]
         dir: GatewayDir,
-        /// Deadline for a connection's TLS and Boarding handshakes.
-        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
-        handshake_timeout: Duration,
-        /// Deadline for a new connection's TLS ClientHello.
-        #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
-        hello_timeout: Duration,
-        /// Most handshakes in progress at once. At the cap, the oldest handshake that
-        /// has not sent its ClientHello is evicted to make room.
-        #[arg(long, value_name = "N", default_value_t = 256)]
-        max_handshakes: usize,
-        /// Most handshakes in progress from one source address.
-        #[arg(long, value_name = "N", default_value_t = 32)]
-        max_handshakes_per_source: usize,
-        /// Most established sessions at once.
-        #[arg(long, value_name = "N", default_value_t = 10_000)]
-        max_sessions: usize,
-        /// Most established sessions of one client id.
-        #[arg(long, value_name = "N", default_value_t = 8)]
-        max_sessions_per_client: usize,
-        /// Close a session that receives nothing (agents send keepalives every 20 s)
-        /// for this long.
-        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
-        idle_timeout: Duration,
-        /// Largest message, in bytes: at most 1048576, the protocol's limit and the
-        /// default. A lower limit must be configured on the agents too.
-        #[arg(long, value_name = "BYTES", default_value_t = 1_048_576)]
-        max_message: usize,
-        /// Executor threads for connections (0: one per available core).
-        #[arg(long, value_name = "N", default_value_t = 0)]
-        threads: usize,
+        #[command(flatten)]
+        limits: ServeLimits,
         /// Keep everything in memory instead of `DIR/gateway.redb`: a fresh identity
         /// each run, and every token and keyring lost at exit. For benchmarks and
         /// experiments; --data-dir still holds the admin socket.
@@ -130,6 +102,59 @@ pub enum GatewayCommand {
         #[command(flatten)]
         dir: GatewayDir,
     },
+}
+
+/// The gateway's limits, as `gateway serve` takes them.
+#[derive(Debug, Args)]
+pub struct ServeLimits {
+    /// Deadline for a connection's TLS and Boarding handshakes.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+    /// Deadline for a new connection's TLS ClientHello.
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub hello_timeout: Duration,
+    /// Most handshakes in progress at once. At the cap, the oldest handshake that
+    /// has not sent its ClientHello is evicted to make room.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_handshakes: usize,
+    /// Most handshakes in progress from one source address.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub max_handshakes_per_source: usize,
+    /// Most established sessions at once.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub max_sessions: usize,
+    /// Most established sessions of one client id.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub max_sessions_per_client: usize,
+    /// Close a session that receives nothing (agents send keepalives every 20 s)
+    /// for this long.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// Largest message, in bytes: at most 1048576, the protocol's limit and the
+    /// default. A lower limit must be configured on the agents too.
+    #[arg(long, value_name = "BYTES", default_value_t = 1_048_576)]
+    pub max_message: usize,
+    /// Executor threads for connections (0: one per available core).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub threads: usize,
+}
+
+impl ServeLimits {
+    /// The driver's configuration for these limits.
+    pub fn config(&self) -> boarding_smol::GatewayConfig {
+        boarding_smol::GatewayConfig {
+            handshake_timeout: self.handshake_timeout,
+            hello_timeout: self.hello_timeout,
+            max_handshakes: self.max_handshakes,
+            max_handshakes_per_source: self.max_handshakes_per_source,
+            max_sessions: self.max_sessions,
+            max_sessions_per_client: self.max_sessions_per_client,
+            idle_timeout: self.idle_timeout,
+            max_payload: self.max_message.min(boarding::channel::MAX_PAYLOAD),
+            threads: self.threads,
+            ..boarding_smol::GatewayConfig::default()
+        }
+    }
 }
 
 /// Token commands.

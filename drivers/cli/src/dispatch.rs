@@ -1,6 +1,6 @@
 //! The dispatcher: one arm per command, each a call into `ops` or `demo`.
 
-use boarding_smol::{Agent, GatewayConfig, KeyringStore, RedbKeyringStore};
+use boarding_smol::{Agent, KeyringStore, RedbKeyringStore};
 
 use crate::cli::{AgentCommand, ClientsCommand, Command, GatewayCommand, TokenCommand};
 use crate::demo;
@@ -14,32 +14,8 @@ pub async fn run(command: Command) -> Result<()> {
     match command {
         Command::Demo(args) => demo::run(args).await,
         Command::Gateway { command } => match command {
-            GatewayCommand::Serve {
-                listen,
-                dir,
-                handshake_timeout,
-                hello_timeout,
-                max_handshakes,
-                max_handshakes_per_source,
-                max_sessions,
-                max_sessions_per_client,
-                idle_timeout,
-                max_message,
-                threads,
-                memory,
-            } => {
-                let config = GatewayConfig {
-                    handshake_timeout,
-                    hello_timeout,
-                    max_handshakes,
-                    max_handshakes_per_source,
-                    max_sessions,
-                    max_sessions_per_client,
-                    idle_timeout,
-                    max_payload: max_message.min(boarding::channel::MAX_PAYLOAD),
-                    threads,
-                    ..GatewayConfig::default()
-                };
+            GatewayCommand::Serve { listen, dir, limits, memory } => {
+                let config = limits.config();
                 if memory {
                     serve_in_memory(&listen, &dir.data_dir, config).await
                 } else {
