@@ -335,8 +335,11 @@ impl<S: Store> Gateway<S> {
     /// sessions were ended.
     pub async fn revoke_client(&self, id: ClientId) -> Result<(bool, usize), Error> {
         let existed = self.inner.store.revoke_client(id.clone()).await?;
-        // Dropping the senders wakes each session's `recv`, which closes it.
-        let closed = lock(&self.inner.sessions).by_client.remove(&id).map_or(0, |m| m.len());
+        // Dropping the senders wakes each session's `recv`, which closes it. They leave
+        // the count now: their guards will find nothing left to remove.
+        let mut sessions = lock(&self.inner.sessions);
+        let closed = sessions.by_client.remove(&id).map_or(0, |m| m.len());
+        sessions.total = sessions.total.saturating_sub(closed);
         Ok((existed, closed))
     }
 
@@ -464,6 +467,7 @@ impl<S: Store> Gateway<S> {
         let mut sessions = lock(&self.inner.sessions);
         let n = sessions.total;
         sessions.by_client.clear();
+        sessions.total = 0;
         n
     }
 }

@@ -152,7 +152,10 @@ fn revoking_a_client_closes_its_live_sessions_within_a_second() {
         }
 
         let started = Instant::now();
+        assert_eq!(gateway.session_count(), 3);
         assert_eq!(gateway.revoke_client(id("revoked")).await.unwrap(), (true, 2));
+        // The revoked sessions leave the global count (and its cap) at once.
+        assert_eq!(gateway.session_count(), 1);
         for s in [&mut a, &mut b] {
             let outcome = recv_within(s, Duration::from_secs(1)).await;
             assert!(matches!(outcome, Some(Ok(None))), "closed with an authenticated close: {outcome:?}");
