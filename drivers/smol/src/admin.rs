@@ -30,7 +30,7 @@ use smol::net::unix::{UnixListener, UnixStream};
 
 use crate::error::Error;
 use crate::gateway::Gateway;
-use crate::store::{Store, TokenTemplate, create_token};
+use crate::store::{Store, TokenTemplate, create_token, insert_chosen_token};
 
 /// The admin socket's file name inside a gateway's data directory.
 pub const ADMIN_SOCKET: &str = "admin.sock";
@@ -57,6 +57,9 @@ pub enum AdminRequest {
         /// Free text for operators.
         #[serde(default)]
         description: String,
+        /// The token to store, chosen by the operator; absent, the gateway draws one.
+        #[serde(default)]
+        token: Option<BootstrapToken>,
     },
     /// Every token, without secrets.
     TokenList {},
@@ -169,6 +172,9 @@ pub enum AdminErrorKind {
     Forbidden,
     /// The gateway's store failed.
     Store,
+    /// The request conflicts with what is stored (a chosen token's id is taken);
+    /// nothing changed.
+    Conflict,
 }
 
 /// A failed answer.
@@ -219,11 +225,18 @@ async fn execute<S: Store>(gateway: &Gateway<S>, request: AdminRequest) -> Resul
     let store_error = |e: Error| AdminError { kind: AdminErrorKind::Store, message: e.to_string() };
     match request {
         AdminRequest::Pin {} => Ok(AdminResponse::Pin(gateway.pin())),
-        AdminRequest::TokenCreate { expires_at, max_uses, labels, description } => {
+        AdminRequest::TokenCreate { expires_at, max_uses, labels, description, token } => {
             let template = TokenTemplate { expires_at, max_uses, labels, description };
-            match create_token(gateway.store(), &template).await {
+            let created = match token {
+                Some(token) => insert_chosen_token(gateway.store(), token.clone(), &template).await.map(|r| (token, r)),
+                None => create_token(gateway.store(), &template).await,
+            };
+            match created {
                 Ok((token, record)) => Ok(AdminResponse::Created { token, view: TokenView::from(&record) }),
                 Err(e @ Error::TokenMetadata(_)) => Err(bad_request(e.to_string())),
+                Err(e @ Error::TokenIdTaken { .. }) => {
+                    Err(AdminError { kind: AdminErrorKind::Conflict, message: e.to_string() })
+                }
                 Err(e) => Err(store_error(e)),
             }
         }
@@ -304,6 +317,11 @@ impl AdminServer {
     /// Listens on `path` (mode 0600) for `gateway`'s operator commands. A stale socket
     /// file (no one answering) is replaced; a live one is an error: another gateway
     /// serves this data directory.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AdminSocket`] if another gateway answers on `path`, or if the stale socket
+    /// file cannot be removed, the socket cannot be bound or its mode cannot be set.
     pub fn start<S: Store>(gateway: &Gateway<S>, path: &Path) -> Result<Self, Error> {
         if path.exists() {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -367,6 +385,11 @@ pub struct AdminClient {
 impl AdminClient {
     /// Connects to the admin socket at `path`; `Ok(None)` if no gateway answers there
     /// (no socket file, or a stale one).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AdminSocket`] if the socket exists but cannot be connected to for another
+    /// reason than no one listening (for example, no permission).
     pub async fn connect(path: &Path) -> Result<Option<Self>, Error> {
         match UnixStream::connect(path).await {
             Ok(stream) => Ok(Some(Self { reader: BufReader::new(stream.clone()), writer: stream })),
@@ -378,6 +401,12 @@ impl AdminClient {
     }
 
     /// Sends one request and reads its answer.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the request cannot be sent or the answer read (and the gateway gave
+    /// no answer); [`Error::Admin`] if the gateway refused the request, or its answer does
+    /// not parse or is empty.
     pub async fn request(&mut self, request: &AdminRequest) -> Result<AdminResponse, Error> {
         let request = serde_json::to_value(request).map_err(|e| Error::Admin(bad_request(e.to_string())))?;
         let mut line = serde_json::to_vec(&RequestLine { v: ADMIN_VERSION, request })

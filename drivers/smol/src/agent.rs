@@ -1,32 +1,44 @@
 //! The agent: [`Agent::join`] once with a token and the gateway's pins, then
 //! [`Agent::connect`] (resume with the stored keyring) as often as needed.
 
+#[cfg(feature = "tls")]
 use std::future::Future;
+#[cfg(feature = "tls")]
 use std::sync::{Arc, Mutex};
+#[cfg(feature = "tls")]
 use std::time::Duration;
 
+#[cfg(feature = "tls")]
 use boarding::channel::MAX_PAYLOAD;
 use boarding::client::{Client, JoinConfig, ResumeConfig, SavedKeyring};
 use boarding::error::Refusal as ProtocolRefusal;
 use boarding::identity::ClientId;
 use boarding::pin::Pin;
 use boarding::token::BootstrapToken;
+#[cfg(feature = "tls")]
 use futures_rustls::TlsConnector;
+#[cfg(feature = "tls")]
 use rustls::pki_types::ServerName;
 use smol::io::{AsyncRead, AsyncWrite};
+#[cfg(feature = "tls")]
 use smol::net::TcpStream;
 
 use crate::error::Error;
 use crate::handshake::{AgentEndpoint, drive};
 use crate::os_rng;
-use crate::session::{AgentSession, Lifecycle, deadline};
+use crate::session::AgentSession;
+#[cfg(feature = "tls")]
+use crate::session::{Lifecycle, deadline};
 use crate::store::{KeyringStore, MemoryKeyringStore};
+#[cfg(feature = "tls")]
 use crate::tls::{self, PinVerifier, Refusal};
 
 /// The stream an agent session runs over when made by [`Agent`].
+#[cfg(feature = "tls")]
 pub type AgentStream = futures_rustls::client::TlsStream<TcpStream>;
 
 /// An agent's limits.
+#[cfg(feature = "tls")]
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     /// Deadline for the TCP connection. Default 10 s.
@@ -50,6 +62,7 @@ pub struct AgentConfig {
     pub backoff: Duration,
 }
 
+#[cfg(feature = "tls")]
 impl Default for AgentConfig {
     fn default() -> Self {
         Self {
@@ -74,6 +87,16 @@ fn pin_error(e: Error, expected: &[Pin]) -> Error {
 
 /// Joins over any stream (no TLS): runs the Boarding join, storing the keyring in
 /// `keyrings` before confirming it.
+///
+/// # Errors
+///
+/// [`Error::PinMismatch`] if the gateway's identity matches none of `pins`;
+/// [`Error::Handshake`] with the core's error for any other failure of the join (the token
+/// is unknown, expired or used up, the client id is taken, the gateway sent an alert);
+/// [`Error::Store`] if `keyrings` cannot store the keyring (the join is then not
+/// confirmed); [`Error::HandshakeEof`] if the gateway closed the stream first;
+/// [`Error::Io`] if reading or writing the stream failed. The caller bounds the time it
+/// takes.
 pub async fn join<IO, K>(
     io: IO,
     token: BootstrapToken,
@@ -92,6 +115,13 @@ where
 }
 
 /// Resumes over any stream (no TLS) with a saved keyring.
+///
+/// # Errors
+///
+/// [`Error::Handshake`] with the core's error if the gateway refuses the resume (the client
+/// was revoked, or the keyring is not the one the gateway holds) or the handshake fails
+/// otherwise; [`Error::HandshakeEof`] if the gateway closed the stream first; [`Error::Io`]
+/// if reading or writing the stream failed.
 pub async fn resume<IO>(io: IO, saved: SavedKeyring, max_payload: usize) -> Result<AgentSession<IO>, Error>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
@@ -102,6 +132,7 @@ where
 }
 
 /// `base` scaled by a random factor in [0.5, 1.5).
+#[cfg(feature = "tls")]
 fn jitter(base: Duration) -> Duration {
     let mut byte = [0u8; 1];
     rand_core::TryRng::try_fill_bytes(&mut getrandom::SysRng, &mut byte).unwrap_or(());
@@ -110,15 +141,18 @@ fn jitter(base: Duration) -> Duration {
 }
 
 /// TLS client configurations by pin set.
+#[cfg(feature = "tls")]
 type TlsConfigs = Vec<(Vec<Pin>, Arc<rustls::ClientConfig>)>;
 
 /// An agent over TCP and TLS 1.3.
+#[cfg(feature = "tls")]
 #[derive(Debug, Clone, Default)]
 pub struct Agent {
     config: AgentConfig,
     tls_configs: Arc<Mutex<TlsConfigs>>,
 }
 
+#[cfg(feature = "tls")]
 impl Agent {
     /// An agent with these limits.
     pub fn new(config: AgentConfig) -> Self {
@@ -128,6 +162,16 @@ impl Agent {
     /// Connects to `gateway` (`host:port`), checks its TLS certificate against `pins`,
     /// joins with `token` as `client_id`, and stores the keyring in `keyrings` before
     /// confirming it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Connect`] or [`Error::Busy`] if the gateway cannot be reached or drops the
+    /// connection before TLS completes (both retried first, up to
+    /// [`AgentConfig::retries`]); [`Error::PinMismatch`] if its TLS certificate or its
+    /// protocol identity matches none of `pins`; [`Error::CertificateChain`] or
+    /// [`Error::Tls`] if TLS fails otherwise; [`Error::Timeout`] past
+    /// [`AgentConfig::connect_timeout`] or [`AgentConfig::handshake_timeout`]; and any
+    /// error of [`join`](fn@join).
     pub async fn join<K: KeyringStore + ?Sized>(
         &self,
         gateway: &str,
@@ -171,6 +215,11 @@ impl Agent {
     }
 
     /// Connects to `gateway` and resumes with the keyring stored in `keyrings`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotJoined`] if `keyrings` holds no keyring, [`Error::Store`] if it cannot
+    /// be read, and any error of [`Agent::connect_with`].
     pub async fn connect<K: KeyringStore + ?Sized>(
         &self,
         gateway: &str,
@@ -184,6 +233,11 @@ impl Agent {
     }
 
     /// Connects to `gateway` and resumes with `saved`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Agent::join`] for reaching the gateway and TLS (checked against the pin in
+    /// `saved`), then any error of [`resume`].
     pub async fn connect_with(&self, gateway: &str, saved: SavedKeyring) -> Result<AgentSession<AgentStream>, Error> {
         self.retrying(|| async {
             let work = async {

@@ -156,6 +156,12 @@ pub enum Error {
     /// A token's metadata breaks the limits.
     #[error("invalid token metadata: {0}")]
     TokenMetadata(#[from] boarding::token::TokenError),
+    /// A chosen token's id is already taken by another token.
+    #[error("a token with id {id} already exists: delete it first, or choose another token")]
+    TokenIdTaken {
+        /// The id.
+        id: boarding::token::TokenId,
+    },
     /// Every random token id tried was already taken.
     #[error("could not find a free token id in {tries} tries; revoke old tokens")]
     NoFreeTokenId {
@@ -218,6 +224,7 @@ pub enum StoreError {
         path: PathBuf,
     },
     /// The database reported an error.
+    #[cfg(feature = "redb")]
     #[error("database {path}: {source}")]
     Database {
         /// The database file.
@@ -255,6 +262,16 @@ pub enum StoreError {
         path: PathBuf,
         /// Why.
         reason: String,
+    },
+    /// A store outside this crate failed (a replicated store's backend, say). Its
+    /// message names the backend, and never a secret.
+    #[error("{store} store: {source}")]
+    Backend {
+        /// Which kind of store, e.g. `"etcd"`.
+        store: &'static str,
+        /// What it reported.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A data directory or database file is open to group or others.
     #[error(

@@ -16,10 +16,15 @@
 //! [`GatewaySession`] whose peer is a [`VerifiedClient`].
 //!
 //! [`VerifiedClient`]: boarding::server::VerifiedClient
+//!
+//! Without the `tls` feature there is no listener: [`Gateway::handshake`] runs the
+//! protocol over a stream the embedder brings, and the caps and the accept loop's
+//! helpers below go unused.
+#![cfg_attr(not(feature = "tls"), allow(dead_code, unused_imports))]
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -27,6 +32,8 @@ use boarding::channel::MAX_PAYLOAD;
 use boarding::identity::{ClientId, ServerIdentity};
 use boarding::pin::Pin;
 use boarding::server::{Server, ServerConfig};
+use boarding::token::TokenId;
+#[cfg(feature = "tls")]
 use futures_rustls::LazyConfigAcceptor;
 use smol::channel::{Receiver, Sender};
 use smol::io::{AsyncRead, AsyncWrite};
@@ -34,12 +41,16 @@ use smol::net::{TcpListener, TcpStream};
 use smol::{Executor, Task};
 
 use crate::error::Error;
-use crate::handshake::{Admit, AdmitAll, GatewayEndpoint, drive};
+use crate::handshake::{Admit, AdmitAll, Attempt, GatewayEndpoint, drive};
+use crate::metrics::{GatewayMetrics, HandshakeKind, Refused, SessionEnd, outcome};
+use crate::os_rng;
 use crate::session::{GatewaySession, Lifecycle, deadline};
 use crate::store::Store;
-use crate::{os_rng, tls};
+#[cfg(feature = "tls")]
+use crate::tls;
 
 /// The stream a gateway session runs over when served by [`Gateway::serve`].
+#[cfg(feature = "tls")]
 pub type GatewayStream = futures_rustls::server::TlsStream<TcpStream>;
 
 /// A gateway's limits.
@@ -70,6 +81,9 @@ pub struct GatewayConfig {
     /// Executor threads running the connections; 0 (the default) is one per available
     /// core.
     pub threads: usize,
+    /// Failed handshakes are logged one line each for the first ten in this window,
+    /// then summarised in one line when it ends. Default 10 s.
+    pub failure_log_window: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -85,6 +99,7 @@ impl Default for GatewayConfig {
             max_payload: MAX_PAYLOAD,
             shutdown_grace: Duration::from_secs(5),
             threads: 0,
+            failure_log_window: Duration::from_secs(10),
         }
     }
 }
@@ -119,18 +134,6 @@ pub struct GatewayStats {
     pub revoked: u64,
     /// Sessions ended by the idle timeout.
     pub idle: u64,
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    accepted: AtomicU64,
-    established: AtomicU64,
-    failed: AtomicU64,
-    refused: AtomicU64,
-    evicted: AtomicU64,
-    over_session_cap: AtomicU64,
-    revoked: AtomicU64,
-    idle: AtomicU64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -209,18 +212,16 @@ impl Drop for SessionGuard {
     }
 }
 
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
-}
-
 struct Inner<S> {
     store: S,
     protocol: Arc<ServerConfig>,
+    #[cfg(feature = "tls")]
     tls: Arc<rustls::ServerConfig>,
     config: GatewayConfig,
     slots: Arc<Mutex<Slots>>,
     sessions: Arc<Mutex<Sessions>>,
-    counters: Counters,
+    metrics: GatewayMetrics,
+    failures: FailureLog,
     executor: Arc<Executor<'static>>,
     /// Dropped with the gateway: its executor threads then stop.
     _stop_threads: Sender<()>,
@@ -247,14 +248,26 @@ impl<S> std::fmt::Debug for Gateway<S> {
 impl<S: Store> Gateway<S> {
     /// A gateway with the identity kept in `store`; one is generated and stored on
     /// first use.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] if the store cannot read or write the identity, and any error of
+    /// [`Gateway::new`].
     pub async fn open(store: S, config: GatewayConfig) -> Result<Self, Error> {
         let identity = store.identity_or_insert(ServerIdentity::generate(&mut os_rng())).await?;
         Self::new(identity, store, config)
     }
 
     /// A gateway with the given identity.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TlsSetup`] if the TLS configuration cannot be built from the identity
+    /// (with the `tls` feature), and [`Error::Io`] if the executor threads cannot be
+    /// started.
     pub fn new(identity: ServerIdentity, store: S, config: GatewayConfig) -> Result<Self, Error> {
         // Built once, shared by every connection.
+        #[cfg(feature = "tls")]
         let tls = tls::server_config(&identity)?;
         let executor = Arc::new(Executor::new());
         let (stop_threads, threads_stopped) = smol::channel::bounded::<()>(1);
@@ -270,11 +283,13 @@ impl<S: Store> Gateway<S> {
             inner: Arc::new(Inner {
                 store,
                 protocol: Arc::new(ServerConfig::new(identity)),
+                #[cfg(feature = "tls")]
                 tls,
                 config,
                 slots: Arc::default(),
                 sessions: Arc::default(),
-                counters: Counters::default(),
+                metrics: GatewayMetrics::new(),
+                failures: FailureLog::default(),
                 executor,
                 _stop_threads: stop_threads,
             }),
@@ -307,17 +322,40 @@ impl<S: Store> Gateway<S> {
 
     /// The connection counters so far.
     pub fn stats(&self) -> GatewayStats {
-        let c = &self.inner.counters;
-        GatewayStats {
-            accepted: c.accepted.load(Ordering::Relaxed),
-            established: c.established.load(Ordering::Relaxed),
-            failed: c.failed.load(Ordering::Relaxed),
-            refused: c.refused.load(Ordering::Relaxed),
-            evicted: c.evicted.load(Ordering::Relaxed),
-            over_session_cap: c.over_session_cap.load(Ordering::Relaxed),
-            revoked: c.revoked.load(Ordering::Relaxed),
-            idle: c.idle.load(Ordering::Relaxed),
-        }
+        self.inner.metrics.stats()
+    }
+
+    /// The gateway's metrics (see [`crate::metrics`]).
+    pub fn metrics(&self) -> &GatewayMetrics {
+        &self.inner.metrics
+    }
+
+    /// The metrics in the Prometheus text format, with the values that are a state
+    /// (open sessions, handshakes in progress, usable tokens, store retries) read now.
+    /// Usable tokens are counted from the store; if it fails, that gauge keeps its
+    /// last value and the store's error is logged.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the text encoder fails; a store failure is logged, not returned.
+    pub async fn encode_metrics(&self) -> Result<String, Error> {
+        let tokens = match self.inner.store.tokens().await {
+            Ok(tokens) => {
+                let now = crate::unix_now();
+                Some(tokens.iter().filter(|t| t.usable_at(now).is_ok()).count())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "counting usable tokens for the metrics failed");
+                None
+            }
+        };
+        let handshakes = lock(&self.inner.slots).slots.len();
+        let metrics = &self.inner.metrics;
+        metrics.set_state(self.session_count(), handshakes, tokens, self.inner.store.retries());
+        metrics.encode().map_err(|_| Error::Io {
+            context: "encoding the metrics",
+            source: std::io::Error::other("the Prometheus text encoder failed"),
+        })
     }
 
     /// Runs a task on the gateway's executor.
@@ -333,14 +371,30 @@ impl<S: Store> Gateway<S> {
     /// Deletes a client's keyring (its resumes then fail) and ends its live sessions
     /// with an authenticated close. Returns whether it had a keyring and how many
     /// sessions were ended.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] if the store cannot delete the keyring; no session is ended then.
     pub async fn revoke_client(&self, id: ClientId) -> Result<(bool, usize), Error> {
         let existed = self.inner.store.revoke_client(id.clone()).await?;
+        Ok((existed, self.end_sessions(&id)))
+    }
+
+    /// The client ids that have live sessions right now, in no particular order.
+    pub fn session_clients(&self) -> Vec<ClientId> {
+        lock(&self.inner.sessions).by_client.keys().cloned().collect()
+    }
+
+    /// Ends a client's live sessions with an authenticated close, leaving its keyring
+    /// alone: for a revocation made elsewhere (another replica, or the store directly).
+    /// Returns how many were ended.
+    pub fn end_sessions(&self, id: &ClientId) -> usize {
         // Dropping the senders wakes each session's `recv`, which closes it. They leave
         // the count now: their guards will find nothing left to remove.
         let mut sessions = lock(&self.inner.sessions);
-        let closed = sessions.by_client.remove(&id).map_or(0, |m| m.len());
+        let closed = sessions.by_client.remove(id).map_or(0, |m| m.len());
         sessions.total = sessions.total.saturating_sub(closed);
-        Ok((existed, closed))
+        closed
     }
 
     /// Takes a handshake slot for `source`, evicting the oldest handshake that has not
@@ -365,7 +419,7 @@ impl<S: Store> Gateway<S> {
                 if let Some(count) = slots.per_source.get_mut(&slot.source) {
                     *count = count.saturating_sub(1);
                 }
-                bump(&self.inner.counters.evicted);
+                self.inner.metrics.evicted();
             }
         }
         let id = slots.next;
@@ -403,29 +457,63 @@ impl<S: Store> Gateway<S> {
 
     /// Runs the Boarding handshake (no TLS, no deadline) over any stream: for callers
     /// that bring their own transport.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Handshake`] with the core's error when the handshake fails (the agent was
+    /// refused, misbehaved or sent an alert); [`Error::Store`] if the store failed while
+    /// answering the core (the agent is told `Internal`); [`Error::HandshakeEof`] if the
+    /// agent closed the stream first; [`Error::Io`] if reading or writing the stream
+    /// failed. The caller bounds the time it takes.
     pub async fn handshake<IO>(&self, io: IO) -> Result<GatewaySession<IO>, Error>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
+        self.handshake_noting(io, &mut Attempt::default()).await
+    }
+
+    /// [`Gateway::handshake`], noting what the peer claimed in `attempt`.
+    async fn handshake_noting<IO>(&self, io: IO, attempt: &mut Attempt) -> Result<GatewaySession<IO>, Error>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
         let server = Server::new(Arc::clone(&self.inner.protocol), &mut os_rng());
-        let endpoint = GatewayEndpoint { server, store: &self.inner.store, admit: &*self.admit, cause: None };
+        let endpoint = GatewayEndpoint {
+            server,
+            store: &self.inner.store,
+            admit: &*self.admit,
+            metrics: &self.inner.metrics,
+            attempt,
+            cause: None,
+        };
         drive(io, endpoint, self.inner.config.max_payload).await
     }
 
     /// Runs TLS 1.3 and then the Boarding handshake over `io`, within the handshake
     /// deadline (the ClientHello within the shorter hello deadline).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Tls`] if the TLS handshake fails (the client is not a Boarding agent
+    /// speaking TLS 1.3, or it rejected this gateway's certificate); [`Error::Timeout`]
+    /// if the ClientHello or the whole handshake misses its deadline; and any error of
+    /// [`Gateway::handshake`].
+    #[cfg(feature = "tls")]
     pub async fn accept<IO>(&self, io: IO) -> Result<GatewaySession<futures_rustls::server::TlsStream<IO>>, Error>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        self.accept_marking(io, &AtomicBool::new(false)).await
+        self.accept_marking(io, &AtomicBool::new(false), &mut Attempt::default()).await
     }
 
-    /// [`Gateway::accept`], setting `progressed` once the ClientHello is in.
+    /// [`Gateway::accept`], setting `progressed` once the ClientHello is in and noting
+    /// what the peer claimed in `attempt`.
+    #[cfg(feature = "tls")]
     async fn accept_marking<IO>(
         &self,
         io: IO,
         progressed: &AtomicBool,
+        attempt: &mut Attempt,
     ) -> Result<GatewaySession<futures_rustls::server::TlsStream<IO>>, Error>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
@@ -441,7 +529,7 @@ impl<S: Store> Gateway<S> {
                     .await?;
             progressed.store(true, Ordering::Relaxed);
             let tls = start.into_stream(Arc::clone(&self.inner.tls)).await.map_err(tls_error)?;
-            self.handshake(tls).await
+            self.handshake_noting(tls, attempt).await
         };
         deadline(self.inner.config.handshake_timeout, "gateway handshake", work).await
     }
@@ -449,6 +537,12 @@ impl<S: Store> Gateway<S> {
     /// Serves `listener` on the gateway's executor: each connection gets its own task,
     /// which runs [`Gateway::accept`] and then `handler` with the session. Handler
     /// errors are logged. Returns a handle to stop it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the listener's address cannot be read. Nothing is served then;
+    /// errors of single connections are logged and counted, never returned.
+    #[cfg(feature = "tls")]
     pub fn serve<H, F>(&self, listener: TcpListener, handler: H) -> Result<Serving, Error>
     where
         H: Fn(GatewaySession<GatewayStream>) -> F + Send + Sync + 'static,
@@ -474,68 +568,170 @@ impl<S: Store> Gateway<S> {
 
 /// Runs one accepted connection: the handshake under its slot, then the session
 /// under the session caps.
+#[cfg(feature = "tls")]
 async fn connection<S, H, F>(gateway: Gateway<S>, stream: TcpStream, peer: SocketAddr, handler: Arc<H>)
 where
     S: Store,
     H: Fn(GatewaySession<GatewayStream>) -> F + Send + Sync + 'static,
     F: Future<Output = Result<(), Error>> + Send + 'static,
 {
+    let metrics = &gateway.inner.metrics;
+    let started = Instant::now();
     let (slot, progressed, evicted) = match gateway.take_slot(peer.ip()) {
         Ok(slot) => slot,
         Err(why) => {
-            bump(&gateway.inner.counters.refused);
-            let reason = match why {
-                NoSlot::SourceFull => "too many handshakes in progress from this address",
-                NoSlot::AllProgressing => "too many handshakes in progress",
+            let (refused, reason) = match why {
+                NoSlot::SourceFull => (Refused::SourceCap, "too many handshakes in progress from this address"),
+                NoSlot::AllProgressing => (Refused::GlobalCap, "too many handshakes in progress"),
             };
+            metrics.refused(refused);
             tracing::debug!(%peer, reason, "connection refused");
             return;
         }
     };
     let _ = stream.set_nodelay(true);
-    let accepted = smol::future::or(gateway.accept_marking(stream, &progressed), async {
+    let mut attempt = Attempt::default();
+    let accepted = smol::future::or(gateway.accept_marking(stream, &progressed, &mut attempt), async {
         let _ = evicted.recv().await;
         Err(Error::Evicted)
     })
     .await;
     drop(slot);
+    let took = started.elapsed();
+    let duration_ms = took.as_secs_f64() * 1e3;
     let mut session = match accepted {
         Ok(session) => session,
         Err(Error::Evicted) => {
+            // Counted by the eviction itself.
             tracing::debug!(%peer, "handshake evicted before its ClientHello to make room");
             return;
         }
         Err(e) => {
-            bump(&gateway.inner.counters.failed);
-            // Anonymous failures are routine on an exposed port: debug, not warn.
-            tracing::debug!(%peer, error = %e, "connection rejected");
+            // The decoy makes the agent abort as if the gateway were an impostor; the
+            // gateway knows better.
+            let outcome = if attempt.unknown_client { "unknown_client" } else { outcome(&Err(&e)) };
+            metrics.handshake(attempt.kind, outcome, took);
+            // Failures are routine on an exposed port and cost an attacker little:
+            // a few lines, then one summary per window.
+            if gateway.inner.failures.admit(outcome, gateway.inner.config.failure_log_window) {
+                // Absent when the handshake ended before the peer named them.
+                let client = attempt.client_id.as_ref().map(tracing::field::display);
+                let token = attempt.token_id.as_ref().map(TokenId::as_str).map(tracing::field::display);
+                if attempt.unknown_client {
+                    tracing::info!(
+                        %peer, kind = %attempt.kind, client, outcome = %outcome, duration_ms,
+                        "handshake failed: no keyring for this client id (revoked, or never joined)"
+                    );
+                } else {
+                    tracing::info!(
+                        %peer, kind = %attempt.kind, client, token, outcome = %outcome, duration_ms, error = %e,
+                        "handshake failed"
+                    );
+                }
+            }
             return;
         }
     };
-    bump(&gateway.inner.counters.established);
     let client = session.peer().clone();
+    let kind = if client.resumed() { HandshakeKind::Resume } else { HandshakeKind::Join };
+    metrics.handshake(kind, "established", took);
+    tracing::info!(
+        %peer, %kind, client = %client.client_id(), token = %client.token_id(), outcome = %"established", duration_ms,
+        "handshake established"
+    );
     let Some(lifecycle) = gateway.register_session(client.client_id()) else {
-        bump(&gateway.inner.counters.over_session_cap);
+        metrics.session_closed(SessionEnd::OverCap);
         tracing::warn!(%peer, client = %client.client_id(), "session cap reached; session closed");
         let _ = session.close().await;
         return;
     };
     session.set_lifecycle(lifecycle);
-    tracing::info!(%peer, client = %client.client_id(), token = %client.token_id(), resumed = client.resumed(), "session established");
     match handler(session).await {
-        Ok(()) => tracing::debug!(%peer, client = %client.client_id(), "session ended"),
+        Ok(()) => {
+            metrics.session_closed(SessionEnd::Ended);
+            tracing::debug!(%peer, client = %client.client_id(), "session ended");
+        }
         Err(Error::Revoked) => {
-            bump(&gateway.inner.counters.revoked);
+            metrics.session_closed(SessionEnd::Revoked);
             tracing::info!(%peer, client = %client.client_id(), "session closed: revoked or shutting down");
         }
         Err(e @ Error::IdleTimeout { .. }) => {
-            bump(&gateway.inner.counters.idle);
+            metrics.session_closed(SessionEnd::Idle);
             tracing::debug!(%peer, client = %client.client_id(), error = %e, "session closed");
         }
-        Err(e) => tracing::warn!(%peer, client = %client.client_id(), error = %e, "session ended with an error"),
+        Err(e) => {
+            metrics.session_closed(SessionEnd::Error);
+            tracing::warn!(%peer, client = %client.client_id(), error = %e, "session ended with an error");
+        }
     }
 }
 
+/// How many failed handshakes are logged in one window
+/// ([`GatewayConfig::failure_log_window`]); the rest are counted and summarised in
+/// one line when the window ends.
+const FAILURES_LOGGED_PER_WINDOW: u64 = 10;
+
+/// Rate limit for the log lines of failed handshakes: an attacker's flood costs the
+/// log a few lines and one summary per window, whatever its rate. The metrics count
+/// every failure.
+#[derive(Default)]
+struct FailureLog {
+    state: Mutex<FailureWindow>,
+}
+
+#[derive(Default)]
+struct FailureWindow {
+    started: Option<Instant>,
+    logged: u64,
+    suppressed: BTreeMap<&'static str, u64>,
+}
+
+impl FailureLog {
+    /// Whether this failure gets a line of its own; if not, it is counted for the
+    /// window's summary.
+    fn admit(&self, outcome: &'static str, length: Duration) -> bool {
+        let mut window = lock(&self.state);
+        let now = Instant::now();
+        if window.started.is_none_or(|started| now.duration_since(started) >= length) {
+            summarise(&mut window, length);
+            window.started = Some(now);
+        }
+        if window.logged < FAILURES_LOGGED_PER_WINDOW {
+            window.logged = window.logged.saturating_add(1);
+            return true;
+        }
+        let count = window.suppressed.entry(outcome).or_insert(0);
+        *count = count.saturating_add(1);
+        false
+    }
+
+    /// Logs the summary of a window that is over.
+    fn flush(&self, length: Duration) {
+        let mut window = lock(&self.state);
+        if window.started.is_some_and(|started| started.elapsed() >= length) {
+            summarise(&mut window, length);
+            window.started = None;
+        }
+    }
+}
+
+/// Logs and clears a window's suppressed failures, if any.
+fn summarise(window: &mut FailureWindow, length: Duration) {
+    window.logged = 0;
+    if window.suppressed.is_empty() {
+        return;
+    }
+    let total: u64 = window.suppressed.values().fold(0, |a, b| a.saturating_add(*b));
+    let by_outcome = window.suppressed.iter().map(|(o, n)| format!("{o}={n}")).collect::<Vec<_>>().join(" ");
+    tracing::info!(
+        suppressed = total,
+        by_outcome = %by_outcome,
+        "more failed handshakes than {FAILURES_LOGGED_PER_WINDOW} in {length:?}: the rest were not logged one by one"
+    );
+    window.suppressed.clear();
+}
+
+#[cfg(feature = "tls")]
 async fn accept_loop<S, H, F>(gateway: Gateway<S>, listener: TcpListener, handler: Arc<H>, stopped: Receiver<()>)
 where
     S: Store,
@@ -543,6 +739,16 @@ where
     F: Future<Output = Result<(), Error>> + Send + 'static,
 {
     let mut tasks: Vec<Task<()>> = Vec::new();
+    // Cancelled when the loop ends (dropped with this future).
+    let failures = gateway.clone();
+    let _summaries = gateway.spawn(async move {
+        let length = failures.inner.config.failure_log_window;
+        loop {
+            // Half a window: a summary is at most one and a half windows late.
+            smol::Timer::after(length.checked_div(2).unwrap_or_default().max(Duration::from_millis(100))).await;
+            failures.inner.failures.flush(length);
+        }
+    });
     loop {
         let next = smol::future::or(async { Some(listener.accept().await) }, async {
             let _ = stopped.recv().await;
@@ -559,7 +765,7 @@ where
                 continue;
             }
         };
-        bump(&gateway.inner.counters.accepted);
+        gateway.inner.metrics.accepted();
         tasks.retain(|t| !t.is_finished());
         tasks.push(gateway.spawn(connection(gateway.clone(), stream, peer, Arc::clone(&handler))));
     }
@@ -583,6 +789,7 @@ where
 }
 
 /// Why a TLS accept probably failed.
+#[cfg(feature = "tls")]
 fn tls_cause(e: &std::io::Error) -> &'static str {
     match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
         Some(rustls::Error::AlertReceived(_)) => {
@@ -597,6 +804,7 @@ fn tls_cause(e: &std::io::Error) -> &'static str {
 
 /// A running [`Gateway::serve`]. Dropping it stops the accept loop too (abruptly);
 /// [`Serving::shutdown`] stops it gracefully.
+#[cfg(feature = "tls")]
 #[derive(Debug)]
 pub struct Serving {
     local_addr: SocketAddr,
@@ -604,6 +812,7 @@ pub struct Serving {
     task: Option<Task<()>>,
 }
 
+#[cfg(feature = "tls")]
 impl Serving {
     /// The address the gateway listens on.
     pub fn local_addr(&self) -> SocketAddr {
@@ -623,6 +832,12 @@ impl Serving {
 
 /// A session handler that sends every message back until the agent closes: what
 /// `boarding gateway serve` runs.
+///
+/// # Errors
+///
+/// The first error of [`Session::recv`](crate::Session::recv) or
+/// [`Session::send`](crate::Session::send) (a truncated stream, a rejected frame, the idle
+/// timeout, a revocation), or of closing the session before the agent closed it.
 pub async fn echo<IO>(mut session: GatewaySession<IO>) -> Result<(), Error>
 where
     IO: AsyncRead + AsyncWrite + Unpin,

@@ -3,15 +3,19 @@
 //! is established or has failed (the core's run-loop contract, [`boarding::handshake`]).
 
 use std::future::Future;
+use std::time::Instant;
 
 use boarding::channel::{Channel, Side};
 use boarding::client::{Client, ClientRequest, ClientSession, PersistFailed, SessionInfo};
 use boarding::handshake::Output;
+use boarding::identity::ClientId;
 use boarding::server::{Admission, AdmissionRequest, Server, ServerRequest, ServerSession, VerifiedClient};
-use boarding::storage::StorageAnswer;
+use boarding::storage::{StorageAnswer, StorageRequest};
+use boarding::token::TokenId;
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::Error;
+use crate::metrics::{GatewayMetrics, HandshakeKind, operation_label};
 use crate::session::{READ_CHUNK, Session, unix_now};
 use crate::store::{KeyringStore, Store};
 
@@ -102,11 +106,48 @@ impl Admit for AdmitAll {
     }
 }
 
-/// The gateway's side: its state machine, its store and its application.
+/// What a gateway handshake's requests revealed of the peer's claim, for logs and
+/// metrics: verified only if the handshake succeeds.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Attempt {
+    /// Join or resume, once a storage request tells.
+    pub(crate) kind: HandshakeKind,
+    /// The token id the peer named.
+    pub(crate) token_id: Option<TokenId>,
+    /// The client id the peer named.
+    pub(crate) client_id: Option<ClientId>,
+    /// A resume named a client id with no keyring (revoked, or never joined). The
+    /// peer learns nothing of it (the decoy), but the operator should.
+    pub(crate) unknown_client: bool,
+}
+
+impl Attempt {
+    fn note(&mut self, request: &StorageRequest) {
+        if let Some(kind) = HandshakeKind::of_request(request) {
+            self.kind = kind;
+        }
+        match request {
+            StorageRequest::LookupToken { token_id } => self.token_id = Some(*token_id),
+            StorageRequest::Redeem(redeem) => {
+                self.token_id = Some(redeem.token_id);
+                self.client_id = Some(redeem.client_id.clone());
+            }
+            StorageRequest::LookupKeyring { client_id } | StorageRequest::ConfirmKeyring { client_id, .. } => {
+                self.client_id = Some(client_id.clone());
+            }
+            StorageRequest::UnexpiredTokens { .. } => {}
+        }
+    }
+}
+
+/// The gateway's side: its state machine, its store and its application, and where
+/// it reports what it saw.
 pub(crate) struct GatewayEndpoint<'a, S: ?Sized> {
     pub(crate) server: Server,
     pub(crate) store: &'a S,
     pub(crate) admit: &'a dyn Admit,
+    pub(crate) metrics: &'a GatewayMetrics,
+    pub(crate) attempt: &'a mut Attempt,
     pub(crate) cause: Option<Error>,
 }
 
@@ -126,10 +167,25 @@ impl<S: Store + ?Sized> Endpoint for GatewayEndpoint<'_, S> {
     async fn answer(&mut self, request: ServerRequest) {
         match request {
             ServerRequest::Admit(request) => {
-                let _ = self.server.handle_admission(self.admit.admit(&request));
+                self.attempt.kind = HandshakeKind::Join;
+                self.attempt.token_id = Some(request.token_id);
+                self.attempt.client_id = Some(request.client_id.clone());
+                let admission = self.admit.admit(&request);
+                if matches!(admission, Admission::Refuse) {
+                    self.metrics.admission_refused();
+                }
+                let _ = self.server.handle_admission(admission);
             }
             ServerRequest::Storage(request) => {
-                let answer = match self.store.answer(request).await {
+                self.attempt.note(&request);
+                let operation = operation_label(&request);
+                let started = Instant::now();
+                let answered = self.store.answer(request).await;
+                self.metrics.store_operation(operation, started.elapsed(), answered.is_ok());
+                if matches!(answered, Ok(StorageAnswer::Keyring(None))) {
+                    self.attempt.unknown_client = true;
+                }
+                let answer = match answered {
                     Ok(answer) => answer,
                     Err(e) => {
                         tracing::error!(error = %e, "the store failed during a handshake");

@@ -39,9 +39,23 @@
 //! shows the presented pin and the expected ones. What to do about an error in a given
 //! deployment (which flag or command) is the application's to say.
 //!
+//! ## Features
+//!
+//! Both are on by default. An embedder that brings its own transport and store can turn
+//! them off (`default-features = false`); the handshake loop, [`Session`], the store
+//! traits and the in-memory stores remain.
+//!
+//! * **`tls`**: [`Gateway::serve`], [`Gateway::accept`], [`Agent`] and the [`tls`]
+//!   module, with rustls, aws-lc-rs, rcgen and x509-parser.
+//! * **`redb`**: [`RedbStore`], [`RedbKeyringStore`] and [`prepare_dir`], with redb.
+//!
 //! ## Example: a gateway and an agent on loopback
 //!
+//! With the `tls` feature:
+//!
 //! ```
+//! # #[cfg(feature = "tls")]
+//! # fn main() {
 //! use boarding::identity::ClientId;
 //! use boarding::token::{BootstrapToken, TokenRecord};
 //! use boarding_smol::{Agent, Gateway, GatewayConfig, MemoryKeyringStore, MemoryStore, Store, echo, os_rng};
@@ -74,8 +88,13 @@
 //!     Ok::<(), Box<dyn std::error::Error>>(())
 //! })
 //! .unwrap();
+//! # }
+//! # #[cfg(not(feature = "tls"))]
+//! # fn main() {}
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
+#![warn(clippy::missing_errors_doc)]
 #![cfg_attr(
     not(test),
     deny(
@@ -92,19 +111,30 @@ pub mod agent;
 mod error;
 pub mod gateway;
 mod handshake;
+// Without `tls` the gateway has no accept loop, which is what records most metrics.
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
+pub mod metrics;
+#[cfg(feature = "redb")]
 mod redb_store;
 mod session;
 mod store;
+#[cfg(feature = "tls")]
 pub mod tls;
 
+#[cfg(feature = "tls")]
 pub use agent::{Agent, AgentConfig, AgentStream};
 pub use boarding::server::VerifiedClient;
 pub use error::{Error, StoreError};
-pub use gateway::{Gateway, GatewayConfig, GatewayStats, GatewayStream, Serving, echo};
+pub use gateway::{Gateway, GatewayConfig, GatewayStats, echo};
+#[cfg(feature = "tls")]
+pub use gateway::{GatewayStream, Serving};
 pub use handshake::{Admit, AdmitAll};
+#[cfg(feature = "redb")]
 pub use redb_store::{AGENT_DB, GATEWAY_DB, RedbKeyringStore, RedbStore, prepare_dir};
 pub use session::{AgentSession, GatewaySession, Session, unix_now};
-pub use store::{KeyringStore, MemoryKeyringStore, MemoryStore, Store, TokenTemplate, create_token};
+pub use store::{
+    KeyringStore, MemoryKeyringStore, MemoryStore, Store, TokenTemplate, create_token, insert_chosen_token,
+};
 
 /// The operating system's random number generator, as the core's `CryptoRng`.
 ///

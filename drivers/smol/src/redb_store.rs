@@ -220,6 +220,11 @@ fn begin_write(db: &Database, path: &Path) -> Result<WriteTransaction> {
 
 /// Creates `dir` (mode 0700 on Unix) if it does not exist, and refuses it if group or
 /// others may access it.
+///
+/// # Errors
+///
+/// [`StoreError::DataDir`] if the directory cannot be created or its mode read, and
+/// [`StoreError::NotPrivate`] if group or others may access it.
 pub fn prepare_dir(dir: &Path) -> Result<()> {
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
@@ -372,6 +377,14 @@ const AGENT_TABLES: &[TableDefinition<'static, &'static str, &'static [u8]>] = &
 impl RedbStore {
     /// Opens (creating if needed) the gateway database at `path` and holds it open: no
     /// other process can use it until this store is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::DataDir`] if the file cannot be created or its mode read;
+    /// [`StoreError::NotPrivate`] if group or others may access it; [`StoreError::Locked`]
+    /// if another process holds it; [`StoreError::UnsupportedFormat`] for a file in an
+    /// older redb format; [`StoreError::Database`] if redb fails to open it or create its
+    /// tables. [`StoreError::DataDir`] too if the group-commit thread cannot be started.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let db = Db::open(path.as_ref(), GATEWAY_TABLES)?;
         let committer = Some(Arc::new(Committer::start(db.clone())?));
@@ -380,6 +393,10 @@ impl RedbStore {
 
     /// The gateway database in `data_dir` (created, mode 0700, if missing), held open
     /// for the life of the store: what a running gateway uses.
+    ///
+    /// # Errors
+    ///
+    /// Any error of [`prepare_dir`] for `data_dir`, then of [`RedbStore::open`].
     pub fn hold_gateway_in(data_dir: impl AsRef<Path>) -> Result<Self> {
         prepare_dir(data_dir.as_ref())?;
         Self::open(data_dir.as_ref().join(GATEWAY_DB))
@@ -387,11 +404,23 @@ impl RedbStore {
 
     /// Opens (creating if needed) the gateway database at `path` for each operation
     /// only, so other processes may use it in between.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::DataDir`] if the file cannot be created or its mode read;
+    /// [`StoreError::NotPrivate`] if group or others may access it; [`StoreError::Locked`]
+    /// if another process holds it for longer than the lock wait;
+    /// [`StoreError::UnsupportedFormat`] for a file in an older redb format;
+    /// [`StoreError::Database`] if redb fails to open it or create its tables.
     pub fn open_shared(path: impl AsRef<Path>) -> Result<Self> {
         Ok(Self { db: Db::open_shared(path.as_ref(), GATEWAY_TABLES)?, committer: None })
     }
 
     /// The gateway database in `data_dir` (created, mode 0700, if missing), shared.
+    ///
+    /// # Errors
+    ///
+    /// Any error of [`prepare_dir`] for `data_dir`, then of [`RedbStore::open_shared`].
     pub fn gateway_in(data_dir: impl AsRef<Path>) -> Result<Self> {
         prepare_dir(data_dir.as_ref())?;
         Self::open_shared(data_dir.as_ref().join(GATEWAY_DB))
@@ -411,6 +440,12 @@ impl RedbStore {
     }
 
     /// Reads everything (for checks after a crash): tokens and keyrings.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Database`] if redb fails to read, [`StoreError::Corrupt`] for a record
+    /// that does not decode, and [`StoreError::Locked`] for a shared store another process
+    /// holds past the lock wait.
     pub async fn snapshot(&self) -> Result<(Vec<TokenRecord>, Vec<KeyringRecord>)> {
         self.db
             .run(|db, path| {
@@ -425,11 +460,24 @@ impl RedbStore {
 
 impl RedbKeyringStore {
     /// Opens (creating if needed) the agent database at `path`, for each operation only.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::DataDir`] if the file cannot be created or its mode read;
+    /// [`StoreError::NotPrivate`] if group or others may access it; [`StoreError::Locked`]
+    /// if another process holds it for longer than the lock wait;
+    /// [`StoreError::UnsupportedFormat`] for a file in an older redb format;
+    /// [`StoreError::Database`] if redb fails to open it or create its tables.
     pub fn open_shared(path: impl AsRef<Path>) -> Result<Self> {
         Ok(Self { db: Db::open_shared(path.as_ref(), AGENT_TABLES)? })
     }
 
     /// The agent database in `data_dir` (created, mode 0700, if missing).
+    ///
+    /// # Errors
+    ///
+    /// Any error of [`prepare_dir`] for `data_dir`, then of
+    /// [`RedbKeyringStore::open_shared`].
     pub fn agent_in(data_dir: impl AsRef<Path>) -> Result<Self> {
         prepare_dir(data_dir.as_ref())?;
         Self::open_shared(data_dir.as_ref().join(AGENT_DB))

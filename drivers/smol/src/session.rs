@@ -111,6 +111,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, P> Session<IO, P> {
         }
     }
 
+    /// Gives the session the limits of the gateway or agent that made it.
+    #[cfg(feature = "tls")]
     pub(crate) fn set_lifecycle(&mut self, lifecycle: Lifecycle) {
         self.lifecycle = lifecycle;
         self.heard = Instant::now();
@@ -135,6 +137,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, P> Session<IO, P> {
 
     /// Sends one message as one authenticated frame. An empty message is a keepalive:
     /// the peer's [`Session::recv`] does not return it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MessageTooLarge`] if `message` is longer than [`Session::max_payload`]
+    /// (nothing is sent); [`Error::Channel`] if the channel cannot seal it (this side
+    /// closed, the channel failed, or its sequence numbers are used up); [`Error::Io`] if
+    /// writing fails.
     pub async fn send(&mut self, message: &[u8]) -> Result<(), Error> {
         if message.len() > self.max_payload {
             return Err(Error::MessageTooLarge { len: message.len(), max: self.max_payload });
@@ -169,6 +178,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, P> Session<IO, P> {
     /// Cancelling the returned future while it waits for the peer (for example racing
     /// it against a timer) loses nothing: bytes join the session's buffer only once a
     /// read completes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Truncated`] if the stream ends before the peer's authenticated close;
+    /// [`Error::Channel`] for a frame the channel rejects (forged, replayed, reordered or
+    /// after the close) and [`Error::FrameTooLarge`] for one over [`Session::max_payload`],
+    /// each ending the session; [`Error::IdleTimeout`] and [`Error::Revoked`] as above;
+    /// [`Error::Io`] if reading fails.
     pub async fn recv(&mut self) -> Result<Option<Vec<u8>>, Error> {
         loop {
             if let Some(len) = Channel::frame_len(&self.rbuf)? {
@@ -257,6 +274,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, P> Session<IO, P> {
 
     /// Sends the authenticated close and shuts the stream down. If the peer closed
     /// first, sending ours is a courtesy and a peer that already hung up is no error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Channel`] if the close cannot be sealed, [`Error::Io`] if writing or
+    /// shutting down the stream fails, but only when this side closes first: after the
+    /// peer's close, answering is a courtesy (the peer may be gone) and its failure is not
+    /// reported.
     pub async fn close(mut self) -> Result<(), Error> {
         let courtesy = self.channel.peer_closed();
         let result = self.close_inner().await;

@@ -47,6 +47,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes a client's keyring; its resumes then fail. Whether it existed.
     fn revoke_client(&self, id: ClientId) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Transactions retried so far (after a conflict, or to settle an ambiguous
+    /// outcome), for the gateway's metrics. Stores that never retry keep the default, 0.
+    fn retries(&self) -> u64 {
+        0
+    }
 }
 
 /// What a new token is made of, apart from its random id and secret.
@@ -69,22 +75,50 @@ const TOKEN_ID_TRIES: usize = 8;
 /// Creates a token with a fresh random id and secret from the OS RNG, checks the
 /// template against the token limits, and stores it, drawing a new id if the first is
 /// taken. Returns the token (shown once to the operator) and its record.
+///
+/// # Errors
+///
+/// [`Error::TokenMetadata`] if the template's labels or description break the token limits;
+/// [`Error::Store`] if the store fails; [`Error::NoFreeTokenId`] if every id drawn was
+/// taken.
 pub async fn create_token<S: Store + ?Sized>(
     store: &S,
     template: &TokenTemplate,
 ) -> Result<(BootstrapToken, TokenRecord), Error> {
     for _ in 0..TOKEN_ID_TRIES {
         let token = BootstrapToken::generate(&mut os_rng());
-        let mut record = TokenRecord::new(token.clone(), template.expires_at, template.max_uses)
-            .with_description(&template.description)?;
-        for (key, value) in &template.labels {
-            record = record.with_label(key, value)?;
-        }
+        let record = token_record(token.clone(), template)?;
         if store.insert_token(record.clone()).await? {
             return Ok((token, record));
         }
     }
     Err(Error::NoFreeTokenId { tries: TOKEN_ID_TRIES })
+}
+
+/// Stores a token the operator chose (as `kubeadm token create TOKEN` does), with the
+/// template's metadata. Returns its record.
+///
+/// # Errors
+///
+/// [`Error::TokenMetadata`] if the template breaks the token limits; [`Error::Store`] if
+/// the store fails; [`Error::TokenIdTaken`] (and no change) if a token with its id exists.
+pub async fn insert_chosen_token<S: Store + ?Sized>(
+    store: &S,
+    token: BootstrapToken,
+    template: &TokenTemplate,
+) -> Result<TokenRecord, Error> {
+    let record = token_record(token, template)?;
+    if store.insert_token(record.clone()).await? { Ok(record) } else { Err(Error::TokenIdTaken { id: record.id() }) }
+}
+
+/// A token's record with the template's metadata, checked against the limits.
+fn token_record(token: BootstrapToken, template: &TokenTemplate) -> Result<TokenRecord, Error> {
+    let mut record =
+        TokenRecord::new(token, template.expires_at, template.max_uses).with_description(&template.description)?;
+    for (key, value) in &template.labels {
+        record = record.with_label(key, value)?;
+    }
+    Ok(record)
 }
 
 /// An agent's storage: the one keyring it joined with.

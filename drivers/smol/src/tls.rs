@@ -35,6 +35,11 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 /// The gateway's self-signed certificate (DER), signed with its Ed25519 identity key,
 /// and that key in PKCS#8 for rustls.
+///
+/// # Errors
+///
+/// [`Error::TlsSetup`] if the identity key cannot be encoded or loaded, or the certificate
+/// cannot be made; none of these happens with a valid identity.
 pub fn gateway_certificate(
     identity: &ServerIdentity,
 ) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), Error> {
@@ -57,6 +62,10 @@ pub fn gateway_certificate(
 }
 
 /// The gateway's TLS 1.3 server configuration.
+///
+/// # Errors
+///
+/// [`Error::TlsSetup`] as [`gateway_certificate`], or if rustls refuses the configuration.
 pub fn server_config(identity: &ServerIdentity) -> Result<Arc<rustls::ServerConfig>, Error> {
     let (cert, key) = gateway_certificate(identity)?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
@@ -128,6 +137,11 @@ impl PinVerifier {
 
     /// Checks that each certificate of a chain (end-entity first) is signed by the next;
     /// returns the pins of all their keys (the caller matches them against its pins).
+    ///
+    /// # Errors
+    ///
+    /// What is wrong with the chain, as text: it is empty or longer than [`MAX_CHAIN`], a
+    /// certificate does not parse or has trailing bytes, or one is not signed by the next.
     pub fn check_chain(&self, chain: &[&[u8]]) -> Result<Vec<Pin>, String> {
         check_chain(chain)
     }
@@ -202,6 +216,11 @@ impl ServerCertVerifier for PinVerifier {
 }
 
 /// The agent's TLS 1.3 client configuration, pinned to `verifier`.
+///
+/// # Errors
+///
+/// [`Error::TlsSetup`] if rustls refuses the configuration (it does not with its own
+/// provider).
 pub fn client_config(verifier: Arc<PinVerifier>) -> Result<Arc<rustls::ClientConfig>, Error> {
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
