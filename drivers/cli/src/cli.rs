@@ -5,22 +5,33 @@ use std::time::Duration;
 
 use boarding::identity::ClientId;
 use boarding::pin::Pin;
-use boarding::token::{BootstrapToken, TokenId};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::error::EXIT_CODES_HELP;
+use crate::output::{LAST_PRINTABLE, OutputFormat};
+use crate::secret::{SecretArg, secret_arg};
 
 /// Boarding: agents join a gateway with a bootstrap token and the gateway's pin, then
 /// talk to it over MAC-authenticated frames inside TLS 1.3, reconnecting at will.
 ///
-/// Start with `boarding demo`. A real setup is `boarding gateway serve` on the gateway,
-/// `boarding token create` there, then `boarding agent join` and `boarding agent send`
-/// on each agent.
+/// Start with `boarding demo`. A real setup is `boarding gateway init` and
+/// `boarding gateway serve` on the gateway, `boarding token create` there, then
+/// `boarding agent join` and `boarding agent send` on each agent.
 #[derive(Debug, Parser)]
-#[command(name = "boarding", version, propagate_version = true, max_term_width = 100)]
+#[command(name = "boarding", version, propagate_version = true, max_term_width = 100, after_help = EXIT_CODES_HELP)]
 pub struct Cli {
-    /// Log filter (tracing syntax, e.g. `debug` or `boarding_smol=debug`). Logs go to
-    /// stderr; the default is `info` for the gateway and `warn` otherwise.
+    /// Log filter (tracing's `EnvFilter` syntax, e.g. `debug` or
+    /// `info,boarding_smol=debug`). Logs go to stderr. The first of --log,
+    /// BOARDING_LOG and RUST_LOG that is set wins; without any, the default is `info`
+    /// for `gateway`, `off` for `demo` and `warn` otherwise. An invalid filter is a
+    /// usage error.
     #[arg(long, global = true, env = "BOARDING_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+
+    /// Log line format: `text` for people, `json` (one object per line) for log
+    /// collectors.
+    #[arg(long, global = true, env = "BOARDING_LOG_FORMAT", value_name = "FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
 
     #[command(subcommand)]
     pub command: Command,
@@ -63,13 +74,41 @@ pub enum Command {
         #[command(subcommand)]
         command: AgentCommand,
     },
+    /// Print a shell completion script to stdout.
+    ///
+    /// For example `boarding completions bash > /etc/bash_completion.d/boarding`, or
+    /// `boarding completions zsh > "${fpath[1]}/_boarding"`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to stdout, or write one per command into --dir.
+    ///
+    /// For example `boarding man | man -l -`, or `boarding man --dir /usr/local/share/man/man1`.
+    Man {
+        /// Write `boarding.1` and one page per subcommand (`boarding-token-create.1`, …)
+        /// into this directory instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Where a gateway keeps its database.
 #[derive(Debug, Args)]
 pub struct GatewayDir {
     /// The gateway's data directory (holds `gateway.redb`: identity key, tokens,
-    /// keyrings). Created with mode 0700 if missing.
+    /// keyrings). `gateway init` and `gateway serve` create it (mode 0700); the `token`
+    /// and `clients` commands refuse a directory with no gateway in it.
     #[arg(long, env = "BOARDING_GATEWAY_DIR", value_name = "DIR", default_value = "boarding-gateway")]
     pub data_dir: PathBuf,
 }
@@ -96,8 +135,23 @@ pub enum GatewayCommand {
         /// experiments; --data-dir still holds the admin socket.
         #[arg(long)]
         memory: bool,
+        /// Serve Prometheus metrics on `http://ADDR/metrics`, and the probes
+        /// `/healthz` (alive) and `/readyz` (store open and listener bound), e.g.
+        /// `127.0.0.1:9090`. Off by default.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
-    /// Print the gateway's pin (creating its identity on first use).
+    /// Create the gateway's identity in --data-dir and print its pin.
+    ///
+    /// The pin (`sha256:…`) goes to stdout; what happened goes to stderr. A directory
+    /// that already holds a gateway is left as it is (its pin is printed), so running
+    /// this twice is safe.
+    Init {
+        #[command(flatten)]
+        dir: GatewayDir,
+    },
+    /// Print the gateway's pin. The data directory must hold a gateway (`gateway
+    /// init` creates one).
     Pin {
         #[command(flatten)]
         dir: GatewayDir,
@@ -162,12 +216,22 @@ impl ServeLimits {
 pub enum TokenCommand {
     /// Create a token and print it (this is the only time its secret is shown).
     ///
-    /// The token alone goes to stdout (so `TOKEN=$(boarding token create)` works); its
-    /// details and the matching `agent join` command go to stderr.
+    /// The token alone goes to stdout (so `TOKEN=$(boarding token create)` works), or
+    /// with --print-join-command the `agent join` command that uses it; its details go
+    /// to stderr. With -o json|yaml, stdout is one document with the token, its record
+    /// and (with --print-join-command) the join command.
     Create {
         #[command(flatten)]
         dir: GatewayDir,
-        /// How long the token stays valid (e.g. `30m`, `24h`, `7d`), or `never`.
+        /// Use this token (`[a-z0-9]{6}.[a-z0-9]{16}`) instead of drawing a random one,
+        /// e.g. one from `boarding token generate`; `-` reads it from stdin (an
+        /// argument is visible to other users in the process list). Only with no
+        /// gateway running on --data-dir: the admin socket draws its own tokens.
+        #[arg(value_name = "TOKEN", value_parser = secret_arg)]
+        token: Option<SecretArg>,
+        /// How long the token stays valid: a Go duration as kubeadm takes it (`24h0m0s`,
+        /// `1h30m`, `90s`), days (`7d`) or words (`2weeks`); `0` or `never` for no
+        /// expiry. The expiry must fall before the year 10000.
         #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_ttl)]
         ttl: Ttl,
         /// How many agents may join with it (0 = unlimited).
@@ -179,19 +243,57 @@ pub enum TokenCommand {
         /// Free text for operators.
         #[arg(long, value_name = "TEXT", default_value = "")]
         description: String,
+        /// Print, instead of the bare token, an `agent join` command to paste on the
+        /// agent. It hands the token over on stdin (`echo TOKEN | boarding agent join
+        /// … --token -`; `echo` is a shell builtin), so the secret never shows in the
+        /// agent's process list.
+        #[arg(long)]
+        print_join_command: bool,
+        /// The gateway's address as agents reach it, for --print-join-command
+        /// (`HOST:PORT` is printed for you to fill in otherwise).
+        #[arg(long, value_name = "ADDR", requires = "print_join_command")]
+        gateway: Option<String>,
+        /// Output format.
+        #[arg(short, long, value_name = "FORMAT", default_value = "table")]
+        output: OutputFormat,
     },
+    /// Print a fresh random token, without storing it anywhere.
+    ///
+    /// For `boarding token create TOKEN`, or to prepare an agent's token file before
+    /// the token exists on the gateway.
+    Generate,
     /// List tokens: id, state, uses, expiry, labels, description (never the secret).
+    ///
+    /// Expired tokens are hidden (they can never be used again); --all shows them, and
+    /// `boarding token prune` deletes them.
     List {
         #[command(flatten)]
         dir: GatewayDir,
+        /// Show expired tokens too.
+        #[arg(long)]
+        all: bool,
+        /// Output format.
+        #[arg(short, long, value_name = "FORMAT", default_value = "table")]
+        output: OutputFormat,
     },
-    /// Delete a token: agents can no longer join with it (agents that joined stay).
-    Revoke {
+    /// Delete tokens: agents can no longer join with them (agents that joined stay).
+    ///
+    /// Each argument is a token id (the six characters before the dot) or a whole
+    /// token; a whole token is matched by its id alone, as in kubeadm (deleting needs
+    /// the gateway's data directory, not the secret), and its secret is never printed.
+    /// Every argument is checked before anything is deleted.
+    #[command(visible_alias = "revoke")]
+    Delete {
         #[command(flatten)]
         dir: GatewayDir,
-        /// The token's id (the six characters before the dot).
-        #[arg(value_name = "TOKEN_ID")]
-        id: TokenId,
+        /// Token ids or whole tokens.
+        #[arg(value_name = "TOKEN", required = true, num_args = 1.., value_parser = secret_arg)]
+        tokens: Vec<SecretArg>,
+    },
+    /// Delete every expired token.
+    Prune {
+        #[command(flatten)]
+        dir: GatewayDir,
     },
 }
 
@@ -202,6 +304,9 @@ pub enum ClientsCommand {
     List {
         #[command(flatten)]
         dir: GatewayDir,
+        /// Output format.
+        #[arg(short, long, value_name = "FORMAT", default_value = "table")]
+        output: OutputFormat,
     },
     /// Delete an agent's keyring: it can no longer connect (it must join again with a
     /// new token; its id becomes free).
@@ -231,17 +336,25 @@ pub enum AgentCommand {
         /// The gateway's address, host:port.
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7443")]
         gateway: String,
-        /// The bootstrap token (`[a-z0-9]{6}.[a-z0-9]{16}`). Prefer the environment
-        /// variable to keep it out of the process list.
-        #[arg(long, env = "BOARDING_TOKEN", value_name = "TOKEN", hide_env_values = true)]
-        token: BootstrapToken,
+        /// The bootstrap token (`[a-z0-9]{6}.[a-z0-9]{16}`); `-` reads it from stdin.
+        /// A token written here is visible to other users in the process list: prefer
+        /// `-` or --token-file. With neither flag, the token is taken from the
+        /// environment variable BOARDING_TOKEN.
+        #[arg(long, value_name = "TOKEN", value_parser = secret_arg)]
+        token: Option<SecretArg>,
+        /// Read the token from this file (surrounding whitespace is ignored; `-` is
+        /// stdin).
+        #[arg(long, value_name = "FILE", conflicts_with = "token")]
+        token_file: Option<PathBuf>,
         /// The gateway's pin, `sha256:<hex>` as `boarding gateway serve` printed it
         /// (repeatable: any one matching is enough).
         #[arg(long, value_name = "PIN", required = true)]
         pin: Vec<Pin>,
-        /// This agent's client id: a DNS label (lowercase letters, digits, '-').
+        /// This agent's client id: a DNS label (lowercase letters, digits, '-'). The
+        /// default is this host's name (its first label, in lowercase), as kubeadm
+        /// names a node.
         #[arg(long, value_name = "CLIENT_ID")]
-        id: ClientId,
+        id: Option<ClientId>,
         #[command(flatten)]
         dir: AgentDir,
     },
@@ -275,15 +388,39 @@ pub enum Ttl {
     Never,
 }
 
+impl Ttl {
+    /// The expiry (Unix seconds) of a token created at `now`, rounded up to a whole
+    /// second: `Some(None)` for never, `None` if it would fall after
+    /// [`LAST_PRINTABLE`] (or overflow).
+    pub fn expires_at(self, now: u64) -> Option<Option<u64>> {
+        match self {
+            Ttl::Never => Some(None),
+            Ttl::For(d) => {
+                let secs = d.as_secs().checked_add(u64::from(d.subsec_nanos() > 0))?.max(1);
+                now.checked_add(secs).filter(|at| *at <= LAST_PRINTABLE).map(Some)
+            }
+        }
+    }
+}
+
+/// `--ttl`: `0` and `never` are no expiry (kubeadm reads `0` so); anything else is a
+/// duration whose expiry, counted from now, can be stored and printed.
 fn parse_ttl(s: &str) -> Result<Ttl, String> {
     if s.eq_ignore_ascii_case("never") {
         return Ok(Ttl::Never);
     }
-    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30m, 24h, 7d, never)"))?;
+    let d = crate::duration::parse(s).map_err(|e| format!("{e}; or 0 or never for no expiry"))?;
     if d.is_zero() {
-        return Err("a zero TTL would create an expired token; use `never` for no expiry".into());
+        return Ok(Ttl::Never);
     }
-    Ok(Ttl::For(d))
+    let ttl = Ttl::For(d);
+    match ttl.expires_at(boarding_smol::unix_now()) {
+        Some(_) => Ok(ttl),
+        None => Err(format!(
+            "a TTL of {s} would expire after 9999-12-31T23:59:59Z, the last expiry a token can have; use 0 or \
+             never for a token that never expires"
+        )),
+    }
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {

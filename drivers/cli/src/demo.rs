@@ -9,7 +9,8 @@ use boarding_smol::{Agent, GatewayConfig, GatewaySession, GatewayStream, MemoryK
 
 use crate::cli::{DemoArgs, Ttl};
 use crate::error::{CliError, Result};
-use crate::ops::{client_table, create_token, millis, open_gateway, token_table};
+use crate::ops::{create_token, millis, open_gateway, resume_error};
+use crate::output::{client_table, token_table};
 
 /// An error as the command line shows it: the cause, then the hint.
 fn with_hint(e: CliError) -> String {
@@ -85,7 +86,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         create_token(gateway.store(), Ttl::For(std::time::Duration::from_secs(600)), 1, &labels, "demo").await?;
     println!("   token: {token}   (one use, 10 minutes, label role=worker)");
     println!("   the gateway's token list never shows the secret:");
-    for line in token_table(&[TokenView::from(&record)]).to_string().lines() {
+    for line in token_table(&[TokenView::from(&record)], boarding_smol::unix_now()).to_string().lines() {
         println!("   {line}");
     }
 
@@ -141,7 +142,10 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     gateway.store().revoke_client(id.clone()).await?;
     match agent.connect(&addr, &keyrings).await {
         Ok(_) => println!("   unexpected: a revoked client resumed"),
-        Err(e) => println!("   resume after `boarding clients revoke node-1`:\n     error: {}", with_hint(e.into())),
+        Err(e) => println!(
+            "   resume after `boarding clients revoke node-1`:\n     error: {}",
+            with_hint(resume_error(e, &addr, &id))
+        ),
     }
 
     step(7, "graceful shutdown");

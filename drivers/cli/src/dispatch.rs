@@ -1,103 +1,64 @@
-//! The dispatcher: one arm per command, each a call into `ops` or `demo`.
-
-use boarding_smol::{Agent, KeyringStore, RedbKeyringStore};
+//! The dispatcher: one arm per command, each a call into `ops`, `demo` or `docs`.
 
 use crate::cli::{AgentCommand, ClientsCommand, Command, GatewayCommand, TokenCommand};
-use crate::demo;
-use crate::error::{CliError, Result};
+use crate::error::Result;
 use crate::ops::{
-    Create, GatewayAccess, clients_list, existing_agent_store, millis, serve, serve_in_memory, token_create, token_list,
+    CreateOptions, clients_list, clients_revoke, default_client_id, gateway_init, gateway_pin, serve, serve_in_memory,
+    token_create, token_delete, token_list, token_prune,
 };
+use crate::{demo, docs, ops, output, secret};
 
 /// Runs one command.
 pub async fn run(command: Command) -> Result<()> {
     match command {
         Command::Demo(args) => demo::run(args).await,
         Command::Gateway { command } => match command {
-            GatewayCommand::Serve { listen, dir, limits, memory } => {
+            GatewayCommand::Serve { listen, dir, limits, memory, metrics_listen } => {
                 let config = limits.config();
+                let observer = match metrics_listen {
+                    Some(addr) => Some(crate::observe::Observer::start(addr).await?),
+                    None => None,
+                };
                 if memory {
-                    serve_in_memory(&listen, &dir.data_dir, config).await
+                    serve_in_memory(&listen, &dir.data_dir, config, observer).await
                 } else {
-                    serve(&listen, &dir.data_dir, config).await
+                    serve(&listen, &dir.data_dir, config, observer).await
                 }
             }
-            GatewayCommand::Pin { dir } => {
-                println!("{}", GatewayAccess::open(&dir.data_dir, Create::Yes).await?.pin().await?);
-                Ok(())
-            }
+            GatewayCommand::Init { dir } => gateway_init(&dir.data_dir).await,
+            GatewayCommand::Pin { dir } => gateway_pin(&dir.data_dir).await,
         },
         Command::Token { command } => match command {
-            TokenCommand::Create { dir, ttl, uses, label, description } => {
-                token_create(&dir.data_dir, ttl, uses, &label, &description).await
+            TokenCommand::Create { dir, token, ttl, uses, label, description, print_join_command, gateway, output } => {
+                let token = token.as_ref().map(|t| secret::token_from_arg(t, "TOKEN")).transpose()?;
+                let options =
+                    CreateOptions { token, ttl, uses, labels: label, description, print_join_command, gateway, output };
+                token_create(&dir.data_dir, options).await
             }
-            TokenCommand::List { dir } => token_list(&dir.data_dir).await,
-            TokenCommand::Revoke { dir, id } => {
-                let mut access = GatewayAccess::open(&dir.data_dir, Create::No).await?;
-                if access.revoke_token(id).await? {
-                    println!("token {id} revoked: no agent can join with it any more");
-                    Ok(())
-                } else {
-                    Err(CliError::Usage(format!("no token {id} in {}; see `boarding token list`", access.describe())))
-                }
+            TokenCommand::Generate => {
+                output::out(boarding::token::BootstrapToken::generate(&mut boarding_smol::os_rng()))
             }
+            TokenCommand::List { dir, all, output } => token_list(&dir.data_dir, all, output).await,
+            TokenCommand::Delete { dir, tokens } => token_delete(&dir.data_dir, &tokens).await,
+            TokenCommand::Prune { dir } => token_prune(&dir.data_dir).await,
         },
         Command::Clients { command } => match command {
-            ClientsCommand::List { dir } => clients_list(&dir.data_dir).await,
-            ClientsCommand::Revoke { dir, id } => {
-                let mut access = GatewayAccess::open(&dir.data_dir, Create::No).await?;
-                match access.revoke_client(id.clone()).await? {
-                    (true, closed) => {
-                        println!(
-                            "client {id} revoked: it can no longer connect ({closed} live session(s) closed); its id \
-                             is free to join again"
-                        );
-                        Ok(())
-                    }
-                    (false, _) => Err(CliError::Usage(format!(
-                        "no client {id} in {}; see `boarding clients list`",
-                        access.describe()
-                    ))),
-                }
-            }
+            ClientsCommand::List { dir, output } => clients_list(&dir.data_dir, output).await,
+            ClientsCommand::Revoke { dir, id } => clients_revoke(&dir.data_dir, id).await,
         },
         Command::Agent { command } => match command {
-            AgentCommand::Join { gateway, token, pin, id, dir } => {
-                let store = RedbKeyringStore::agent_in(&dir.data_dir)?;
-                if let Some(saved) = store.load_keyring().await? {
-                    return Err(CliError::Usage(format!(
-                        "{} already holds a keyring: this agent joined gateway {} as {}; use `boarding agent send`, \
-                         or a fresh --data-dir to join again",
-                        dir.data_dir.display(),
-                        saved.server_pin,
-                        saved.client_id
-                    )));
-                }
-                let started = std::time::Instant::now();
-                let session = Agent::default().join(&gateway, token, &pin, id.clone(), &store).await?;
-                let joined = session.peer().clone();
-                session.close().await?;
-                println!(
-                    "joined gateway {} as {id} in {} (MAC suite {:?}); keyring stored in {}",
-                    joined.server_pin,
-                    millis(started.elapsed()),
-                    joined.suite,
-                    store.path().display()
-                );
-                Ok(())
+            AgentCommand::Join { gateway, token, token_file, pin, id, dir } => {
+                // Checked before the token is read, so a bad --id never consumes stdin.
+                let id = match id {
+                    Some(id) => id,
+                    None => default_client_id()?,
+                };
+                let token = secret::agent_token(token.as_ref(), token_file.as_ref())?;
+                ops::agent_join(&gateway, token, &pin, id, &dir.data_dir).await
             }
-            AgentCommand::Send { gateway, dir, message } => {
-                let store = existing_agent_store(&dir.data_dir)?;
-                let mut session = Agent::default().connect(&gateway, &store).await?;
-                session.send(message.as_bytes()).await?;
-                let reply = session
-                    .recv()
-                    .await?
-                    .ok_or_else(|| CliError::Usage("the gateway closed the session without replying".into()))?;
-                session.close().await?;
-                println!("{}", String::from_utf8_lossy(&reply));
-                Ok(())
-            }
+            AgentCommand::Send { gateway, dir, message } => ops::agent_send(&gateway, &dir.data_dir, &message).await,
         },
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man { dir } => docs::man(dir.as_deref()),
     }
 }

@@ -1,10 +1,13 @@
-//! The command's errors, and the operator hints that go with them: what to run or
-//! which flag to check. The libraries name causes; this is where flags are named.
+//! The command's errors, the exit status each gives, and the operator hints that go
+//! with them: what to run or which flag to check. The libraries name causes; this is
+//! where flags are named.
 
 use boarding::Alert;
 use boarding::channel::Side;
 use boarding::error::{LocalFailure, PeerMisbehaved, ReceivedAlert, Refusal};
+use boarding::identity::ClientId;
 use boarding_smol::StoreError;
+use boarding_smol::admin::AdminErrorKind;
 
 /// A command's failure; `Display` is what the user sees after `error: `.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +21,38 @@ pub enum CliError {
     /// A request that cannot be carried out as given.
     #[error("{0}")]
     Usage(String),
+    /// A token given on the command line, in a file or on stdin is malformed or
+    /// unreadable. The message names the source and the rule, never the token.
+    #[error("{0}")]
+    TokenInput(String),
+    /// A data directory is not in the state the command needs: no gateway in it, an
+    /// agent that already joined, a database another process holds.
+    #[error("{0}")]
+    DataDir(String),
+    /// The token or client named does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A token with the operator's chosen id already exists.
+    #[error("{0}")]
+    Conflict(String),
+    /// A resume was refused because the gateway (the pinned one: TLS checked its key)
+    /// no longer holds this agent's keyring.
+    #[error(
+        "the gateway at {gateway} no longer knows client {client}: it was revoked (`boarding clients revoke`), \
+         or the gateway's database was replaced; the gateway's key matched the pin, so this is the right gateway"
+    )]
+    ClientUnknown {
+        /// The gateway's address.
+        gateway: String,
+        /// The agent's client id.
+        client: ClientId,
+    },
+    /// The gateway answered something this command did not expect.
+    #[error("{0}")]
+    Unexpected(String),
+    /// A listing could not be encoded as JSON or YAML.
+    #[error("cannot encode the output: {0}")]
+    Output(String),
     /// An I/O error outside the driver.
     #[error("{context}: {source}")]
     Io {
@@ -31,13 +66,128 @@ pub enum CliError {
 
 pub type Result<T> = std::result::Result<T, CliError>;
 
+/// The process exit status for each class of failure, for scripts. Documented in the
+/// top-level `--help` ([`EXIT_CODES_HELP`]) and the README.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// Anything not below: a token or client that does not exist, a token id already
+    /// taken, a protocol error, an internal failure.
+    Other = 1,
+    /// The command line is wrong (clap's own code): a bad flag or value, a malformed
+    /// token, an invalid log filter, a TTL out of range.
+    Usage = 2,
+    /// The gateway could not be reached, or did not answer in time; trying again later
+    /// may succeed.
+    Unreachable = 3,
+    /// The gateway refused: the token is unknown, spent or expired, the client id is
+    /// taken, admission was refused, the client was revoked, or the gateway's key does
+    /// not match the pin.
+    Refused = 4,
+    /// A local data directory or store: no gateway in it, not joined yet or joined
+    /// already, a database that is locked, unreadable or corrupt, an admin socket that
+    /// does not answer.
+    Local = 5,
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(exit: Exit) -> Self {
+        Self::from(exit as u8)
+    }
+}
+
+/// The exit codes, as the top-level `--help` shows them.
+pub const EXIT_CODES_HELP: &str = "\
+Exit status:
+  0  success
+  1  any other failure (e.g. no such token or client, a token id already taken)
+  2  usage: a bad flag or value, a malformed token, an invalid log filter, a TTL out of range
+  3  the gateway is unreachable or did not answer in time (retrying may help)
+  4  refused by the gateway: unknown, spent or expired token; client id taken; admission refused;
+     client revoked; the gateway's key does not match --pin
+  5  local data: no gateway in --data-dir, agent not joined (or joined already), a locked,
+     unreadable or corrupt database, an admin socket that does not answer";
+
 impl CliError {
     /// What the operator can do about it, if there is something to say.
     pub fn hint(&self) -> Option<&'static str> {
         match self {
             Self::Boarding(e) => driver_hint(e),
+            Self::ClientUnknown { .. } => {
+                Some("join again: `boarding agent join` with a new token and a fresh --data-dir")
+            }
             _ => None,
         }
+    }
+
+    /// The exit status this failure gives.
+    pub fn exit(&self) -> Exit {
+        match self {
+            Self::Boarding(e) => driver_exit(e),
+            Self::Store(_) | Self::DataDir(_) => Exit::Local,
+            Self::Usage(_) | Self::TokenInput(_) => Exit::Usage,
+            Self::ClientUnknown { .. } => Exit::Refused,
+            Self::NotFound(_) | Self::Conflict(_) | Self::Unexpected(_) | Self::Output(_) | Self::Io { .. } => {
+                Exit::Other
+            }
+        }
+    }
+}
+
+/// The class of a driver error.
+fn driver_exit(e: &boarding_smol::Error) -> Exit {
+    use boarding_smol::Error as E;
+    match e {
+        // The admin socket is local; a connection's reads and writes are the network;
+        // anything else (threads, a listener) is this process's.
+        E::Io { context, .. } if context.contains("admin") => Exit::Local,
+        E::Io { context, .. } if !["receiving", "sending", "closing"].iter().any(|v| context.starts_with(v)) => {
+            Exit::Other
+        }
+        E::Connect { .. }
+        | E::Io { .. }
+        | E::Busy { .. }
+        | E::HandshakeEof
+        | E::Timeout { .. }
+        | E::IdleTimeout { .. }
+        | E::Evicted
+        | E::Truncated
+        | E::Address { .. } => Exit::Unreachable,
+        E::PinMismatch { .. } | E::CertificateChain { .. } | E::Revoked => Exit::Refused,
+        E::Handshake { source, .. } => protocol_exit(source),
+        E::Store(_) | E::NotJoined { .. } | E::AdminSocket { .. } => Exit::Local,
+        E::Admin(admin) => match admin.kind {
+            AdminErrorKind::BadRequest => Exit::Usage,
+            AdminErrorKind::Store | AdminErrorKind::Forbidden => Exit::Local,
+            AdminErrorKind::UnsupportedVersion | AdminErrorKind::Conflict => Exit::Other,
+        },
+        E::TokenMetadata(_) | E::MessageTooLarge { .. } => Exit::Usage,
+        _ => Exit::Other,
+    }
+}
+
+/// The class of a handshake error at the agent.
+fn protocol_exit(e: &boarding::Error) -> Exit {
+    match e {
+        boarding::Error::PeerAlert(ReceivedAlert::Known(alert)) => match alert {
+            Alert::UnknownToken
+            | Alert::ExpiredToken
+            | Alert::ExhaustedToken
+            | Alert::ClientIdTaken
+            | Alert::InvalidClientId
+            | Alert::BadProof
+            | Alert::AdmissionRefused
+            | Alert::UnsupportedVersion
+            | Alert::BadIdentity => Exit::Refused,
+            Alert::Internal | Alert::Malformed | Alert::UnexpectedMessage => Exit::Other,
+        },
+        // The gateway's proofs failed, or its key matches no pin: this side refuses it.
+        boarding::Error::Refused(_)
+        | boarding::Error::PeerMisbehaved(PeerMisbehaved::BadGatewayProof | PeerMisbehaved::BadGatewaySignature) => {
+            Exit::Refused
+        }
+        boarding::Error::Local(LocalFailure::Persist | LocalFailure::Storage) => Exit::Local,
+        _ => Exit::Other,
     }
 }
 
@@ -83,9 +233,11 @@ fn agent_hint(e: &boarding::Error) -> Option<&'static str> {
                 "another agent has joined with this id; choose another --id, or remove the old one with \
                  `boarding clients revoke` on the gateway"
             }
+            // On a resume this is a client the gateway no longer knows, which `agent send`
+            // reports as such (`ClientUnknown`); what is left is a join's token proof.
             Alert::BadProof => {
-                "the gateway rejected the proof: a wrong token secret, or (on resume) a client the gateway \
-                 no longer knows; check the token, or join again"
+                "the gateway rejected the token proof: the token's secret is wrong (copied wrong, or from another \
+                 gateway); check the token"
             }
             Alert::InvalidClientId => "client ids are DNS labels: lowercase letters, digits and '-', 1 to 63 long",
             Alert::UnsupportedVersion => "the gateway speaks another protocol version or MAC suite; upgrade one side",

@@ -3,23 +3,28 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use boarding::identity::{ClientId, ServerIdentity};
 use boarding::pin::Pin;
 use boarding::token::{BootstrapToken, TokenId, TokenRecord};
 use boarding_smol::admin::{
-    ADMIN_SOCKET, AdminClient, AdminRequest, AdminResponse, AdminServer, ClientView, TokenView,
+    ADMIN_SOCKET, AdminClient, AdminErrorKind, AdminRequest, AdminResponse, AdminServer, ClientView, TokenView,
 };
 use boarding_smol::{
-    Gateway, GatewayConfig, MemoryStore, RedbKeyringStore, RedbStore, Store, StoreError, TokenTemplate, echo, os_rng,
-    unix_now,
+    Agent, Gateway, GatewayConfig, KeyringStore, MemoryStore, RedbKeyringStore, RedbStore, Store, StoreError,
+    TokenTemplate, echo, os_rng, unix_now,
 };
-use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use smol::stream::StreamExt;
 
 use crate::cli::Ttl;
 use crate::error::{CliError, Result};
+use crate::observe::Observer;
+use crate::output::{
+    ClientRow, CreatedRow, OutputFormat, TokenRow, client_table, document, format_time, is_expired, note, out, out_raw,
+    token_table,
+};
+use crate::secret::{self, SecretArg};
 
 /// Formats a duration in milliseconds with one decimal.
 pub fn millis(d: Duration) -> String {
@@ -29,9 +34,10 @@ pub fn millis(d: Duration) -> String {
 /// Whether a command may create the gateway's data directory and identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Create {
-    /// `gateway pin`, `token create`: the first use creates the identity.
+    /// `gateway init`, `gateway pin`: the first use creates the identity.
     Yes,
-    /// Listing and revoking: there must be a gateway already.
+    /// The `token` and `clients` commands: there must be a gateway already, so that a
+    /// mistyped --data-dir is an error rather than a new, empty gateway.
     No,
 }
 
@@ -53,16 +59,18 @@ impl GatewayAccess {
         }
         let path = dir.join(boarding_smol::GATEWAY_DB);
         if create == Create::No && !path.exists() {
-            return Err(CliError::Usage(format!(
-                "no gateway database at {}: run `boarding gateway serve --data-dir {}` (or `boarding gateway pin`) \
-                 first, or pass the gateway's --data-dir",
+            return Err(CliError::DataDir(format!(
+                "no gateway in {}: {} does not exist and no gateway answers on {}; pass the gateway's --data-dir \
+                 (or set BOARDING_GATEWAY_DIR), or create a gateway there with `boarding gateway init --data-dir {}`",
+                dir.display(),
                 path.display(),
+                socket.display(),
                 dir.display()
             )));
         }
         match RedbStore::hold_gateway_in(dir) {
             Ok(store) => Ok(Self::Direct(store)),
-            Err(StoreError::Locked { path }) => Err(CliError::Usage(format!(
+            Err(StoreError::Locked { path }) => Err(CliError::DataDir(format!(
                 "{} is held by a running gateway, but its admin socket {} does not answer; check that the gateway \
                  runs as this user, or stop it",
                 path.display(),
@@ -85,7 +93,8 @@ impl GatewayAccess {
     }
 
     fn unexpected(response: AdminResponse) -> CliError {
-        CliError::Usage(format!("the gateway gave an unexpected admin answer: {response:?}"))
+        // `Debug` of a response redacts any token secret in it.
+        CliError::Unexpected(format!("the gateway gave an unexpected admin answer: {response:?}"))
     }
 
     /// The gateway's pin.
@@ -99,8 +108,12 @@ impl GatewayAccess {
         }
     }
 
-    /// Creates a token.
-    pub async fn create_token(&mut self, template: TokenTemplate) -> Result<(BootstrapToken, TokenView)> {
+    /// Creates a token: `given`, or a fresh random one.
+    pub async fn create_token(
+        &mut self,
+        template: TokenTemplate,
+        given: Option<BootstrapToken>,
+    ) -> Result<(BootstrapToken, TokenView)> {
         match self {
             Self::Admin(client, _) => {
                 let request = AdminRequest::TokenCreate {
@@ -108,15 +121,29 @@ impl GatewayAccess {
                     max_uses: template.max_uses,
                     labels: template.labels,
                     description: template.description,
+                    token: given,
                 };
-                match Self::ask(client, request).await? {
-                    AdminResponse::Created { token, view } => Ok((token, view)),
-                    other => Err(Self::unexpected(other)),
+                match client.request(&request).await {
+                    Ok(AdminResponse::Created { token, view }) => Ok((token, view)),
+                    Ok(other) => Err(Self::unexpected(other)),
+                    Err(boarding_smol::Error::Admin(e)) if e.kind == AdminErrorKind::Conflict => {
+                        Err(CliError::Conflict(e.message))
+                    }
+                    Err(e) => Err(e.into()),
                 }
             }
             Self::Direct(store) => {
-                let (token, record) = boarding_smol::create_token(store, &template).await?;
-                Ok((token, TokenView::from(&record)))
+                let created = match given {
+                    Some(token) => boarding_smol::insert_chosen_token(store, token.clone(), &template)
+                        .await
+                        .map(|record| (token, record)),
+                    None => boarding_smol::create_token(store, &template).await,
+                };
+                match created {
+                    Ok((token, record)) => Ok((token, TokenView::from(&record))),
+                    Err(e @ boarding_smol::Error::TokenIdTaken { .. }) => Err(CliError::Conflict(e.to_string())),
+                    Err(e) => Err(e.into()),
+                }
             }
         }
     }
@@ -167,6 +194,9 @@ impl GatewayAccess {
     }
 }
 
+/// The record for an operator-chosen token, checked against the token limits as the
+/// driver checks a drawn one.
+
 /// The agent database in `dir`, which must exist already (the agent has joined).
 pub fn existing_agent_store(dir: &Path) -> Result<RedbKeyringStore> {
     let path = dir.join(boarding_smol::AGENT_DB);
@@ -185,12 +215,12 @@ pub async fn open_gateway(dir: &Path, config: GatewayConfig) -> Result<(Gateway<
 
 /// `gateway serve`: runs the gateway until SIGINT or SIGTERM, holding its database
 /// open and answering operator commands on its admin socket.
-pub async fn serve(listen: &str, dir: &Path, config: GatewayConfig) -> Result<()> {
+pub async fn serve(listen: &str, dir: &Path, config: GatewayConfig, observer: Option<Observer>) -> Result<()> {
     let fresh = !dir.join(boarding_smol::GATEWAY_DB).exists();
     let store = match RedbStore::hold_gateway_in(dir) {
         Ok(store) => store,
         Err(StoreError::Locked { path }) => {
-            return Err(CliError::Usage(format!(
+            return Err(CliError::DataDir(format!(
                 "{} is held by another process: is a gateway already serving {}?",
                 path.display(),
                 dir.display()
@@ -200,19 +230,28 @@ pub async fn serve(listen: &str, dir: &Path, config: GatewayConfig) -> Result<()
     };
     let gateway = Gateway::open(store, config).await?;
     if fresh {
-        println!("created a new gateway identity in {}", dir.display());
+        println!(
+            "created a new gateway identity in {} (first run; `boarding gateway init` creates it ahead of time)",
+            dir.display()
+        );
+        tracing::info!(data_dir = %dir.display(), "created a new gateway identity");
     } else {
         println!("loaded the gateway identity from {}", dir.display());
     }
-    run_gateway(listen, dir, gateway).await
+    run_gateway(listen, dir, gateway, observer).await
 }
 
 /// `gateway serve --memory`: the same service on an in-memory store.
-pub async fn serve_in_memory(listen: &str, dir: &Path, config: GatewayConfig) -> Result<()> {
+pub async fn serve_in_memory(
+    listen: &str,
+    dir: &Path,
+    config: GatewayConfig,
+    observer: Option<Observer>,
+) -> Result<()> {
     boarding_smol::prepare_dir(dir)?;
     let gateway = Gateway::open(MemoryStore::new(), config).await?;
     println!("created a new in-memory gateway identity (nothing is kept at exit)");
-    run_gateway(listen, dir, gateway).await
+    run_gateway(listen, dir, gateway, observer).await
 }
 
 /// Raises the soft limit on open files to the hard limit: every session is a socket,
@@ -230,8 +269,17 @@ fn raise_open_file_limit() {
 }
 
 /// Serves `gateway` on `listen` with its admin socket in `dir`, until a signal.
-async fn run_gateway<S: Store>(listen: &str, dir: &Path, gateway: Gateway<S>) -> Result<()> {
+async fn run_gateway<S: Store>(
+    listen: &str,
+    dir: &Path,
+    gateway: Gateway<S>,
+    observer: Option<Observer>,
+) -> Result<()> {
     raise_open_file_limit();
+    if let Some(observer) = &observer {
+        observer.attach(&gateway);
+        println!("metrics on http://{}/metrics", observer.local_addr());
+    }
     let admin = AdminServer::start(&gateway, &dir.join(ADMIN_SOCKET))?;
     println!("pin: {}", gateway.pin());
     let listener = smol::net::TcpListener::bind(listen).await.map_err(|source| CliError::Io {
@@ -239,10 +287,15 @@ async fn run_gateway<S: Store>(listen: &str, dir: &Path, gateway: Gateway<S>) ->
         source,
     })?;
     let serving = gateway.serve(listener, echo)?;
+    if let Some(observer) = &observer {
+        observer.set_ready(true);
+    }
     println!("listening on {}", serving.local_addr());
     println!("admin socket: {}", admin.path().display());
+    // The hint keeps the secret off the agent's command line (and out of `ps`).
     println!(
-        "agents join with: boarding agent join --gateway {} --pin {} --token TOKEN --id NAME",
+        "agents join with: boarding agent join --gateway {} --pin {} --token-file FILE (a file holding a token \
+         from `boarding token create`; `--token -` reads it from stdin)",
         serving.local_addr(),
         gateway.pin()
     );
@@ -256,30 +309,23 @@ async fn run_gateway<S: Store>(listen: &str, dir: &Path, gateway: Gateway<S>) ->
         _ => "a signal",
     };
     let _ = writeln!(std::io::stdout(), "received {name}: shutting down gracefully");
+    if let Some(observer) = &observer {
+        observer.set_ready(false);
+    }
     drop(admin);
     serving.shutdown().await;
     Ok(())
 }
 
-fn expiry(ttl: Ttl) -> Result<Option<u64>> {
-    match ttl {
-        Ttl::Never => Ok(None),
-        Ttl::For(d) => unix_now()
-            .checked_add(d.as_secs().max(1))
-            .map(Some)
-            .ok_or_else(|| CliError::Usage("the TTL is too long; use `never`".into())),
-    }
-}
-
-fn format_time(unix: u64) -> String {
-    let t = UNIX_EPOCH.checked_add(Duration::from_secs(unix)).unwrap_or(SystemTime::UNIX_EPOCH);
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
 /// The template for a new token, checked against the limits.
 fn template(ttl: Ttl, uses: u32, labels: &[(String, String)], description: &str) -> Result<TokenTemplate> {
+    // The parser checked the TTL against the clock already; checked again here because
+    // the clock has moved on since.
+    let expires_at = ttl.expires_at(unix_now()).ok_or_else(|| {
+        CliError::Usage("the TTL would expire after 9999-12-31T23:59:59Z; use 0 or never for no expiry".into())
+    })?;
     Ok(TokenTemplate {
-        expires_at: expiry(ttl)?,
+        expires_at,
         max_uses: uses,
         labels: labels.iter().cloned().collect(),
         description: description.to_owned(),
@@ -298,93 +344,259 @@ pub async fn create_token<S: Store>(
     Ok(boarding_smol::create_token(store, &template(ttl, uses, labels, description)?).await?)
 }
 
+/// What `token create` was asked for.
+#[derive(Debug)]
+pub struct CreateOptions {
+    /// The operator's own token, or `None` to draw one.
+    pub token: Option<BootstrapToken>,
+    /// Its lifetime.
+    pub ttl: Ttl,
+    /// Most redemptions; 0 is unlimited.
+    pub uses: u32,
+    /// Its labels.
+    pub labels: Vec<(String, String)>,
+    /// Its description.
+    pub description: String,
+    /// Print the join command instead of the bare token.
+    pub print_join_command: bool,
+    /// The gateway's address for the join command.
+    pub gateway: Option<String>,
+    /// How to print.
+    pub output: OutputFormat,
+}
+
+/// The `agent join` command for `token`: the token goes in on stdin through `echo`, a
+/// shell builtin, so it never appears in a process list; the client id defaults to
+/// the agent's host name, so the command runs as pasted.
+pub fn join_command(token: &BootstrapToken, pin: &Pin, gateway: Option<&str>) -> String {
+    format!("echo {token} | boarding agent join --gateway {} --pin {pin} --token -", gateway.unwrap_or("HOST:PORT"))
+}
+
 /// `token create`.
-pub async fn token_create(
-    dir: &Path,
-    ttl: Ttl,
-    uses: u32,
-    labels: &[(String, String)],
-    description: &str,
-) -> Result<()> {
-    let mut access = GatewayAccess::open(dir, Create::Yes).await?;
-    let (token, view) = access.create_token(template(ttl, uses, labels, description)?).await?;
+pub async fn token_create(dir: &Path, options: CreateOptions) -> Result<()> {
+    let template = template(options.ttl, options.uses, &options.labels, &options.description)?;
+    let mut access = GatewayAccess::open(dir, Create::No).await?;
+    let (token, view) = access.create_token(template, options.token).await?;
     let pin = access.pin().await?;
-    println!("{token}");
-    let expires = view.expires_at.map_or_else(|| "never".to_owned(), format_time);
-    let uses = if uses == 0 { "unlimited".to_owned() } else { uses.to_string() };
-    eprintln!("token {} created: expires {expires}, uses {uses}", view.id);
-    eprintln!("this is the only time the token is shown; hand it to the agent over a trusted channel");
-    eprintln!("join with: boarding agent join --pin {pin} --token <TOKEN> --id <NAME> --gateway <ADDR>");
-    Ok(())
-}
-
-fn state(view: &TokenView, now: u64) -> &'static str {
-    if view.expires_at.is_some_and(|at| now >= at) {
-        "expired"
-    } else if view.max_uses != 0 && view.use_count >= view.max_uses {
-        "used up"
-    } else {
-        "active"
-    }
-}
-
-fn labels(map: &std::collections::BTreeMap<String, String>) -> String {
-    map.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
-}
-
-/// The token table (never with secrets).
-pub fn token_table(records: &[TokenView]) -> Table {
+    let join = options.print_join_command.then(|| join_command(&token, &pin, options.gateway.as_deref()));
     let now = unix_now();
-    let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED).set_header(["ID", "STATE", "USES", "EXPIRES", "LABELS", "DESCRIPTION"]);
-    for r in records {
-        let max = if r.max_uses == 0 { "∞".to_owned() } else { r.max_uses.to_string() };
-        table.add_row([
-            r.id.to_string(),
-            state(r, now).to_owned(),
-            format!("{}/{max}", r.use_count),
-            r.expires_at.map_or_else(|| "never".to_owned(), format_time),
-            labels(&r.labels),
-            r.description.clone(),
-        ]);
+    if let Some(document) = document(options.output, &CreatedRow::new(&token, &view, now, join.as_deref()))? {
+        return out_raw(&document);
     }
-    table
-}
-
-/// The client table (never with keys).
-pub fn client_table(records: &[ClientView]) -> Table {
-    let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED).set_header(["CLIENT ID", "TOKEN", "LABELS", "CONFIRMED", "JOINED"]);
-    for r in records {
-        table.add_row([
-            r.client_id.to_string(),
-            r.token_id.to_string(),
-            labels(&r.labels),
-            if r.confirmed { "yes" } else { "not yet" }.to_owned(),
-            format_time(r.created_at),
-        ]);
+    match &join {
+        Some(command) => out(command)?,
+        None => out(&token)?,
     }
-    table
-}
-
-/// `token list`.
-pub async fn token_list(dir: &Path) -> Result<()> {
-    let records = GatewayAccess::open(dir, Create::No).await?.tokens().await?;
-    if records.is_empty() {
-        println!("no tokens; create one with `boarding token create`");
-    } else {
-        println!("{}", token_table(&records));
+    let expires = view.expires_at.map_or_else(|| "never".to_owned(), format_time);
+    let uses = if view.max_uses == 0 { "unlimited".to_owned() } else { view.max_uses.to_string() };
+    note(format_args!("token {} created: expires {expires}, uses {uses}", view.id));
+    note("this is the only time the token is shown; hand it to the agent over a trusted channel");
+    match (&join, options.gateway) {
+        (Some(_), None) => note("replace HOST:PORT by the gateway's address (or pass --gateway to `token create`)"),
+        (Some(_), Some(_)) => {}
+        (None, _) => note(format_args!(
+            "the agent joins with: boarding agent join --gateway ADDR --pin {pin} --token-file FILE (FILE holds the \
+             token; `--token -` reads it from stdin; --print-join-command prints a command to paste)"
+        )),
     }
     Ok(())
+}
+
+/// `token list`: expired tokens are hidden unless `all`.
+pub async fn token_list(dir: &Path, all: bool, format: OutputFormat) -> Result<()> {
+    let records = GatewayAccess::open(dir, Create::No).await?.tokens().await?;
+    let now = unix_now();
+    let (shown, hidden): (Vec<TokenView>, Vec<TokenView>) =
+        records.into_iter().partition(|view| all || !is_expired(view, now));
+    let rows: Vec<TokenRow<'_>> = shown.iter().map(|view| TokenRow::new(view, now)).collect();
+    if let Some(document) = document(format, &rows)? {
+        return out_raw(&document);
+    }
+    if shown.is_empty() {
+        out("no tokens; create one with `boarding token create`")?;
+    } else {
+        out(token_table(&shown, now))?;
+    }
+    if !hidden.is_empty() {
+        note(format_args!(
+            "{} expired token(s) hidden: `--all` shows them, `boarding token prune` deletes them",
+            hidden.len()
+        ));
+    }
+    Ok(())
+}
+
+/// `token delete`: every argument is checked first, then each token deleted; the ones
+/// that did not exist are reported together at the end.
+pub async fn token_delete(dir: &Path, tokens: &[SecretArg]) -> Result<()> {
+    let mut ids = Vec::with_capacity(tokens.len());
+    for (n, arg) in tokens.iter().enumerate() {
+        let id = secret::token_id_of(arg, n.saturating_add(1))?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    let mut access = GatewayAccess::open(dir, Create::No).await?;
+    let mut missing = Vec::new();
+    for id in ids {
+        if access.revoke_token(id).await? {
+            out(format_args!("token {id} deleted: no agent can join with it any more"))?;
+        } else {
+            missing.push(id.to_string());
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::NotFound(format!(
+            "no token {} in {}; see `boarding token list --all`",
+            missing.join(", "),
+            access.describe()
+        )))
+    }
+}
+
+/// `token prune`: deletes the tokens expired now. An expiry never moves, so a token
+/// listed as expired is still expired when it is deleted.
+pub async fn token_prune(dir: &Path) -> Result<()> {
+    let mut access = GatewayAccess::open(dir, Create::No).await?;
+    let now = unix_now();
+    let expired: Vec<TokenId> =
+        access.tokens().await?.iter().filter(|view| is_expired(view, now)).map(|view| view.id).collect();
+    let mut deleted = Vec::with_capacity(expired.len());
+    for id in expired {
+        // Deleted meanwhile by someone else: nothing left to do for it.
+        if access.revoke_token(id).await? {
+            deleted.push(id.to_string());
+        }
+    }
+    if deleted.is_empty() {
+        out("no expired tokens")
+    } else {
+        out(format_args!("deleted {} expired token(s): {}", deleted.len(), deleted.join(", ")))
+    }
 }
 
 /// `clients list`.
-pub async fn clients_list(dir: &Path) -> Result<()> {
+pub async fn clients_list(dir: &Path, format: OutputFormat) -> Result<()> {
     let records = GatewayAccess::open(dir, Create::No).await?.clients().await?;
-    if records.is_empty() {
-        println!("no clients have joined yet");
-    } else {
-        println!("{}", client_table(&records));
+    let rows: Vec<ClientRow<'_>> = records.iter().map(ClientRow::new).collect();
+    if let Some(document) = document(format, &rows)? {
+        return out_raw(&document);
     }
-    Ok(())
+    if records.is_empty() { out("no clients have joined yet") } else { out(client_table(&records)) }
+}
+
+/// `clients revoke`.
+pub async fn clients_revoke(dir: &Path, id: ClientId) -> Result<()> {
+    let mut access = GatewayAccess::open(dir, Create::No).await?;
+    match access.revoke_client(id.clone()).await? {
+        (true, closed) => out(format_args!(
+            "client {id} revoked: it can no longer connect ({closed} live session(s) closed); its id is free to join \
+             again"
+        )),
+        (false, _) => {
+            Err(CliError::NotFound(format!("no client {id} in {}; see `boarding clients list`", access.describe())))
+        }
+    }
+}
+
+/// `gateway init`: creates the identity if there is none, and prints the pin.
+pub async fn gateway_init(dir: &Path) -> Result<()> {
+    let fresh = !dir.join(boarding_smol::GATEWAY_DB).exists();
+    let mut access = GatewayAccess::open(dir, Create::Yes).await?;
+    let pin = access.pin().await?;
+    match (&access, fresh) {
+        (GatewayAccess::Admin(..), _) => {
+            note(format_args!("a gateway is running on {}; nothing changed", dir.display()));
+        }
+        (GatewayAccess::Direct(_), true) => {
+            note(format_args!("created a new gateway identity in {}", access.describe()));
+            note(format_args!("next: boarding gateway serve --data-dir {}", dir.display()));
+        }
+        (GatewayAccess::Direct(_), false) => {
+            note(format_args!("{} already holds a gateway identity; nothing changed", access.describe()));
+        }
+    }
+    out(pin)
+}
+
+/// `gateway pin`: the pin of the gateway in `dir`, which must exist (`gateway init`
+/// creates one).
+pub async fn gateway_pin(dir: &Path) -> Result<()> {
+    let pin = GatewayAccess::open(dir, Create::No).await?.pin().await?;
+    out(pin)
+}
+
+/// This host's name as a client id, the default of `agent join --id`: its first label,
+/// in lowercase, as kubeadm names a node after its host.
+pub fn default_client_id() -> Result<ClientId> {
+    let uname = rustix::system::uname();
+    let name = uname.nodename().to_string_lossy();
+    let label = name.split('.').next().unwrap_or_default().to_ascii_lowercase();
+    ClientId::new(&label).map_err(|e| {
+        CliError::Usage(format!(
+            "this host's name {label:?} is not a valid client id ({e}); pass --id with a DNS label (lowercase \
+             letters, digits and '-')"
+        ))
+    })
+}
+
+/// `agent join`.
+pub async fn agent_join(gateway: &str, token: BootstrapToken, pins: &[Pin], id: ClientId, dir: &Path) -> Result<()> {
+    let store = RedbKeyringStore::agent_in(dir)?;
+    if let Some(saved) = store.load_keyring().await? {
+        return Err(CliError::DataDir(format!(
+            "{} already holds a keyring: this agent joined gateway {} as {}; use `boarding agent send`, or a fresh \
+             --data-dir to join again",
+            dir.display(),
+            saved.server_pin,
+            saved.client_id
+        )));
+    }
+    let started = std::time::Instant::now();
+    let session = Agent::default().join(gateway, token, pins, id.clone(), &store).await?;
+    let joined = session.peer().clone();
+    session.close().await?;
+    out(format_args!(
+        "joined gateway {} as {id} in {} (MAC suite {:?}); keyring stored in {}",
+        joined.server_pin,
+        millis(started.elapsed()),
+        joined.suite,
+        store.path().display()
+    ))
+}
+
+/// A failed resume as the agent's operator should read it. A gateway that no longer
+/// holds the keyring (the client was revoked, or the database replaced) makes the
+/// resume proof fail; TLS had already checked the gateway's key against the stored
+/// pin, so this is never a pin problem, and is said as what it is.
+pub fn resume_error(e: boarding_smol::Error, gateway: &str, client: &ClientId) -> CliError {
+    use boarding::error::{PeerMisbehaved, ReceivedAlert};
+    match e.protocol() {
+        Some(boarding::Error::PeerMisbehaved(PeerMisbehaved::BadGatewayProof))
+        | Some(boarding::Error::PeerAlert(ReceivedAlert::Known(boarding::Alert::BadProof))) => {
+            CliError::ClientUnknown { gateway: gateway.to_owned(), client: client.clone() }
+        }
+        _ => e.into(),
+    }
+}
+
+/// `agent send`: resume, send `message`, print the reply.
+pub async fn agent_send(gateway: &str, dir: &Path, message: &str) -> Result<()> {
+    let store = existing_agent_store(dir)?;
+    let saved = store
+        .load_keyring()
+        .await?
+        .ok_or_else(|| boarding_smol::Error::NotJoined { location: store.path().display().to_string() })?;
+    let client = saved.client_id.clone();
+    let mut session =
+        Agent::default().connect_with(gateway, saved).await.map_err(|e| resume_error(e, gateway, &client))?;
+    session.send(message.as_bytes()).await?;
+    let reply = session
+        .recv()
+        .await?
+        .ok_or_else(|| CliError::Unexpected("the gateway closed the session without replying".into()))?;
+    session.close().await?;
+    out(String::from_utf8_lossy(&reply))
 }

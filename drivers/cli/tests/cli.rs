@@ -42,13 +42,16 @@ fn gateway_serve_to_agent_send() {
     let a1 = dir.path().join("a1");
     let a1 = a1.to_str().unwrap();
     let addr = gateway.addr.as_str();
+    // As the README does it: the token in a file, not on the command line.
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let joined = ok(&[
         "agent",
         "join",
         "--gateway",
         addr,
-        "--token",
-        &token,
+        "--token-file",
+        token_file.to_str().unwrap(),
         "--pin",
         &gateway.pin,
         "--id",
@@ -102,10 +105,12 @@ fn gateway_serve_to_agent_send() {
     let clients = ok(&["clients", "list", "--data-dir", gw]);
     assert!(clients.contains("node-1") && clients.contains("yes") && clients.contains(token_id), "{clients}");
 
-    // Revoke the client: its next send fails and says what to do.
+    // Revoke the client: its next send fails, says why (not a pin problem) and what to do.
     ok(&["clients", "revoke", "--data-dir", gw, "node-1"]);
     let o = boarding(&["agent", "send", "--gateway", addr, "--data-dir", a1, "hello?"]);
-    assert!(!o.status.success() && stderr(&o).contains("join again"), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(!o.status.success() && err.contains("join again") && err.contains("revoked"), "{err}");
+    assert!(!err.contains("--pin"), "{err}");
 
     // Revoke the token: joining with it fails with "unknown token" advice.
     ok(&["token", "revoke", "--data-dir", gw, token_id]);
@@ -155,7 +160,7 @@ fn gateway_serve_to_agent_send() {
 fn unreachable_gateway_and_bad_arguments_say_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let o = boarding(&["token", "list", "--data-dir", dir.path().join("none").to_str().unwrap()]);
-    assert!(!o.status.success() && stderr(&o).contains("gateway serve"), "{}", stderr(&o));
+    assert!(!o.status.success() && stderr(&o).contains("boarding gateway init"), "{}", stderr(&o));
     let o = boarding(&[
         "agent",
         "join",
@@ -171,9 +176,14 @@ fn unreachable_gateway_and_bad_arguments_say_what_to_do() {
         dir.path().join("a").to_str().unwrap(),
     ]);
     assert!(!o.status.success() && stderr(&o).contains("cannot connect to the gateway"), "{}", stderr(&o));
-    let o = boarding(&["agent", "join", "--token", "not-a-token", "--pin", "x", "--id", "n"]);
+    let pin = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    let o = boarding(&["agent", "join", "--token", "not-a-token", "--pin", pin, "--id", "n"]);
     assert!(!o.status.success() && stderr(&o).contains("--token"), "{}", stderr(&o));
-    let o = boarding(&["token", "create", "--data-dir", dir.path().to_str().unwrap(), "--ttl", "0s"]);
+    let o = boarding(&["agent", "join", "--pin", "x", "--id", "n"]);
+    assert!(!o.status.success() && stderr(&o).contains("--pin"), "{}", stderr(&o));
+    let gw = dir.path().join("gw");
+    ok(&["gateway", "init", "--data-dir", gw.to_str().unwrap()]);
+    let o = boarding(&["token", "create", "--data-dir", gw.to_str().unwrap(), "--ttl", "8000y"]);
     assert!(!o.status.success() && stderr(&o).contains("never"), "{}", stderr(&o));
 }
 
@@ -183,18 +193,24 @@ fn help_is_complete_on_every_command() {
         &[],
         &["demo"],
         &["gateway"],
+        &["gateway", "init"],
         &["gateway", "serve"],
         &["gateway", "pin"],
         &["token"],
         &["token", "create"],
+        &["token", "generate"],
         &["token", "list"],
+        &["token", "delete"],
         &["token", "revoke"],
+        &["token", "prune"],
         &["clients"],
         &["clients", "list"],
         &["clients", "revoke"],
         &["agent"],
         &["agent", "join"],
         &["agent", "send"],
+        &["completions"],
+        &["man"],
     ];
     for command in commands {
         let mut args = command.to_vec();
@@ -208,11 +224,11 @@ fn help_is_complete_on_every_command() {
         assert!(serve.contains(option), "{serve}");
     }
     let create = ok(&["token", "create", "--help"]);
-    for option in ["--ttl", "--uses", "--label", "--description"] {
+    for option in ["--ttl", "--uses", "--label", "--description", "--print-join-command", "--output"] {
         assert!(create.contains(option), "{create}");
     }
     let join = ok(&["agent", "join", "--help"]);
-    for option in ["--gateway", "--token", "--pin", "--id", "--data-dir", "BOARDING_TOKEN"] {
+    for option in ["--gateway", "--token", "--token-file", "--pin", "--id", "--data-dir", "BOARDING_TOKEN"] {
         assert!(join.contains(option), "{join}");
     }
 }

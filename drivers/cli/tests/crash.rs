@@ -76,7 +76,7 @@ fn sigkill_loop_loses_nothing_and_charges_once() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let gw_dir = dir.path().join("gw");
-    let pin: Pin = ok(&["gateway", "pin", "--data-dir", gw_dir.to_str().unwrap()]).trim().parse().unwrap();
+    let pin: Pin = ok(&["gateway", "init", "--data-dir", gw_dir.to_str().unwrap()]).trim().parse().unwrap();
     let db = gw_dir.join(boarding_smol::GATEWAY_DB);
 
     let agents: Vec<TestAgent> = smol::block_on(async {

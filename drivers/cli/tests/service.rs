@@ -164,7 +164,7 @@ fn a_database_readable_by_others_is_refused_with_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     let gw = dir.path().join("gw");
     let gw_str = gw.to_str().unwrap();
-    ok(&["gateway", "pin", "--data-dir", gw_str]);
+    ok(&["gateway", "init", "--data-dir", gw_str]);
     let db = gw.join("gateway.redb");
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
     for args in [

@@ -52,6 +52,8 @@ pub struct GatewayProcess {
     pub child: Child,
     pub addr: String,
     pub pin: String,
+    /// The metrics endpoint's address, with `--metrics-listen`.
+    pub metrics: Option<String>,
 }
 
 impl GatewayProcess {
@@ -82,7 +84,7 @@ impl GatewayProcess {
                 let _ = tx.send(line);
             }
         });
-        let (mut addr, mut pin) = (None, None);
+        let (mut addr, mut pin, mut metrics) = (None, None, None);
         while addr.is_none() {
             let line = rx.recv_timeout(Duration::from_secs(20)).expect("the gateway printed its address in time");
             if let Some(p) = line.strip_prefix("pin: ") {
@@ -91,8 +93,11 @@ impl GatewayProcess {
             if let Some(a) = line.strip_prefix("listening on ") {
                 addr = Some(a.to_owned());
             }
+            if let Some(m) = line.strip_prefix("metrics on http://").and_then(|m| m.strip_suffix("/metrics")) {
+                metrics = Some(m.to_owned());
+            }
         }
-        Self { child, addr: addr.unwrap(), pin: pin.expect("the pin was printed") }
+        Self { child, addr: addr.unwrap(), pin: pin.expect("the pin was printed"), metrics }
     }
 
     /// SIGKILL, and reap.
