@@ -9,7 +9,7 @@ use boarding::suite::MacSuite;
 use boarding::transcript::TRANSCRIPT_LABEL;
 
 fn spec() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/PROTOCOL.md")).expect("spec exists")
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/spec/PROTOCOL.md")).expect("spec exists")
 }
 
 #[test]

@@ -23,9 +23,9 @@ use boarding::identity::{ClientId, ServerIdentity};
 use boarding::keys::{SessionKeys, SymmetricKey};
 use boarding::messages::HandshakeMessage;
 use boarding::server::{Admission, Server, ServerConfig, ServerRequest};
+use boarding::storage::Records;
 use boarding::suite::{MacSuite, SUPPORTED_VERSIONS};
 use boarding::token::{BootstrapToken, TokenRecord};
-use boarding_memory::MemoryStore;
 use hkdf::Hkdf;
 use hmac::{Hmac, KeyInit, Mac};
 use rand_chacha::ChaCha20Rng;
@@ -35,7 +35,9 @@ use sha2::{Digest, Sha256};
 
 const CLIENT_SEED: u64 = 1;
 const SERVER_SEED: u64 = 2;
-const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/vectors/boarding-v1.json");
+// `spec/` in this package links to the repository's `spec/` (and is a copy in the
+// published package), so the vectors and the specification travel with the crate.
+const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/spec/vectors/boarding-v1.json");
 
 /// Everything the two handshakes of the vectors depend on besides randomness: what the
 /// file's `inputs` hold.
@@ -154,11 +156,14 @@ impl Inputs {
         Arc::new(ServerConfig::new(ServerIdentity::from_seed(self.identity_seed)).with_suites(&self.gateway_suites))
     }
 
-    fn store(&self) -> MemoryStore {
-        let store = MemoryStore::new();
+    /// The gateway's records: the one token. [`Records::answer`] is the core's own
+    /// storage rule, so no store of a driver is needed.
+    fn store(&self) -> Records {
         let token: BootstrapToken = self.token.parse().unwrap();
-        store.insert_token(TokenRecord::new(token, self.token_expires_at, self.token_max_uses));
-        store
+        let record = TokenRecord::new(token, self.token_expires_at, self.token_max_uses);
+        let mut records = Records::default();
+        records.tokens.insert(record.id(), record);
+        records
     }
 
     /// The suite the gateway picks: its most preferred one that the agent offers.
@@ -180,7 +185,7 @@ fn unhex(v: &Value) -> Vec<u8> {
 fn run(
     mut client: Client,
     mut server: Server,
-    store: &MemoryStore,
+    store: &mut Records,
     now: u64,
     ticket: &[u8],
 ) -> (Vec<Vec<u8>>, Option<SavedKeyring>, Client, Server) {
@@ -318,7 +323,7 @@ fn generate(inputs: &Inputs) -> Value {
     let identity = ServerIdentity::from_seed(inputs.identity_seed);
     let pin = identity.pin();
     let config = inputs.server_config();
-    let store = inputs.store();
+    let mut store = inputs.store();
     let client_id = inputs.client_id.as_str();
     let suite = inputs.negotiated();
     let payload = &inputs.payload[..];
@@ -340,7 +345,7 @@ fn generate(inputs: &Inputs) -> Value {
     let (frames, saved, client, server) = run(
         Client::join(inputs.join_config(), &mut crng),
         Server::new(config.clone(), &mut srng),
-        &store,
+        &mut store,
         inputs.now,
         &inputs.ticket,
     );
@@ -422,7 +427,7 @@ fn generate(inputs: &Inputs) -> Value {
     s_draw.fill_bytes(&mut rs_eph);
     let resume = ResumeConfig::new(saved.clone()).with_suites(&inputs.suites);
     let (frames, _, _, _) =
-        run(Client::resume(resume, &mut crng), Server::new(config, &mut srng), &store, inputs.now, &inputs.ticket);
+        run(Client::resume(resume, &mut crng), Server::new(config, &mut srng), &mut store, inputs.now, &inputs.ticket);
     let f: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
     assert_eq!(f.len(), 3);
     let HandshakeMessage::ResumeChallenge(rc) = HandshakeMessage::decode_frame(f[1]).unwrap() else { panic!() };
@@ -533,7 +538,7 @@ fn the_committed_inputs_and_randomness_reproduce_the_wire_bytes() {
     let inputs = Inputs::from_json(&file["inputs"]);
     assert_eq!(inputs, Inputs::reference(), "the committed inputs are the ones the vectors are generated from");
     let config = inputs.server_config();
-    let store = inputs.store();
+    let mut store = inputs.store();
     // The decoy keyring a gateway draws last is not used by a resume of a known client.
     let decoy = vec![0u8; 64];
     let frames_of = |flow: &Value, names: &[&str]| -> Vec<Vec<u8>> {
@@ -546,7 +551,7 @@ fn the_committed_inputs_and_randomness_reproduce_the_wire_bytes() {
     let client = Client::join(inputs.join_config(), &mut crng);
     let server = Server::new(config.clone(), &mut srng);
     assert!(crng.exhausted() && srng.exhausted(), "each side draws exactly what the vectors list");
-    let (frames, saved, _, _) = run(client, server, &store, inputs.now, &inputs.ticket);
+    let (frames, saved, _, _) = run(client, server, &mut store, inputs.now, &inputs.ticket);
     let names = ["client_hello", "server_challenge", "client_auth", "server_finished", "client_finished"];
     assert_eq!(frames, frames_of(join, &names), "join frames");
     let saved = saved.unwrap();
@@ -559,6 +564,6 @@ fn the_committed_inputs_and_randomness_reproduce_the_wire_bytes() {
     let client = Client::resume(ResumeConfig::new(saved).with_suites(&inputs.suites), &mut crng);
     let server = Server::new(config, &mut srng);
     assert!(crng.exhausted() && srng.exhausted(), "each side draws exactly what the vectors list");
-    let (frames, _, _, _) = run(client, server, &store, inputs.now, &inputs.ticket);
+    let (frames, _, _, _) = run(client, server, &mut store, inputs.now, &inputs.ticket);
     assert_eq!(frames, frames_of(resume, &["resume_hello", "resume_challenge", "resume_finished"]), "resume frames");
 }

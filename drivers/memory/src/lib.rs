@@ -18,6 +18,7 @@
 //! let mut resume = world.resume_pair(&saved);
 //! assert!(resume.drive().both_established());
 //! ```
+#![warn(clippy::missing_errors_doc)]
 
 pub mod conformance;
 
@@ -617,6 +618,12 @@ impl Pair {
     }
 
     /// The two sessions of an established pair.
+    ///
+    /// # Errors
+    ///
+    /// The agent's [`Client::into_session`] error, else the gateway's
+    /// [`Server::into_session`] error: a side's handshake error if it failed, or
+    /// [`Error::Misuse`] if it has not completed.
     pub fn into_sessions(self) -> Result<(ClientSession, ServerSession), Error> {
         Ok((self.client.into_session()?, self.server.into_session()?))
     }
