@@ -8,8 +8,14 @@
 //! runs real `Client`s and a fresh real `Server` per connection over one shared
 //! `MemoryStore`, stepping the network one message at a time.
 //!
+//! Every agent attests its joins: its evidence commits to its client id and the
+//! session's attestation binding, and the gateway's application refuses evidence
+//! that does not commit to its own binding (`AttestationRefused`).
+//!
 //! Transitions: an agent starts a join (with its token, or a forged one with the
-//! right id and a wrong secret) or a resume; the network delivers, drops,
+//! right id and a wrong secret, or presenting evidence recorded from any earlier
+//! session instead of its own, as a thief of a token but not of a node key would) or a
+//! resume; the network delivers, drops,
 //! duplicates, reorders or tampers with (flips one bit of) the next message of a
 //! connection, or replays into it a message recorded in another session; the clock
 //! moves past expiries; a token or a client is revoked; the gateway restarts (every
@@ -28,6 +34,9 @@
 //!   never reports success before the agent (key confirmation), and never for a
 //!   forged token;
 //! * a keyring the gateway holds as confirmed is the one the agent persisted;
+//! * replayed evidence never gets a join past the gateway's validator: its binding is
+//!   another session's, so the gateway refuses it with `AttestationRefused` before any
+//!   redemption; a completed join carries the agent's attested identity, a resume none;
 //! * a fair network always brings every connection to quiescence within a bound.
 //!
 //! At the end of each case the network settles and every agent tries once more over
@@ -35,10 +44,15 @@
 //! keyring, and a join must succeed iff the reference says its token still admits it.
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
+use boarding::attestation::{AttestationBinding, AttestedIdentity};
 use boarding::channel::{FRAME_OVERHEAD, Received};
 use boarding::client::{Client, ResumeConfig, SavedKeyring};
+use boarding::error::Refusal;
 use boarding::identity::ClientId;
+use boarding::server::{Admission, AdmissionRequest};
+use boarding::storage::StorageRequest;
 use boarding::token::{BootstrapToken, TokenSecret};
 use boarding_memory::{Dir, Pair, Standing, StoreSnapshot, World};
 use boarding_proptests::{config, deep};
@@ -81,17 +95,53 @@ impl Reference {
 /// One step of a test case.
 #[derive(Clone)]
 enum Transition {
-    StartJoin { agent: usize, forged: bool },
-    StartResume { agent: usize },
-    Deliver { agent: usize, dir: Dir },
-    Drop { agent: usize, dir: Dir },
-    Duplicate { agent: usize, dir: Dir },
-    Reorder { agent: usize, dir: Dir },
-    Tamper { agent: usize, dir: Dir, bit: usize },
-    Replay { agent: usize, dir: Dir, pick: usize },
-    AdvanceClock { secs: u64 },
-    RevokeToken { token: usize },
-    RevokeClient { agent: usize },
+    StartJoin {
+        agent: usize,
+        forged: bool,
+    },
+    /// A join presenting evidence recorded from an earlier session (`pick` mod count).
+    StartReplayedJoin {
+        agent: usize,
+        pick: usize,
+    },
+    StartResume {
+        agent: usize,
+    },
+    Deliver {
+        agent: usize,
+        dir: Dir,
+    },
+    Drop {
+        agent: usize,
+        dir: Dir,
+    },
+    Duplicate {
+        agent: usize,
+        dir: Dir,
+    },
+    Reorder {
+        agent: usize,
+        dir: Dir,
+    },
+    Tamper {
+        agent: usize,
+        dir: Dir,
+        bit: usize,
+    },
+    Replay {
+        agent: usize,
+        dir: Dir,
+        pick: usize,
+    },
+    AdvanceClock {
+        secs: u64,
+    },
+    RevokeToken {
+        token: usize,
+    },
+    RevokeClient {
+        agent: usize,
+    },
     RestartGateway,
     Settle,
 }
@@ -108,6 +158,9 @@ impl fmt::Debug for Transition {
         match self {
             Self::StartJoin { agent, forged: false } => write!(f, "agent {agent} starts a join"),
             Self::StartJoin { agent, forged: true } => write!(f, "agent {agent} starts a join with a forged secret"),
+            Self::StartReplayedJoin { agent, pick } => {
+                write!(f, "agent {agent} starts a join presenting recorded evidence #{pick} (mod count)")
+            }
             Self::StartResume { agent } => write!(f, "agent {agent} starts a resume"),
             Self::Deliver { agent, dir } => write!(f, "deliver the next message {} on agent {agent}'s line", to(dir)),
             Self::Drop { agent, dir } => write!(f, "drop the next message {} on agent {agent}'s line", to(dir)),
@@ -169,6 +222,7 @@ impl ReferenceStateMachine for Reference {
         prop_oneof![
             4 => (agent.clone(), proptest::bool::weighted(0.15))
                 .prop_map(|(agent, forged)| Transition::StartJoin { agent, forged }),
+            1 => (agent.clone(), any::<usize>()).prop_map(|(agent, pick)| Transition::StartReplayedJoin { agent, pick }),
             2 => agent.clone().prop_map(|agent| Transition::StartResume { agent }),
             24 => (agent.clone(), direction()).prop_map(|(agent, dir)| Transition::Deliver { agent, dir }),
             2 => (agent.clone(), direction()).prop_map(|(agent, dir)| Transition::Drop { agent, dir }),
@@ -198,6 +252,7 @@ impl ReferenceStateMachine for Reference {
             | Transition::Tamper { agent, .. }
             | Transition::Replay { agent, .. } => state.connected.get(*agent).copied().unwrap_or(false),
             Transition::StartJoin { agent, .. }
+            | Transition::StartReplayedJoin { agent, .. }
             | Transition::StartResume { agent }
             | Transition::RevokeClient { agent } => agent_ok(agent),
             Transition::RevokeToken { token } => *token < state.tokens.len(),
@@ -207,7 +262,9 @@ impl ReferenceStateMachine for Reference {
 
     fn apply(mut state: Self, transition: &Transition) -> Self {
         match transition {
-            Transition::StartJoin { agent, .. } | Transition::StartResume { agent } => state.connected[*agent] = true,
+            Transition::StartJoin { agent, .. }
+            | Transition::StartReplayedJoin { agent, .. }
+            | Transition::StartResume { agent } => state.connected[*agent] = true,
             Transition::AdvanceClock { secs } => state.elapsed += secs,
             Transition::RevokeToken { token } => state.tokens[*token].revoked = true,
             Transition::RestartGateway => state.connected.iter_mut().for_each(|c| *c = false),
@@ -223,6 +280,8 @@ struct Connection {
     /// Which session this is, for replays "from another session".
     serial: usize,
     forged: bool,
+    /// The agent presents evidence recorded from another session.
+    replayed: bool,
     /// The agent's client id was revoked while this connection was open.
     revoked_during: bool,
     /// How many of `pair.log` were copied into the global record.
@@ -249,6 +308,25 @@ struct System {
     store: StoreSnapshot,
     /// Handshakes that completed on both sides (for the record).
     established: usize,
+    /// Every evidence any agent presented.
+    evidence: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+/// What an agent's attester presents: evidence committing to its client id and the
+/// session's binding (the stand-in for a signature by its node key).
+fn evidence(client_id: &ClientId, binding: &AttestationBinding) -> Vec<u8> {
+    [client_id.as_str().as_bytes(), &b":"[..], binding.as_bytes()].concat()
+}
+
+/// The gateway application's validator: the evidence must commit to the requesting
+/// client id and to the binding of this very session.
+fn validate(request: &AdmissionRequest) -> Admission {
+    if request.evidence == evidence(&request.client_id, &request.binding) {
+        let attested = AttestedIdentity::new(request.client_id.as_str()).ok();
+        Admission::Admit { ticket: Vec::new(), attested }
+    } else {
+        Admission::RefuseAttestation
+    }
 }
 
 impl System {
@@ -261,12 +339,28 @@ impl System {
         self.agents[agent].connection.as_mut().map(|c| &mut c.pair)
     }
 
-    fn connect(&mut self, agent: usize, client: Client, forged: bool) {
+    fn connect(&mut self, agent: usize, client: Client, forged: bool, replay: Option<usize>) {
         self.sync(agent);
         let serial = self.serial;
         self.serial += 1;
-        let pair = self.world.pair_with(client);
-        self.agents[agent].connection = Some(Connection { pair, serial, forged, revoked_during: false, recorded: 0 });
+        let recorded = self.evidence.clone();
+        let replayed = replay.and_then(|pick| {
+            let seen = recorded.lock().unwrap_or_else(|e| e.into_inner());
+            (!seen.is_empty()).then(|| seen[pick % seen.len()].clone())
+        });
+        let id = self.agents[agent].id.clone();
+        let is_replay = replayed.is_some();
+        let pair = self
+            .world
+            .pair_with(client)
+            .with_attester(move |binding| {
+                let presented = replayed.clone().unwrap_or_else(|| evidence(&id, binding));
+                recorded.lock().unwrap_or_else(|e| e.into_inner()).push(presented.clone());
+                Ok(presented)
+            })
+            .with_admission(validate);
+        self.agents[agent].connection =
+            Some(Connection { pair, serial, forged, replayed: is_replay, revoked_during: false, recorded: 0 });
     }
 
     /// Copies what a connection sent into the record and what its agent persisted
@@ -278,6 +372,20 @@ impl System {
             self.recorded.push((c.serial, *dir, bytes.clone()));
         }
         c.recorded = c.pair.log.len();
+        // Replayed evidence names another session's binding: refused before redemption.
+        if c.replayed && !c.pair.admissions.is_empty() {
+            let request = &c.pair.admissions[0];
+            assert_ne!(request.evidence, evidence(&request.client_id, &request.binding), "a binding repeated");
+            assert_eq!(
+                c.pair.outcome().server,
+                Standing::Failed(Refusal::Attestation.into()),
+                "replayed evidence was not refused with AttestationRefused"
+            );
+            assert!(
+                !c.pair.requests.iter().any(|r| matches!(r, StorageRequest::Redeem(_))),
+                "replayed evidence reached redemption"
+            );
+        }
         if let Some(saved) = c.pair.saved.take() {
             assert!(!c.forged, "an agent with a forged secret got a keyring to persist");
             self.agents[agent].saved = Some(saved);
@@ -326,9 +434,12 @@ impl System {
             "the gateway succeeded before the agent (no key confirmation)"
         );
         assert!(!c.forged, "established with a forged token secret");
+        assert!(!c.replayed, "established with evidence replayed from another session");
         let c = self.agents[agent].connection.take().unwrap_or_else(|| unreachable!());
         let peer = c.pair.peer.clone().unwrap_or_else(|| panic!("established without a peer"));
         let me = &self.agents[agent];
+        let attested = peer.attested().map(|a| a.name().to_owned());
+        assert_eq!(attested, (!peer.resumed()).then(|| me.id.as_str().to_owned()), "wrong attested identity");
         assert_eq!(peer.client_id(), &me.id, "the gateway accepted another identity");
         assert_eq!(peer.token_id(), self.tokens[me.token].id(), "the gateway recorded another token");
         match self.world.store.keyring(&me.id) {
@@ -402,6 +513,7 @@ impl StateMachineTest for Harness {
             serial: 0,
             store,
             established: 0,
+            evidence: Arc::default(),
         }
     }
 
@@ -418,7 +530,13 @@ impl StateMachineTest for Harness {
                 }
                 let config = sys.world.join_config(holder.id.as_str(), &token);
                 let client = Client::join(config, &mut sys.world.rng());
-                sys.connect(agent, client, forged);
+                sys.connect(agent, client, forged, None);
+            }
+            Transition::StartReplayedJoin { agent, pick } => {
+                let holder = &sys.agents[agent];
+                let config = sys.world.join_config(holder.id.as_str(), &sys.tokens[holder.token]);
+                let client = Client::join(config, &mut sys.world.rng());
+                sys.connect(agent, client, false, Some(pick));
             }
             Transition::StartResume { agent } => {
                 // An agent that never joined resumes with a keyring of its own making.
@@ -432,7 +550,7 @@ impl StateMachineTest for Harness {
                     },
                 });
                 let client = Client::resume(ResumeConfig::new(saved), &mut sys.world.rng());
-                sys.connect(agent, client, false);
+                sys.connect(agent, client, false, None);
             }
             Transition::Deliver { agent, dir } => {
                 if let Some(pair) = sys.line(agent) {
@@ -562,7 +680,12 @@ impl StateMachineTest for Harness {
             let spec = &reference.tokens[t];
             let retry = record.is_some_and(|r| r.token_id == sys.tokens[t].id());
             let admits = reference.alive(t) && (retry || spec.max_uses == 0 || used < spec.max_uses);
-            let mut pair = sys.world.join_pair(me.id.as_str(), &sys.tokens[t]);
+            let id = me.id.clone();
+            let mut pair = sys
+                .world
+                .join_pair(me.id.as_str(), &sys.tokens[t])
+                .with_attester(move |binding| Ok(evidence(&id, binding)))
+                .with_admission(validate);
             let outcome = pair.drive();
             assert_eq!(outcome.both_established(), admits, "agent {agent} joining with token {t}: {outcome:?}");
             if let Some(saved) = pair.saved.take() {

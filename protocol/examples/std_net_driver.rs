@@ -71,6 +71,11 @@ fn client_handshake(
         while let Some(output) = client.poll_output() {
             match output {
                 Output::Transmit(bytes) => stream.write_all(&bytes)?,
+                Output::Request(ClientRequest::Attest { .. }) => {
+                    // Nothing to attest: empty evidence. An attester would sign the
+                    // request's binding with a key its gateway trusts.
+                    let _ = client.handle_evidence(Ok(Vec::new()));
+                }
                 Output::Request(ClientRequest::PersistKeyring(keyring)) => {
                     // A real agent writes the keyring to disk (and syncs it) here.
                     *saved = Some(keyring);

@@ -10,6 +10,20 @@
 //! fails too. A session ends with an authenticated `Close`: a stream that stops without
 //! one was truncated. Any rejected frame closes the channel for good, and the same
 //! error is returned again on every later call.
+//!
+//! # Closing
+//!
+//! Either side ends the session by sealing its `Close` ([`Channel::seal_close`]), writing
+//! it and shutting its stream down. When [`Channel::open`] returns [`Received::Close`],
+//! the session has ended cleanly: the peer's `Close` verified, and nothing more will
+//! arrive. Answering with a `Close` of one's own is a **courtesy** (the specification's
+//! SHOULD), not part of the session: the peer may already have shut its stream down, so
+//! writing, flushing or shutting down after its `Close` can fail with a broken pipe or a
+//! reset. A driver must not treat that failure as fatal, or report the session as failed
+//! because of it; it closes the stream and reports a clean end. Likewise the side that
+//! closes first may wait for the answer but must not require it: a missing answer is not
+//! an error. Only a stream that ends *before* the peer's authenticated `Close` was
+//! truncated, and a driver must report that as an error.
 
 use core::fmt;
 
@@ -82,7 +96,9 @@ impl std::error::Error for ChannelError {}
 pub enum Received<'a> {
     /// Application data, borrowed from the input frame.
     Data(&'a [u8]),
-    /// The peer closed the channel (authenticated).
+    /// The peer closed the channel (authenticated): the session ended cleanly and nothing
+    /// more will arrive. Answer with [`Channel::seal_close`] as a courtesy, and do not
+    /// treat a failure to deliver that answer as an error (see [closing](self#closing)).
     Close,
 }
 
@@ -148,7 +164,9 @@ impl Channel {
         self.suite
     }
 
-    /// Whether the peer sent its authenticated `Close`.
+    /// Whether the peer sent its authenticated `Close`. Once it has, failing to send
+    /// one's own `Close` (or to shut the stream down after it) is no error of the
+    /// session: see [closing](self#closing).
     pub fn peer_closed(&self) -> bool {
         self.received_close
     }
@@ -166,6 +184,12 @@ impl Channel {
     /// How long the frame at the start of `buf` is, once its header has arrived:
     /// `Ok(None)` if fewer than 5 bytes are buffered. Lets a driver read exactly one
     /// frame before calling [`Channel::open`].
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::UnexpectedType`] if the first byte is neither `Data` nor `Close`,
+    /// and [`ChannelError::PayloadTooLong`] if the length field exceeds [`MAX_PAYLOAD`].
+    /// Nothing after such a header can be framed: close the connection.
     pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, ChannelError> {
         let Some(&[t, a, b, c, d]) = buf.get(..FRAME_HEADER_LEN) else { return Ok(None) };
         if t != FrameType::Data as u8 && t != FrameType::Close as u8 {
@@ -192,6 +216,16 @@ impl Channel {
 
     /// Seals `payload` as a `Data` frame into `out`, returning the frame's length
     /// (`payload.len() + FRAME_OVERHEAD`).
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::BufferTooSmall`] if `out` cannot hold the frame (retry with `needed`
+    /// bytes); [`ChannelError::PayloadTooLong`] if `payload` exceeds [`MAX_PAYLOAD`];
+    /// [`ChannelError::LocallyClosed`] after [`Channel::seal_close`];
+    /// [`ChannelError::SequenceExhausted`] when the sending direction has no sequence
+    /// number left (resume a new session); and the error that closed the channel, if an
+    /// earlier [`Channel::open`] failed. A failed seal sends nothing and consumes no
+    /// sequence number.
     pub fn seal(&mut self, payload: &[u8], out: &mut [u8]) -> Result<usize, ChannelError> {
         let end = FRAME_HEADER_LEN.saturating_add(payload.len());
         let slot = out
@@ -203,6 +237,13 @@ impl Channel {
 
     /// Seals a payload the caller already wrote at `buf[5..5 + payload_len]`, writing
     /// the header before it and the tag after it; no copy of the payload is made.
+    ///
+    /// # Errors
+    ///
+    /// As [`Channel::seal`]: [`ChannelError::PayloadTooLong`] if `payload_len` exceeds
+    /// [`MAX_PAYLOAD`], [`ChannelError::BufferTooSmall`] if `buf` is shorter than
+    /// `payload_len + FRAME_OVERHEAD`, [`ChannelError::LocallyClosed`],
+    /// [`ChannelError::SequenceExhausted`], or the error that closed the channel.
     pub fn seal_in_place(&mut self, buf: &mut [u8], payload_len: usize) -> Result<usize, ChannelError> {
         if payload_len > MAX_PAYLOAD {
             return Err(ChannelError::PayloadTooLong { len: payload_len });
@@ -211,6 +252,14 @@ impl Channel {
     }
 
     /// Seals the authenticated `Close` into `out`. Nothing can be sent after it.
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::BufferTooSmall`] if `out` is shorter than [`FRAME_OVERHEAD`];
+    /// [`ChannelError::LocallyClosed`] if `Close` was sealed already;
+    /// [`ChannelError::SequenceExhausted`]; or the error that closed the channel. After the
+    /// peer's `Close` it still succeeds: that is the courtesy reply, whose delivery may
+    /// fail without harm (see [closing](crate::channel#closing)).
     pub fn seal_close(&mut self, out: &mut [u8]) -> Result<usize, ChannelError> {
         let n = self.seal_frame(FrameType::Close, out, 0)?;
         self.sent_close = true;
@@ -242,6 +291,16 @@ impl Channel {
 
     /// Opens exactly one frame. Data is returned borrowed from `frame`. Any failure
     /// closes the channel: the same error comes back from every later call.
+    ///
+    /// # Errors
+    ///
+    /// Every rejected frame, and each closes the channel for good: [`ChannelError::BadTag`]
+    /// (forged, tampered, replayed, reordered, reflected or from another session),
+    /// [`ChannelError::UnexpectedType`], [`ChannelError::PayloadTooLong`],
+    /// [`ChannelError::Truncated`] or [`ChannelError::TrailingBytes`] (pass exactly one
+    /// whole frame, measured with [`Channel::frame_len`]),
+    /// [`ChannelError::MalformedClose`], [`ChannelError::AfterClose`] for any frame after
+    /// the peer's `Close`, and [`ChannelError::SequenceExhausted`].
     pub fn open<'a>(&mut self, frame: &'a [u8]) -> Result<Received<'a>, ChannelError> {
         self.check_open()?;
         if self.received_close {

@@ -3,14 +3,19 @@
 //!
 //! Drive it as [`crate::handshake`] describes: drain [`Client::poll_output`] until
 //! `None` after every input, send what it says, feed the gateway's bytes to
-//! [`Client::handle_input`]. A join yields [`ClientRequest::PersistKeyring`] before it
-//! confirms: store the keyring durably, then call [`Client::handle_persisted`] with the
-//! outcome, so a crash can never leave the gateway holding a confirmed keyring the agent
-//! lost. A keyring that could not be stored fails the join with
-//! [`LocalFailure::Persist`] and tells the gateway `Internal`.
+//! [`Client::handle_input`]. A join yields two requests:
+//!
+//! * [`ClientRequest::Attest`] once the gateway's challenge verified: produce attestation
+//!   evidence bound to the session's [`AttestationBinding`] (or none: empty evidence)
+//!   and answer with [`Client::handle_evidence`]. The `ClientAuth` leaves only then.
+//! * [`ClientRequest::PersistKeyring`] before it confirms: store the keyring durably,
+//!   then call [`Client::handle_persisted`] with the outcome, so a crash can never leave
+//!   the gateway holding a confirmed keyring the agent lost. A keyring that could not be
+//!   stored fails the join with [`LocalFailure::Persist`] and tells the gateway
+//!   `Internal`.
 //!
 //! ```text
-//! join:   ExpectChallenge -ServerChallenge-> ExpectServerFinished
+//! join:   ExpectChallenge -ServerChallenge-> AwaitEvidence -evidence-> ExpectServerFinished
 //!           -ServerFinished-> AwaitPersist -persisted-> Established
 //! resume: ExpectResumeChallenge -ResumeChallenge-> Established
 //! any error -> failed (its alert, then Output::Failed; the error is returned on every later call)
@@ -20,6 +25,7 @@ use alloc::vec::Vec;
 
 use ed25519_dalek::VerifyingKey;
 
+use crate::attestation::{AttestFailed, AttestationBinding};
 use crate::channel::{Channel, Side};
 use crate::error::{Error, LocalFailure, PeerMisbehaved, Refusal};
 use crate::handshake::{HandshakeState, Machine, Outbox, Output};
@@ -46,7 +52,6 @@ pub struct JoinConfig {
     token: BootstrapToken,
     pins: Vec<Pin>,
     client_id: ClientId,
-    evidence: Vec<u8>,
     suites: Vec<MacSuite>,
     name_token: bool,
 }
@@ -54,17 +59,12 @@ pub struct JoinConfig {
 impl JoinConfig {
     /// Join with `token`, accepting a gateway whose identity matches any of `pins`.
     pub fn new(token: BootstrapToken, pins: Vec<Pin>, client_id: ClientId) -> Self {
-        Self { token, pins, client_id, evidence: Vec::new(), suites: MacSuite::ALL.to_vec(), name_token: true }
+        Self { token, pins, client_id, suites: MacSuite::ALL.to_vec(), name_token: true }
     }
 
-    /// Attestation evidence to send with the join (opaque to the protocol, bound into
-    /// the transcript, handed to the gateway's application). At most 8 KiB.
-    pub fn with_evidence(mut self, evidence: Vec<u8>) -> Result<Self, EvidenceTooLong> {
-        if evidence.len() > MAX_EVIDENCE {
-            return Err(EvidenceTooLong { len: evidence.len() });
-        }
-        self.evidence = evidence;
-        Ok(self)
+    /// The client id this configuration joins as.
+    pub fn client_id(&self) -> &ClientId {
+        &self.client_id
     }
 
     /// The MAC suites to offer, most preferred first.
@@ -81,22 +81,6 @@ impl JoinConfig {
         self
     }
 }
-
-/// Attestation evidence longer than the protocol allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EvidenceTooLong {
-    /// The length given.
-    pub len: usize,
-}
-
-impl core::fmt::Display for EvidenceTooLong {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "attestation evidence is {} bytes, the limit is {MAX_EVIDENCE}", self.len)
-    }
-}
-
-#[cfg(feature = "std")]
-impl std::error::Error for EvidenceTooLong {}
 
 /// What an agent keeps after a join: enough to resume for ever.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -135,6 +119,15 @@ impl ResumeConfig {
 /// What the agent asks its driver to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientRequest {
+    /// Produce attestation evidence that commits to `binding` (for example a signature
+    /// over it by a key an authority the gateway trusts certified), at most
+    /// [`MAX_EVIDENCE`] bytes, and answer with [`Client::handle_evidence`]. An agent with
+    /// nothing to attest answers with empty evidence. Asked once per join, after the
+    /// gateway's challenge verified and before anything is sent with the evidence.
+    Attest {
+        /// This session's binding (`spec/PROTOCOL.md` §7.3); no other session has it.
+        binding: AttestationBinding,
+    },
     /// Store this keyring durably, then call [`Client::handle_persisted`].
     PersistKeyring(SavedKeyring),
 }
@@ -179,6 +172,19 @@ struct ExpectChallenge {
     ephemeral: EphemeralSecret,
 }
 
+/// The challenge verified; the evidence for the binding is awaited before the
+/// `ClientAuth` (whose signed part carries it) can be built.
+#[derive(Debug)]
+struct AwaitEvidence {
+    config: JoinConfig,
+    transcript: Transcript,
+    dh: zeroize::Zeroizing<[u8; 32]>,
+    /// The `ClientAuth` without evidence and proof.
+    auth: ClientAuth,
+    server_pin: Pin,
+    suite: MacSuite,
+}
+
 #[derive(Debug)]
 struct ExpectServerFinished {
     transcript: Transcript,
@@ -211,6 +217,7 @@ struct Established {
 #[derive(Debug)]
 enum State {
     ExpectChallenge(ExpectChallenge),
+    AwaitEvidence(AwaitEvidence),
     ExpectServerFinished(ExpectServerFinished),
     AwaitPersist(AwaitPersist),
     ExpectResumeChallenge(ExpectResumeChallenge),
@@ -221,6 +228,7 @@ impl HandshakeState for State {
     fn name(&self) -> &'static str {
         match self {
             Self::ExpectChallenge(_) => "ExpectChallenge",
+            Self::AwaitEvidence(_) => "AwaitEvidence",
             Self::ExpectServerFinished(_) => "ExpectServerFinished",
             Self::AwaitPersist(_) => "AwaitPersist",
             Self::ExpectResumeChallenge(_) => "ExpectResumeChallenge",
@@ -233,7 +241,7 @@ impl HandshakeState for State {
             Self::ExpectChallenge(_) => Some(&[FrameType::ServerChallenge]),
             Self::ExpectServerFinished(_) => Some(&[FrameType::ServerFinished]),
             Self::ExpectResumeChallenge(_) => Some(&[FrameType::ResumeChallenge]),
-            Self::AwaitPersist(_) | Self::Established(_) => None,
+            Self::AwaitEvidence(_) | Self::AwaitPersist(_) | Self::Established(_) => None,
         }
     }
 }
@@ -295,14 +303,58 @@ impl Client {
     }
 
     /// Feeds bytes from the gateway (any split: partial frames are buffered).
+    ///
+    /// # Errors
+    ///
+    /// The error that ended the handshake, whether these bytes ended it or earlier input
+    /// did: the gateway misbehaved or is incompatible, it sent an alert, or it was refused
+    /// (a pin that matches none of the configured ones, for example). The same error is
+    /// queued as [`Output::Failed`], so a driver that drains [`Client::poll_output`] may
+    /// ignore this value (see the [run loop](crate::handshake#the-run-loop)).
     pub fn handle_input(&mut self, bytes: &[u8]) -> Result<(), Error> {
         self.machine.handle_input(bytes, on_frame)
+    }
+
+    /// Answers [`ClientRequest::Attest`] with the evidence for the binding
+    /// (`Ok(evidence)`, empty for none), or `Err(AttestFailed)` if the agent's attester
+    /// could not produce any (the join fails and tells the gateway `Internal`). The
+    /// `ClientAuth` carrying the evidence is then queued. Called when no attestation is
+    /// pending, it is [`Error::Misuse`] and changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Misuse`] if no attestation is pending (nothing changes);
+    /// [`LocalFailure::Attestation`] for `Err(AttestFailed)` and
+    /// [`LocalFailure::EvidenceTooLong`] for evidence longer than [`MAX_EVIDENCE`] (the
+    /// join fails and the gateway is told `Internal`); or the error the handshake had
+    /// already failed with.
+    pub fn handle_evidence(&mut self, outcome: Result<Vec<u8>, AttestFailed>) -> Result<(), Error> {
+        self.machine.answer(
+            "handle_evidence",
+            |state| matches!(state, State::AwaitEvidence(_)),
+            |state, outbox| match (state, outcome) {
+                (State::AwaitEvidence(_), Err(AttestFailed)) => Err(LocalFailure::Attestation.into()),
+                (State::AwaitEvidence(_), Ok(evidence)) if evidence.len() > MAX_EVIDENCE => {
+                    Err(LocalFailure::EvidenceTooLong { len: evidence.len() }.into())
+                }
+                (State::AwaitEvidence(s), Ok(evidence)) => on_evidence(s, evidence, outbox),
+                // Unreachable: `pending` admitted only AwaitEvidence.
+                (other, _) => Ok(other),
+            },
+        )?;
+        self.machine.process(&mut on_frame)
     }
 
     /// Answers [`ClientRequest::PersistKeyring`]: `Ok(())` once the keyring is stored
     /// durably (the join then sends its key confirmation), `Err(PersistFailed)` if it
     /// could not be (the join fails and tells the gateway `Internal`). Called when no
     /// persist is pending, it is [`Error::Misuse`] and changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Misuse`] if no persist is pending (nothing changes);
+    /// [`LocalFailure::Persist`] when `outcome` is `Err(PersistFailed)` (the join fails and
+    /// the gateway is told `Internal`); or the error the handshake had already failed with.
     pub fn handle_persisted(&mut self, outcome: Result<(), PersistFailed>) -> Result<(), Error> {
         self.machine.answer(
             "handle_persisted",
@@ -348,6 +400,10 @@ impl Client {
 
     /// Turns an established handshake into its session. Before that, it returns the
     /// handshake's error, or [`Error::Misuse`] if it is still in progress.
+    ///
+    /// # Errors
+    ///
+    /// The handshake's error if it failed, or [`Error::Misuse`] if it has not completed.
     pub fn into_session(self) -> Result<ClientSession, Error> {
         let (e, buffered) = self.machine.into_established(|state| match state {
             State::Established(e) => Some(e),
@@ -403,21 +459,32 @@ fn on_challenge(
 
     let mut transcript = s.transcript;
     transcript.add_frame(&frame.bytes);
-    let mut auth = ClientAuth {
+    let auth = ClientAuth {
         token_id: token.id(),
         client_id: s.config.client_id.as_str().as_bytes().to_vec(),
         ephemeral: s.ephemeral.public(),
-        evidence: s.config.evidence.clone(),
+        evidence: Vec::new(),
         proof: alloc::string::String::new(),
     };
+    // The evidence commits to everything before it: both nonces, the gateway's key,
+    // share and challenges, the token id, the client id and this side's share.
+    let th_ev = transcript.hash_partial(FrameType::ClientAuth as u8, &auth.bound_part());
+    outbox.request(ClientRequest::Attest { binding: AttestationBinding::derive(&th_ev) });
+    Ok(State::AwaitEvidence(AwaitEvidence { config: s.config, transcript, dh, auth, server_pin, suite }))
+}
+
+fn on_evidence(s: AwaitEvidence, evidence: Vec<u8>, outbox: &mut ClientOutbox) -> Result<State, Error> {
+    let AwaitEvidence { config, mut transcript, dh, mut auth, server_pin, suite } = s;
+    let token = &config.token;
+    auth.evidence = evidence;
     let th_proof = transcript.hash_partial(FrameType::ClientAuth as u8, &auth.signed_part());
     auth.proof = hs256_detached(&th_proof, token.id().as_str(), token.secret().expose());
     let auth_frame = auth.to_frame();
     transcript.add_frame(&auth_frame);
-    let secrets = join_secrets(&dh, token.secret(), &transcript.current(), &s.config.client_id, &server_pin);
+    let secrets = join_secrets(&dh, token.secret(), &transcript.current(), &config.client_id, &server_pin);
     outbox.transmit(auth_frame);
     let saved = SavedKeyring {
-        client_id: s.config.client_id.clone(),
+        client_id: config.client_id.clone(),
         server_pin,
         token_id: token.id(),
         keyring: secrets.keyring.clone(),

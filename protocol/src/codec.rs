@@ -92,6 +92,11 @@ impl<'a> Reader<'a> {
     }
 
     /// Takes exactly `n` bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::Truncated`] naming `field` if fewer than `n` bytes are left; nothing
+    /// is consumed then.
     pub fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
         if n > self.rest.len() {
             return Err(DecodeError::Truncated { field });
@@ -102,6 +107,10 @@ impl<'a> Reader<'a> {
     }
 
     /// Takes a fixed-size array.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::Truncated`] naming `field` if fewer than `N` bytes are left.
     pub fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], DecodeError> {
         let bytes = self.take(N, field)?;
         let mut out = [0u8; N];
@@ -110,38 +119,70 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads one byte.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::Truncated`] naming `field` if no byte is left.
     pub fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
         Ok(u8::from_be_bytes(self.array::<1>(field)?))
     }
 
     /// Reads a big-endian `u16`.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::Truncated`] naming `field` if fewer than 2 bytes are left.
     pub fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
         Ok(u16::from_be_bytes(self.array::<2>(field)?))
     }
 
     /// Reads a big-endian `u32`.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::Truncated`] naming `field` if fewer than 4 bytes are left.
     pub fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
         Ok(u32::from_be_bytes(self.array::<4>(field)?))
     }
 
     /// Reads a big-endian `u64`.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::Truncated`] naming `field` if fewer than 8 bytes are left.
     pub fn u64(&mut self, field: &'static str) -> Result<u64, DecodeError> {
         Ok(u64::from_be_bytes(self.array::<8>(field)?))
     }
 
     /// Reads a `u8`-length-prefixed byte string of `min..=max` bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::TooLong`] or [`DecodeError::TooShort`] if the announced length is
+    /// outside `min..=max` (checked before the string is read), [`DecodeError::Truncated`]
+    /// if the prefix or the string is cut short.
     pub fn bytes_u8(&mut self, field: &'static str, min: usize, max: usize) -> Result<&'a [u8], DecodeError> {
         let len = usize::from(self.u8(field)?);
         self.bounded(field, len, min, max)
     }
 
     /// Reads a `u16`-length-prefixed byte string of `min..=max` bytes.
+    ///
+    /// # Errors
+    ///
+    /// As [`Reader::bytes_u8`]: [`DecodeError::TooLong`], [`DecodeError::TooShort`] or
+    /// [`DecodeError::Truncated`].
     pub fn bytes_u16(&mut self, field: &'static str, min: usize, max: usize) -> Result<&'a [u8], DecodeError> {
         let len = usize::from(self.u16(field)?);
         self.bounded(field, len, min, max)
     }
 
     /// Checks a count read from the wire against `min..=max` (for lists).
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::TooLong`] if `len` is above `max`, [`DecodeError::TooShort`] if it is
+    /// below `min`.
     pub fn check_count(field: &'static str, len: usize, min: usize, max: usize) -> Result<usize, DecodeError> {
         if len > max {
             Err(DecodeError::TooLong { field, len, max })
@@ -158,6 +199,10 @@ impl<'a> Reader<'a> {
     }
 
     /// Ends decoding: fails if any byte is left.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::TrailingBytes`] naming `what` and how many bytes were left.
     pub fn finish(self, what: &'static str) -> Result<(), DecodeError> {
         if self.rest.is_empty() { Ok(()) } else { Err(DecodeError::TrailingBytes { what, extra: self.rest.len() }) }
     }

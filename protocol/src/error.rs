@@ -5,9 +5,9 @@
 //! |---|---|---|
 //! | [`Error::PeerMisbehaved`] | the peer's bytes, messages or proofs broke the protocol | yes |
 //! | [`Error::PeerIncompatible`] | no version or MAC suite in common | yes |
-//! | [`Error::Refused`] | a policy said no: token rules, client-id rules, pins, the application | yes |
+//! | [`Error::Refused`] | a policy said no: token rules, client-id rules, pins, the application's admission or its verdict on the evidence | yes |
 //! | [`Error::PeerAlert`] | the peer aborted with an alert | no (an alert is never answered) |
-//! | [`Error::Local`] | this side failed: storage, persisting, the application's answer | yes (`Internal`) |
+//! | [`Error::Local`] | this side failed: storage, persisting, attesting, the application's answer | yes (`Internal`) |
 //! | [`Error::Misuse`] | the caller used the API out of order; nothing changed | no |
 //! | [`Error::Channel`] | a channel frame was rejected, or the channel is closed | no (the channel has no alerts) |
 //!
@@ -49,11 +49,14 @@ pub enum Alert {
     Internal = 11,
     /// The gateway's application refused this client (its admission policy said no).
     AdmissionRefused = 12,
+    /// The gateway's application refused the client's attestation evidence (not bound to
+    /// this session, not issued by an authority it trusts, expired, or missing).
+    AttestationRefused = 13,
 }
 
 impl Alert {
     /// Every alert, in code order.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::UnsupportedVersion,
         Self::Malformed,
         Self::UnexpectedMessage,
@@ -66,6 +69,7 @@ impl Alert {
         Self::BadIdentity,
         Self::Internal,
         Self::AdmissionRefused,
+        Self::AttestationRefused,
     ];
 
     /// Decodes an alert code; unknown codes map to `None`.
@@ -94,6 +98,7 @@ impl fmt::Display for Alert {
             Self::BadIdentity => "gateway identity rejected",
             Self::Internal => "internal error",
             Self::AdmissionRefused => "refused by the gateway's admission policy",
+            Self::AttestationRefused => "attestation evidence refused by the gateway",
         })
     }
 }
@@ -163,6 +168,8 @@ pub enum Refusal {
     },
     /// The gateway's application refused to admit the client.
     Admission,
+    /// The gateway's application refused the client's attestation evidence.
+    Attestation,
 }
 
 /// This side failed for a reason of its own; the peer is told `Internal`.
@@ -174,6 +181,13 @@ pub enum LocalFailure {
     Persist,
     /// The application's join ticket is longer than the protocol allows.
     TicketTooLong {
+        /// Its length.
+        len: usize,
+    },
+    /// The agent's application could not produce attestation evidence.
+    Attestation,
+    /// The agent's attestation evidence is longer than the protocol allows.
+    EvidenceTooLong {
         /// Its length.
         len: usize,
     },
@@ -263,6 +277,7 @@ impl Error {
                 Refusal::UnknownClient => Alert::BadProof,
                 Refusal::WrongPin { .. } => Alert::BadIdentity,
                 Refusal::Admission => Alert::AdmissionRefused,
+                Refusal::Attestation => Alert::AttestationRefused,
             },
             Self::Local(_) => Alert::Internal,
             Self::PeerAlert(_) | Self::Misuse(_) | Self::Channel(_) => return None,
@@ -349,6 +364,7 @@ impl fmt::Display for Refusal {
                 write!(f, "the gateway presented identity {presented}, which matches none of the pins")
             }
             Self::Admission => f.write_str("the gateway's admission policy refused the client"),
+            Self::Attestation => f.write_str("the gateway refused the client's attestation evidence"),
         }
     }
 }
@@ -360,6 +376,10 @@ impl fmt::Display for LocalFailure {
             Self::Persist => f.write_str("the keyring could not be stored, so it was not confirmed"),
             Self::TicketTooLong { len } => {
                 write!(f, "the join ticket is {len} bytes, the limit is {}", crate::messages::MAX_TICKET)
+            }
+            Self::Attestation => f.write_str("the agent's attester could not produce evidence for this session"),
+            Self::EvidenceTooLong { len } => {
+                write!(f, "the attestation evidence is {len} bytes, the limit is {}", crate::messages::MAX_EVIDENCE)
             }
             Self::Interrupted => f.write_str("a handshake step was interrupted by a panic"),
         }
@@ -458,7 +478,8 @@ mod tests {
             assert_eq!(Alert::from_code(alert.code()), Some(alert));
         }
         assert_eq!(Alert::from_code(0), None);
-        assert_eq!(Alert::from_code(13), None);
+        assert_eq!(Alert::from_code(13), Some(Alert::AttestationRefused));
+        assert_eq!(Alert::from_code(14), None);
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! the same way:
 //!
 //! 1. Feed an input: bytes from the peer (`handle_input`) or the answer to a request
-//!    (`handle_persisted` on the client; `handle_storage` and `handle_admission` on the
-//!    gateway).
+//!    (`handle_evidence` and `handle_persisted` on the client; `handle_storage` and
+//!    `handle_admission` on the gateway).
 //! 2. **Drain `poll_output()` until it returns `None`**, after every input, and act on
 //!    each [`Output`] in order:
 //!    * [`Output::Transmit`]: write the bytes to the peer (in order; they may be

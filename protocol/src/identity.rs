@@ -85,12 +85,24 @@ pub struct ClientId(String);
 
 impl ClientId {
     /// Validates a client id.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientIdError::BadLength`] if `id` is empty or longer than [`MAX_CLIENT_ID_LEN`],
+    /// [`ClientIdError::BadCharacter`] if it is not a DNS label of `[a-z0-9-]` (no leading
+    /// or trailing `-`).
     pub fn new(id: &str) -> Result<Self, ClientIdError> {
         Self::validate(id.as_bytes())?;
         Ok(Self(String::from(id)))
     }
 
     /// Validates raw bytes (as received on the wire).
+    ///
+    /// # Errors
+    ///
+    /// As [`ClientId::new`]: [`ClientIdError::BadLength`] or
+    /// [`ClientIdError::BadCharacter`] (any byte outside `[a-z0-9-]`, so any non-ASCII
+    /// input, is a bad character).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ClientIdError> {
         Self::validate(bytes)?;
         let text = core::str::from_utf8(bytes).map_err(|_| ClientIdError::BadCharacter)?;

@@ -76,6 +76,13 @@ pub struct DetachedJws<'a> {
 
 impl<'a> DetachedJws<'a> {
     /// Splits and decodes `header..signature` strictly.
+    ///
+    /// # Errors
+    ///
+    /// [`JwsError::TooLong`] above [`MAX_JWS_LEN`], [`JwsError::NotThreeSegments`],
+    /// [`JwsError::NotDetached`] if the payload segment is not empty, and
+    /// [`JwsError::BadBase64`] if the header or the signature is not canonical unpadded
+    /// base64url.
     pub fn parse(jws: &'a str) -> Result<Self, JwsError> {
         if jws.len() > MAX_JWS_LEN {
             return Err(JwsError::TooLong);
@@ -173,6 +180,12 @@ pub fn verify_hs256_detached(jws: &str, content: &[u8], kid: &str, key: &[u8]) -
 }
 
 /// Like [`verify_hs256_detached`], with the reason for a rejection.
+///
+/// # Errors
+///
+/// Any [`DetachedJws::parse`] error; [`JwsError::UnexpectedHeader`] if the protected header
+/// is not the `HS256` header for `kid` byte for byte; [`JwsError::BadSignatureLength`]
+/// unless the signature is 32 bytes; [`JwsError::BadSignature`] if the MAC does not verify.
 pub fn check_hs256_detached(jws: &str, content: &[u8], kid: &str, key: &[u8]) -> Result<(), JwsError> {
     let parsed = DetachedJws::parse(jws)?;
     let expected_header = URL_SAFE_NO_PAD.encode(hs256_header(kid));
@@ -197,6 +210,12 @@ pub fn eddsa_detached(header_json: &str, payload: &[u8], key: &SigningKey) -> St
 
 /// Checks a detached `EdDSA` JWS whose header must equal `header_json` byte for byte,
 /// over `payload`, with strict Ed25519 verification.
+///
+/// # Errors
+///
+/// Any [`DetachedJws::parse`] error; [`JwsError::UnexpectedHeader`] if the protected header
+/// is not `header_json` byte for byte; [`JwsError::BadSignatureLength`] unless the
+/// signature is 64 bytes; [`JwsError::BadSignature`] if strict Ed25519 verification fails.
 pub fn verify_eddsa_detached(jws: &str, header_json: &str, payload: &[u8], key: &VerifyingKey) -> Result<(), JwsError> {
     let parsed = DetachedJws::parse(jws)?;
     if parsed.header_b64 != URL_SAFE_NO_PAD.encode(header_json) {

@@ -49,6 +49,8 @@ pub mod labels {
     pub const RESUME_CLIENT_FINISHED: &[u8] = b"boarding v1 resume client finished";
     /// Label of a keyring's public fingerprint (SHA-256, not HKDF).
     pub const KEYRING_ID: &[u8] = b"boarding v1 keyring id";
+    /// HKDF-Expand info of the attestation binding (over `TH_EV`, not a key: it is public).
+    pub const ATTESTATION_BINDING: &[u8] = b"boarding v1 attestation binding";
 }
 
 /// A 32-byte symmetric key: zeroized on drop, compared in constant time, never printed.
@@ -177,6 +179,11 @@ impl EphemeralSecret {
     }
 
     /// X25519 with the peer's share; rejects the all-zero (non-contributory) result.
+    ///
+    /// # Errors
+    ///
+    /// [`PeerMisbehaved::NonContributoryShare`] if the shared secret is all zeros: the peer
+    /// sent a low-order point, which would make the key schedule's input known to anyone.
     pub fn agree(&self, peer: &[u8; 32]) -> Result<Zeroizing<[u8; 32]>, PeerMisbehaved> {
         let shared = self.0.diffie_hellman(&PublicKey::from(*peer));
         if !shared.was_contributory() {

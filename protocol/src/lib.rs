@@ -10,12 +10,14 @@
 //! state machine wants done with `poll_*`, pass the current time in, and hand it a
 //! [`rand_core::CryptoRng`]. The gateway's storage needs (look up a token, redeem it
 //! atomically with the new keyring, look up and confirm a keyring) and the
-//! application's admission decision are *yielded* as requests and resumed with the
-//! answer, so the same core serves a blocking driver, an async one and a deterministic
+//! application's admission decision (with its verdict on the agent's attestation
+//! evidence, which the agent's application produces for this session when asked) are
+//! *yielded* as requests and resumed with the answer, so the same core serves a blocking driver, an async one and a deterministic
 //! simulator. A failure is an output like any other, and the last one.
 //!
 //! The wire format, key schedule and state machines are specified byte for byte in
-//! `spec/PROTOCOL.md`; this crate implements that document.
+//! `spec/PROTOCOL.md`, which this package ships (with the test vectors,
+//! `spec/vectors/boarding-v1.json`); this crate implements that document.
 //!
 //! ## Modules
 //!
@@ -30,6 +32,7 @@
 //! | [`transcript`] | the running transcript hash |
 //! | [`keys`] | the HKDF-SHA256 key schedule, keyrings and session keys |
 //! | [`suite`] | protocol versions and MAC suites (HMAC-SHA256, BLAKE3) |
+//! | [`attestation`] | the binding evidence commits to, and the attested identity |
 //! | [`handshake`] | the output contract and run loop both handshakes share |
 //! | [`client`] | the agent's join and resume state machines |
 //! | [`server`] | the gateway's state machine |
@@ -47,12 +50,32 @@
 //! ## Randomness
 //!
 //! Every constructor that needs randomness takes `&mut R` where
-//! `R: rand_core::CryptoRng` from **`rand_core` 0.10** (what this crate re-exports as
-//! [`rand_core`]). The operating system's generator is
-//! `rand_core::UnwrapErr(getrandom::SysRng)` with `getrandom` 0.4; an RNG from another
-//! `rand_core` major version (such as `rand` 0.9's) does not implement this trait.
-//! Tests use a seeded `rand_chacha::ChaCha20Rng` for reproducibility; production code
-//! must not.
+//! `R: rand_core::CryptoRng + ?Sized`, from **`rand_core` 0.10**, which this crate
+//! re-exports as [`rand_core`]: `boarding::rand_core::CryptoRng` is always the trait the
+//! core asks for. Use the operating system's generator: `getrandom` 0.4's `SysRng`
+//! (feature `sys_rng`) is a fallible generator, and [`rand_core::UnwrapErr`] makes it an
+//! infallible one that panics only if the OS cannot supply randomness at all, when
+//! nothing safe can be done anyway. `rand` 0.10's `rand::rng()` works too.
+//!
+//! ```
+//! use boarding::identity::ServerIdentity;
+//! use boarding::rand_core::UnwrapErr;
+//! use boarding::token::BootstrapToken;
+//!
+//! let mut rng = UnwrapErr(getrandom::SysRng);
+//! let identity = ServerIdentity::generate(&mut rng);
+//! let token = BootstrapToken::generate(&mut rng);
+//! # let _ = (identity, token);
+//! ```
+//!
+//! The version matters because each major version of `rand_core` has traits of its
+//! own. A generator from `rand` 0.9 (its `rand::rng()` or `OsRng`) implements
+//! `rand_core` 0.9's `CryptoRng`, which is not this one, and the compiler then says the
+//! generator does not implement `DerefMut`: the only implementation of the 0.10 traits
+//! left for it to try is the blanket one for mutable references and boxes of
+//! generators. Use `rand` 0.10 or `getrandom` 0.4 (`cargo tree -i rand_core` shows the
+//! versions in a build). Tests use a seeded `rand_chacha::ChaCha20Rng` for
+//! reproducibility; production code must not.
 //!
 //! ## A join in memory
 //!
@@ -65,10 +88,9 @@
 //! use boarding::storage::{StorageAnswer, StorageRequest, Redemption};
 //! use boarding::identity::{ClientId, ServerIdentity};
 //! use boarding::token::{BootstrapToken, TokenRecord};
-//! use rand_chacha::ChaCha20Rng;
-//! use rand_core::SeedableRng;
+//! use boarding::rand_core::UnwrapErr;
 //!
-//! let mut rng = ChaCha20Rng::seed_from_u64(7);
+//! let mut rng = UnwrapErr(getrandom::SysRng);
 //! let identity = ServerIdentity::from_seed([1; 32]);
 //! let token: BootstrapToken = "abcdef.0123456789abcdef".parse()?;
 //! let record = TokenRecord::new(token.clone(), Some(1_000), 1);
@@ -85,6 +107,8 @@
 //!     while let Some(out) = client.poll_output() {
 //!         match out {
 //!             Output::Transmit(bytes) => to_server.push(bytes),
+//!             // Nothing to attest: empty evidence (an attester signs `binding`).
+//!             Output::Request(ClientRequest::Attest { binding: _ }) => client.handle_evidence(Ok(Vec::new()))?,
 //!             Output::Request(ClientRequest::PersistKeyring(saved)) => {
 //!                 keyring = Some(saved); // store it durably here
 //!                 client.handle_persisted(Ok(()))?;
@@ -114,6 +138,13 @@
 //! assert!(client.is_established() && server.is_established() && keyring.is_some());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! A driver over a network runs the same loops with a socket in the middle, as this
+//! package's examples do over TCP on loopback: `examples/std_net_driver.rs` (blocking,
+//! `std::net`, a thread for the gateway) and `examples/tokio_driver.rs` (a task per
+//! connection). Both keep the gateway's records in a [`storage::Records`] under a lock.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![warn(clippy::missing_errors_doc)]
 #![no_std]
 #![forbid(unsafe_code)]
 // Nothing a peer or a user controls may panic the core: outside tests these are errors.
@@ -132,6 +163,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod attestation;
 pub mod channel;
 pub mod client;
 pub mod codec;

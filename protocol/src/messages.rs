@@ -64,6 +64,10 @@ pub enum FrameType {
 
 impl FrameType {
     /// The frame type for a byte.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::UnknownType`] for a byte that is no frame type of this protocol.
     pub fn from_byte(b: u8) -> Result<Self, DecodeError> {
         Ok(match b {
             0x01 => Self::ClientHello,
@@ -100,6 +104,12 @@ pub struct RawFrame<'a> {
 
 /// Finds the handshake frame at the start of `buf`: `Ok(None)` if more bytes are
 /// needed, an error if the header is invalid or announces an oversized body.
+///
+/// # Errors
+///
+/// [`DecodeError::UnknownType`] for an undefined type or a channel frame (`Data`, `Close`),
+/// and [`DecodeError::TooLong`] for a body longer than [`MAX_HANDSHAKE_BODY`], both decided
+/// from the 5-byte header alone.
 pub fn peek_handshake_frame(buf: &[u8]) -> Result<Option<RawFrame<'_>>, DecodeError> {
     let Some(header) = buf.get(..FRAME_HEADER_LEN) else { return Ok(None) };
     let mut r = Reader::new(header);
@@ -134,6 +144,12 @@ pub trait Message: Sized {
     /// Appends its proof (nothing for messages without one).
     fn encode_proof(&self, out: &mut Vec<u8>);
     /// Decodes a body strictly.
+    ///
+    /// # Errors
+    ///
+    /// A [`DecodeError`] for any body that is not exactly one valid encoding: a field cut
+    /// short, a length or count outside its specified limits, a value the specification
+    /// does not allow, or bytes left over.
     fn decode(body: &[u8]) -> Result<Self, DecodeError>;
 
     /// The signed part on its own.
@@ -291,12 +307,27 @@ pub struct ClientAuth {
     pub proof: String,
 }
 
-impl Message for ClientAuth {
-    const TYPE: FrameType = FrameType::ClientAuth;
-    fn encode_signed_part(&self, out: &mut Vec<u8>) {
+impl ClientAuth {
+    /// The fields before the evidence (token id, client id, ephemeral share): what the
+    /// attestation binding covers, after the transcript so far and the type byte
+    /// (`spec/PROTOCOL.md` §7.3).
+    pub fn bound_part(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_bound_part(&mut out);
+        out
+    }
+
+    fn encode_bound_part(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.token_id.as_bytes());
         put_bytes_u8(out, &self.client_id);
         out.extend_from_slice(&self.ephemeral);
+    }
+}
+
+impl Message for ClientAuth {
+    const TYPE: FrameType = FrameType::ClientAuth;
+    fn encode_signed_part(&self, out: &mut Vec<u8>) {
+        self.encode_bound_part(out);
         put_bytes_u16(out, &self.evidence);
     }
     fn encode_proof(&self, out: &mut Vec<u8>) {
@@ -494,6 +525,11 @@ pub enum HandshakeMessage {
 
 impl HandshakeMessage {
     /// Decodes a frame's body by its type.
+    ///
+    /// # Errors
+    ///
+    /// The message's own [`Message::decode`] error; [`DecodeError::UnknownType`] for `Data`
+    /// and `Close`, which are channel frames.
     pub fn decode(frame_type: FrameType, body: &[u8]) -> Result<Self, DecodeError> {
         Ok(match frame_type {
             FrameType::ClientHello => Self::ClientHello(ClientHello::decode(body)?),
@@ -510,6 +546,12 @@ impl HandshakeMessage {
     }
 
     /// Decodes one whole frame (header, body, nothing after).
+    ///
+    /// # Errors
+    ///
+    /// Any [`peek_handshake_frame`] error; [`DecodeError::Truncated`] if `bytes` is shorter
+    /// than the frame its header announces; [`DecodeError::TrailingBytes`] if bytes follow
+    /// the frame; and any error decoding its body.
     pub fn decode_frame(bytes: &[u8]) -> Result<Self, DecodeError> {
         let frame = peek_handshake_frame(bytes)?.ok_or(DecodeError::Truncated { field: "frame" })?;
         if frame.bytes.len() != bytes.len() {

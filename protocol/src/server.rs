@@ -18,7 +18,9 @@
 //! ```
 //!
 //! The application decides admission *before* redemption, so a refused client
-//! charges nothing; its answer carries the join ticket. Stores hold only records.
+//! charges nothing: it judges the client's attestation evidence against the session's
+//! [`AttestationBinding`] and its own policy, and its answer carries the join ticket for
+//! this client and the identity it attested. Stores hold only records.
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -26,6 +28,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use crate::UnixTime;
+use crate::attestation::{AttestationBinding, AttestedIdentity};
 use crate::channel::{Channel, Side};
 use crate::error::{Error, LocalFailure, PeerIncompatible, PeerMisbehaved, Refusal};
 use crate::handshake::{HandshakeState, Machine, Outbox, Output};
@@ -95,8 +98,9 @@ impl ServerConfig {
 pub enum ServerRequest {
     /// Carry out this storage request and answer with [`Server::handle_storage`].
     Storage(StorageRequest),
-    /// Ask the application whether to admit this client, and answer with
-    /// [`Server::handle_admission`]. Comes before redemption: a refusal charges nothing.
+    /// Ask the application whether to admit this client (judging its attestation
+    /// evidence, if it requires any), and answer with [`Server::handle_admission`].
+    /// Comes before redemption: a refusal charges nothing.
     Admit(AdmissionRequest),
 }
 
@@ -112,6 +116,10 @@ pub struct AdmissionRequest {
     pub labels: BTreeMap<String, String>,
     /// Attestation evidence the agent sent (opaque; empty if none).
     pub evidence: Vec<u8>,
+    /// The session's attestation binding, computed from the gateway's own transcript:
+    /// evidence made for this session commits to it, evidence from any other session
+    /// names another one (`spec/PROTOCOL.md` §7.3).
+    pub binding: AttestationBinding,
 }
 
 /// The application's answer to [`ServerRequest::Admit`].
@@ -120,17 +128,29 @@ pub enum Admission {
     /// Admit the client and send it this ticket in `ServerFinished` (at most 4 KiB;
     /// longer fails the handshake with [`LocalFailure::TicketTooLong`]).
     Admit {
-        /// The join ticket (may be empty).
+        /// The join ticket for this client (may be empty).
         ticket: Vec<u8>,
+        /// Who the evidence showed the client to be, if the application judged any:
+        /// the verified client carries it ([`VerifiedClient::attested`]).
+        attested: Option<AttestedIdentity>,
     },
     /// Refuse the client: it is told `AdmissionRefused`, and nothing is charged.
     Refuse,
+    /// Refuse the client's attestation evidence (not bound to this session's binding,
+    /// not from a trusted authority, expired, or missing where it is required): it is
+    /// told `AttestationRefused`, and nothing is charged.
+    RefuseAttestation,
 }
 
 impl Admission {
-    /// Admit with no ticket.
+    /// Admit with no ticket and no attested identity.
     pub fn admit() -> Self {
-        Self::Admit { ticket: Vec::new() }
+        Self::Admit { ticket: Vec::new(), attested: None }
+    }
+
+    /// Admit with this ticket and no attested identity.
+    pub fn with_ticket(ticket: Vec<u8>) -> Self {
+        Self::Admit { ticket, attested: None }
     }
 }
 
@@ -143,7 +163,7 @@ pub struct VerifiedClient {
     client_id: ClientId,
     token_id: TokenId,
     labels: BTreeMap<String, String>,
-    evidence: Vec<u8>,
+    attested: Option<AttestedIdentity>,
     resumed: bool,
 }
 
@@ -160,9 +180,11 @@ impl VerifiedClient {
     pub fn labels(&self) -> &BTreeMap<String, String> {
         &self.labels
     }
-    /// Attestation evidence sent with the join (empty on resume or if none).
-    pub fn evidence(&self) -> &[u8] {
-        &self.evidence
+    /// Who the gateway's application attested the client to be at this join, from its
+    /// evidence (`None` if it attested nothing, and on a resume: a resume proves the
+    /// keyring, the attestation was the join's).
+    pub fn attested(&self) -> Option<&AttestedIdentity> {
+        self.attested.as_ref()
     }
     /// Whether this session came from a resume rather than a join.
     pub fn resumed(&self) -> bool {
@@ -362,6 +384,14 @@ impl Server {
 
     /// Feeds bytes from the client (any split: partial frames are buffered), with the
     /// current time.
+    ///
+    /// # Errors
+    ///
+    /// The error that ended the handshake, whether these bytes ended it or earlier input
+    /// did: the client misbehaved or is incompatible, it sent an alert, or its proof
+    /// failed. The same error is queued as [`Output::Failed`], so a driver that drains
+    /// [`Server::poll_output`] may ignore this value (see the
+    /// [run loop](crate::handshake#the-run-loop)).
     pub fn handle_input(&mut self, now: UnixTime, bytes: &[u8]) -> Result<(), Error> {
         self.context.now = now;
         let context = &mut self.context;
@@ -371,6 +401,15 @@ impl Server {
 
     /// Answers a [`ServerRequest::Storage`] with the store's answer. An answer that does
     /// not match the pending request is [`Error::Misuse`] and changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Misuse`] if `answer` is not the answer to the pending request, or none is
+    /// pending (nothing changes). Otherwise the error the handshake failed with, if this
+    /// answer or earlier input ended it: [`LocalFailure::Storage`] for
+    /// [`StorageAnswer::Failed`], or a [`Refusal`] when the answer shows the token unknown,
+    /// expired or used up, the client id taken, or the keyring gone. That error is queued
+    /// as [`Output::Failed`] too.
     pub fn handle_storage(&mut self, answer: StorageAnswer) -> Result<(), Error> {
         let context = &mut self.context;
         let name = answer.name();
@@ -395,26 +434,37 @@ impl Server {
 
     /// Answers a [`ServerRequest::Admit`] with the application's decision. Called when
     /// no admission is pending, it is [`Error::Misuse`] and changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Misuse`] if no admission is pending (nothing changes);
+    /// [`Refusal::Admission`] for [`Admission::Refuse`]; [`Refusal::Attestation`] for
+    /// [`Admission::RefuseAttestation`]; [`LocalFailure::TicketTooLong`]
+    /// for a ticket longer than [`MAX_TICKET`]; or the error the handshake had already
+    /// failed with.
     pub fn handle_admission(&mut self, admission: Admission) -> Result<(), Error> {
         self.machine.answer(
             "handle_admission",
             |state| matches!(state, State::AwaitAdmission(_)),
             |state, outbox| match (state, admission) {
                 (State::AwaitAdmission(_), Admission::Refuse) => Err(Refusal::Admission.into()),
-                (State::AwaitAdmission(_), Admission::Admit { ticket }) if ticket.len() > MAX_TICKET => {
+                (State::AwaitAdmission(_), Admission::RefuseAttestation) => Err(Refusal::Attestation.into()),
+                (State::AwaitAdmission(_), Admission::Admit { ticket, .. }) if ticket.len() > MAX_TICKET => {
                     Err(LocalFailure::TicketTooLong { len: ticket.len() }.into())
                 }
-                (State::AwaitAdmission(s), Admission::Admit { ticket }) => {
+                (State::AwaitAdmission(s), Admission::Admit { ticket, attested }) => {
+                    let mut peer = s.peer;
+                    peer.attested = attested;
                     outbox.request(ServerRequest::Storage(StorageRequest::Redeem(RedeemRequest {
-                        token_id: s.peer.token_id,
-                        client_id: s.peer.client_id.clone(),
+                        token_id: peer.token_id,
+                        client_id: peer.client_id.clone(),
                         keyring: s.secrets.keyring.clone(),
                         now: self.context.now,
                     })));
                     Ok(State::AwaitRedeem(AwaitRedeem {
                         transcript: s.transcript,
                         secrets: s.secrets,
-                        peer: s.peer,
+                        peer,
                         suite: s.suite,
                         ticket,
                     }))
@@ -456,6 +506,10 @@ impl Server {
 
     /// Turns an established handshake into its session. Before that, it returns the
     /// handshake's error, or [`Error::Misuse`] if it is still in progress.
+    ///
+    /// # Errors
+    ///
+    /// The handshake's error if it failed, or [`Error::Misuse`] if it has not completed.
     pub fn into_session(self) -> Result<ServerSession, Error> {
         let (e, buffered) = self.machine.into_established(|state| match state {
             State::Established(e) => Some(e),
@@ -589,22 +643,27 @@ impl Context {
         check_hs256_detached(&auth.proof, &th_proof, record.id().as_str(), secret.expose())
             .map_err(|_| PeerMisbehaved::BadClientProof)?;
         let dh = self.ephemeral.agree(&auth.ephemeral)?;
+        // The binding from this side's own transcript: evidence made for another
+        // session committed to another value.
+        let th_ev = s.transcript.hash_partial(FrameType::ClientAuth as u8, &auth.bound_part());
+        let binding = AttestationBinding::derive(&th_ev);
         let mut transcript = s.transcript;
         transcript.add_frame(&frame.bytes);
         let secrets = join_secrets(&dh, secret, &transcript.current(), &client_id, &self.config.pin);
-        outbox.request(ServerRequest::Admit(AdmissionRequest {
+        let peer = VerifiedClient {
             client_id: client_id.clone(),
             token_id: auth.token_id,
             labels: record.labels.clone(),
-            evidence: auth.evidence.clone(),
-        }));
-        let peer = VerifiedClient {
+            attested: None,
+            resumed: false,
+        };
+        outbox.request(ServerRequest::Admit(AdmissionRequest {
             client_id,
             token_id: auth.token_id,
             labels: record.labels.clone(),
             evidence: auth.evidence,
-            resumed: false,
-        };
+            binding,
+        }));
         Ok(State::AwaitAdmission(AwaitAdmission { transcript, secrets, peer, suite: s.negotiated.suite }))
     }
 
@@ -674,7 +733,7 @@ impl Context {
             client_id: record.client_id.clone(),
             token_id: record.token_id,
             labels: record.labels.clone(),
-            evidence: Vec::new(),
+            attested: None,
             resumed: true,
         };
         if record.confirmed {

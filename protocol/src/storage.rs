@@ -191,23 +191,52 @@ pub trait StoreTransaction {
     type Error;
 
     /// One token record.
+    ///
+    /// # Errors
+    ///
+    /// The store's error if it cannot read the record; [`execute`] returns it unchanged and
+    /// the store rolls the transaction back. A missing record is `Ok(None)`.
     fn token(&mut self, id: TokenId) -> Result<Option<TokenRecord>, Self::Error>;
 
     /// Visits token records in ascending token-id order until `visit` returns `false`.
+    ///
+    /// # Errors
+    ///
+    /// The store's error if it cannot read the records; [`execute`] returns it unchanged.
     fn scan_tokens(&mut self, visit: &mut dyn FnMut(TokenRecord) -> bool) -> Result<(), Self::Error>;
 
     /// One client's keyring record.
+    ///
+    /// # Errors
+    ///
+    /// The store's error if it cannot read the record; a missing record is `Ok(None)`.
     fn keyring(&mut self, id: &ClientId) -> Result<Option<KeyringRecord>, Self::Error>;
 
     /// Inserts or replaces a token record (keyed by its id).
+    ///
+    /// # Errors
+    ///
+    /// The store's error if it cannot write the record; the store then rolls back
+    /// everything the transaction wrote.
     fn put_token(&mut self, record: &TokenRecord) -> Result<(), Self::Error>;
 
     /// Inserts or replaces a keyring record (keyed by its client id).
+    ///
+    /// # Errors
+    ///
+    /// The store's error if it cannot write the record; the store then rolls back
+    /// everything the transaction wrote.
     fn put_keyring(&mut self, record: &KeyringRecord) -> Result<(), Self::Error>;
 }
 
 /// Carries `request` out inside `txn`: the one storage rule. On `Ok` the store
 /// commits `txn`; on `Err` it rolls back (nothing it wrote may stay).
+///
+/// # Errors
+///
+/// The first error of `txn`, unchanged; the store must then roll back. A refusal by the
+/// rule (an unknown, expired or used-up token, a taken client id, a replaced keyring) is no
+/// error: it is part of the `Ok` answer, for the protocol core to act on.
 pub fn execute<T: StoreTransaction + ?Sized>(txn: &mut T, request: &StorageRequest) -> Result<StorageAnswer, T::Error> {
     Ok(match request {
         StorageRequest::LookupToken { token_id } => StorageAnswer::Tokens(txn.token(*token_id)?.into_iter().collect()),
@@ -319,6 +348,14 @@ pub struct RedemptionDecision {
 
 /// The redemption rule. `token` and `existing` are the records as read inside the
 /// store's write transaction.
+///
+/// # Errors
+///
+/// [`RedeemRefusal::UnknownToken`] without a token record; [`RedeemRefusal::ClientIdTaken`]
+/// if the client id has a confirmed keyring, or one from another token;
+/// [`RedeemRefusal::Expired`]; and [`RedeemRefusal::Exhausted`] if the token has no use
+/// left, unless this is the retry of an interrupted join with the same token (which is
+/// free).
 pub fn decide_redemption(
     token: Option<&TokenRecord>,
     existing: Option<&KeyringRecord>,
@@ -354,6 +391,12 @@ pub fn decide_redemption(
 }
 
 /// The confirmation rule: confirm only the keyring the handshake derived.
+///
+/// # Errors
+///
+/// [`ConfirmRefusal::Missing`] if the client has no keyring record (it was revoked
+/// meanwhile), [`ConfirmRefusal::Replaced`] if the record holds another keyring than the
+/// handshake derived.
 pub fn decide_confirmation(existing: Option<&KeyringRecord>, keyring_id: &KeyringId) -> Result<(), ConfirmRefusal> {
     match existing {
         None => Err(ConfirmRefusal::Missing),

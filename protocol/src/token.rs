@@ -91,6 +91,10 @@ pub struct TokenId([u8; TOKEN_ID_LEN]);
 
 impl TokenId {
     /// Validates raw id bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenError::BadId`] unless `bytes` is 6 characters of `[a-z0-9]`.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, TokenError> {
         token_chars(bytes).map(Self).ok_or(TokenError::BadId)
     }
@@ -146,6 +150,10 @@ pub struct TokenSecret([u8; TOKEN_SECRET_LEN]);
 
 impl TokenSecret {
     /// Validates raw secret bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenError::BadSecret`] unless `bytes` is 16 characters of `[a-z0-9]`.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, TokenError> {
         token_chars(bytes).map(Self).ok_or(TokenError::BadSecret)
     }
@@ -300,6 +308,12 @@ impl TokenRecord {
     }
 
     /// Adds a label, checking the limits.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenError::BadMetadata`] if the key is empty or longer than
+    /// [`MAX_LABEL_KEY_LEN`], the value is longer than [`MAX_LABEL_VALUE_LEN`], or the
+    /// record has [`MAX_LABELS`] labels already and `key` is not one of them.
     pub fn with_label(mut self, key: &str, value: &str) -> Result<Self, TokenError> {
         if key.is_empty() || key.len() > MAX_LABEL_KEY_LEN {
             return Err(TokenError::BadMetadata("label keys are 1 to 63 bytes"));
@@ -315,6 +329,10 @@ impl TokenRecord {
     }
 
     /// Sets the description, checking its limit.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenError::BadMetadata`] if `description` is longer than [`MAX_DESCRIPTION_LEN`].
     pub fn with_description(mut self, description: &str) -> Result<Self, TokenError> {
         if description.len() > MAX_DESCRIPTION_LEN {
             return Err(TokenError::BadMetadata("descriptions are at most 1024 bytes"));
@@ -336,6 +354,11 @@ impl TokenRecord {
     }
 
     /// Whether the token may be redeemed once more at `now`.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenUnusable::Expired`] from `expires_at` on; [`TokenUnusable::Exhausted`] once a
+    /// limited token has been redeemed `max_uses` times.
     pub fn usable_at(&self, now: UnixTime) -> Result<(), TokenUnusable> {
         if self.is_expired(now) {
             return Err(TokenUnusable::Expired);

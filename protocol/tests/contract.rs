@@ -16,6 +16,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use boarding::Alert;
+use boarding::attestation::AttestFailed;
 use boarding::channel::{Channel, Received};
 use boarding::client::{Client, ClientOutput, ClientRequest, PersistFailed, SavedKeyring};
 use boarding::codec::DecodeError;
@@ -88,6 +89,7 @@ enum Out {
 
 /// How the hand-drained loop answers requests.
 struct Answers {
+    evidence: Result<Vec<u8>, AttestFailed>,
     persist: Result<(), PersistFailed>,
     /// Storage requests (by name) answered with `StorageAnswer::Failed`.
     fail_storage: Option<&'static str>,
@@ -96,7 +98,7 @@ struct Answers {
 
 impl Default for Answers {
     fn default() -> Self {
-        Self { persist: Ok(()), fail_storage: None, admission: Admission::admit() }
+        Self { evidence: Ok(Vec::new()), persist: Ok(()), fail_storage: None, admission: Admission::admit() }
     }
 }
 
@@ -108,6 +110,10 @@ fn drain_client(client: &mut Client, answers: &Answers, log: &mut Vec<Out>, wire
             Output::Transmit(bytes) => {
                 log.push(Out::Transmit(bytes.clone()));
                 wire.push_back(bytes);
+            }
+            Output::Request(ClientRequest::Attest { .. }) => {
+                log.push(Out::Request("Attest"));
+                let _ = client.handle_evidence(answers.evidence.clone());
             }
             Output::Request(ClientRequest::PersistKeyring(_)) => {
                 log.push(Out::Request("PersistKeyring"));
@@ -216,6 +222,7 @@ fn assert_failure_sticks_client(mut client: Client, expected: &Error) {
     assert_eq!(client.handle_input(&alert_frame(Alert::Malformed)).as_ref(), Err(expected));
     assert_eq!(client.handle_persisted(Ok(())).as_ref(), Err(expected));
     assert_eq!(client.handle_persisted(Err(PersistFailed)).as_ref(), Err(expected));
+    assert_eq!(client.handle_evidence(Ok(Vec::new())).as_ref(), Err(expected));
     assert!(client.poll_output().is_none(), "a failed client queued more");
     assert_eq!(client.into_session().err().as_ref(), Some(expected));
 }
@@ -227,6 +234,7 @@ fn assert_failure_sticks_server(mut server: Server, expected: &Error) {
     assert_eq!(server.handle_storage(StorageAnswer::Failed).as_ref(), Err(expected));
     assert_eq!(server.handle_storage(StorageAnswer::Keyring(None)).as_ref(), Err(expected));
     assert_eq!(server.handle_admission(Admission::Refuse).as_ref(), Err(expected));
+    assert_eq!(server.handle_admission(Admission::RefuseAttestation).as_ref(), Err(expected));
     assert!(server.poll_output().is_none(), "a failed gateway queued more");
     assert_eq!(server.into_session().err().as_ref(), Some(expected));
 }
@@ -325,7 +333,12 @@ fn handle_admission_when_none_is_pending_is_misuse() {
     let reference = reference_log(33, "m-admit");
     let (world, _, mut pair) = join_world(33, "m-admit");
     let before = world.store.snapshot();
-    for admission in [Admission::Refuse, Admission::admit(), Admission::Admit { ticket: vec![0; MAX_TICKET + 1] }] {
+    for admission in [
+        Admission::Refuse,
+        Admission::RefuseAttestation,
+        Admission::admit(),
+        Admission::with_ticket(vec![0; MAX_TICKET + 1]),
+    ] {
         assert_eq!(pair.server.handle_admission(admission), Err(not_pending("handle_admission", "ExpectHello")));
         assert!(pair.server.poll_output().is_none(), "misuse queued an output");
     }
@@ -549,12 +562,12 @@ fn a_refused_admission_charges_nothing_and_makes_no_redeem_request() {
     );
     let asked = Arc::new(Mutex::new(Vec::<AdmissionRequest>::new()));
     let record = asked.clone();
-    let config = world.join_config("a-refused", &token).with_evidence(b"quote:1".to_vec()).unwrap();
     let before = world.store.snapshot();
-    let mut pair = world.pair_with(Client::join(config, &mut world.rng())).with_admission(move |req| {
-        record.lock().unwrap().push(req.clone());
-        Admission::Refuse
-    });
+    let mut pair =
+        world.join_pair("a-refused", &token).with_attester(|_| Ok(b"quote:1".to_vec())).with_admission(move |req| {
+            record.lock().unwrap().push(req.clone());
+            Admission::Refuse
+        });
     let outcome = pair.drive();
     assert_eq!(outcome.client, alerted(Alert::AdmissionRefused));
     assert_eq!(outcome.server, failed(Refusal::Admission));
@@ -576,6 +589,7 @@ fn a_refused_admission_charges_nothing_and_makes_no_redeem_request() {
     assert_eq!(asked[0].labels.get("role").map(String::as_str), Some("worker"));
     assert_eq!(asked[0].labels.len(), 2);
     assert_eq!(asked[0].evidence, b"quote:1");
+    assert_eq!(Some(&asked[0].binding), pair.bindings.first(), "the binding the agent attested");
     // The same token still admits another client afterwards: it was never charged.
     let mut pair = world.join_pair("a-next", &token);
     assert!(pair.drive().both_established());
@@ -587,7 +601,7 @@ fn a_ticket_over_the_limit_fails_the_gateway() {
     let token = world.issue_token(None, 0);
     let before = world.store.snapshot();
     let mut pair =
-        world.join_pair("a-long", &token).with_admission(|_| Admission::Admit { ticket: vec![7; MAX_TICKET + 1] });
+        world.join_pair("a-long", &token).with_admission(|_| Admission::with_ticket(vec![7; MAX_TICKET + 1]));
     let outcome = pair.drive();
     assert_eq!(MAX_TICKET, 4096);
     assert_eq!(outcome.server, failed(LocalFailure::TicketTooLong { len: 4097 }));
@@ -595,8 +609,7 @@ fn a_ticket_over_the_limit_fails_the_gateway() {
     assert!(!pair.requests.iter().any(|r| matches!(r, StorageRequest::Redeem(_))));
     assert_eq!(world.store.snapshot(), before);
     // 4096 bytes exactly is allowed.
-    let mut pair =
-        world.join_pair("a-max", &token).with_admission(|_| Admission::Admit { ticket: vec![7; MAX_TICKET] });
+    let mut pair = world.join_pair("a-max", &token).with_admission(|_| Admission::with_ticket(vec![7; MAX_TICKET]));
     assert!(pair.drive().both_established());
     assert_eq!(pair.info.unwrap().ticket, vec![7; MAX_TICKET]);
 }
@@ -607,7 +620,7 @@ fn the_admission_ticket_reaches_the_agent() {
     let token = world.issue_token(None, 0);
     let mut pair = world
         .join_pair("a-ticket", &token)
-        .with_admission(|req| Admission::Admit { ticket: format!("welcome {}", req.client_id.as_str()).into_bytes() });
+        .with_admission(|req| Admission::with_ticket(format!("welcome {}", req.client_id.as_str()).into_bytes()));
     assert!(pair.drive().both_established());
     let info = pair.info.clone().expect("established");
     assert_eq!(info.ticket, b"welcome a-ticket");
@@ -684,9 +697,33 @@ fn every_failure_is_the_last_output_right_after_its_alert() {
             server: Some(Refusal::Admission.into()),
         },
         Case {
+            name: "attestation refused",
+            pair: world.join_pair("f-attest", &token),
+            answers: Answers { admission: Admission::RefuseAttestation, ..Answers::default() },
+            tamper: none(),
+            client: Some(peer_alert(Alert::AttestationRefused)),
+            server: Some(Refusal::Attestation.into()),
+        },
+        Case {
+            name: "attester failed",
+            pair: world.join_pair("f-attester", &token),
+            answers: Answers { evidence: Err(AttestFailed), ..Answers::default() },
+            tamper: none(),
+            client: Some(LocalFailure::Attestation.into()),
+            server: Some(peer_alert(Alert::Internal)),
+        },
+        Case {
+            name: "evidence too long",
+            pair: world.join_pair("f-evidence", &token),
+            answers: Answers { evidence: Ok(vec![0; 8193]), ..Answers::default() },
+            tamper: none(),
+            client: Some(LocalFailure::EvidenceTooLong { len: 8193 }.into()),
+            server: Some(peer_alert(Alert::Internal)),
+        },
+        Case {
             name: "ticket too long",
             pair: world.join_pair("f-ticket", &token),
-            answers: Answers { admission: Admission::Admit { ticket: vec![0; 5000] }, ..Answers::default() },
+            answers: Answers { admission: Admission::with_ticket(vec![0; 5000]), ..Answers::default() },
             tamper: none(),
             client: Some(peer_alert(Alert::Internal)),
             server: Some(LocalFailure::TicketTooLong { len: 5000 }.into()),

@@ -769,19 +769,21 @@ fn unexpected_storage_answers_are_misuse() {
 fn evidence_reaches_the_gateway_bound_to_the_transcript() {
     let world = World::new(19);
     let token = world.issue_token(None, 0);
-    assert!(world.join_config("e", &token).with_evidence(vec![0; 8 * 1024 + 1]).is_err());
-    let config = world.join_config("e", &token).with_evidence(b"quote:abc".to_vec()).unwrap();
-    let mut pair = world.pair_with(Client::join(config.clone(), &mut world.rng()));
+    let mut pair = world.join_pair("e", &token).with_attester(|_| Ok(b"quote:abc".to_vec()));
     assert!(pair.drive().both_established());
-    assert_eq!(pair.peer.unwrap().evidence(), b"quote:abc");
+    assert_eq!(pair.admissions.len(), 1);
+    assert_eq!(pair.admissions[0].evidence, b"quote:abc");
     // Evidence swapped in flight is caught by the proof.
-    let config = world.join_config("e2", &token).with_evidence(b"quote:abc".to_vec()).unwrap();
-    let mut pair = world.pair_with(Client::join(config, &mut world.rng())).tamper(|dir, i, bytes| {
-        if dir == Dir::ToServer && i == 1 {
-            let HandshakeMessage::ClientAuth(auth) = HandshakeMessage::decode_frame(bytes).unwrap() else { panic!() };
-            *bytes = ClientAuth { evidence: b"quote:xyz".to_vec(), ..auth }.to_frame();
-        }
-        Delivery::Deliver
-    });
+    let mut pair =
+        world.join_pair("e2", &token).with_attester(|_| Ok(b"quote:abc".to_vec())).tamper(|dir, i, bytes| {
+            if dir == Dir::ToServer && i == 1 {
+                let HandshakeMessage::ClientAuth(auth) = HandshakeMessage::decode_frame(bytes).unwrap() else {
+                    panic!()
+                };
+                *bytes = ClientAuth { evidence: b"quote:xyz".to_vec(), ..auth }.to_frame();
+            }
+            Delivery::Deliver
+        });
     assert_eq!(pair.drive().server, failed(PeerMisbehaved::BadClientProof));
+    assert!(pair.admissions.is_empty(), "the application saw evidence the proof does not cover");
 }

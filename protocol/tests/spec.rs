@@ -27,6 +27,7 @@ fn labels_are_the_specified_ones() {
         labels::RESUME_SERVER_FINISHED,
         labels::RESUME_CLIENT_FINISHED,
         labels::KEYRING_ID,
+        labels::ATTESTATION_BINDING,
     ];
     for label in all {
         let text = std::str::from_utf8(label).unwrap();
@@ -62,9 +63,10 @@ fn frame_types_alerts_and_suites_match_the_tables() {
             assert!(spec.contains(&format!("| {code} | {alert:?} |")), "alert {code} {alert:?}");
         }
     }
-    // The codes are exactly 1 to 12, the last one the gateway application's refusal.
+    // The codes are exactly 1 to 13, the last two the gateway application's refusals.
     assert_eq!(Alert::from_code(12), Some(Alert::AdmissionRefused));
-    assert!(Alert::from_code(13).is_none() && Alert::from_code(0).is_none());
+    assert_eq!(Alert::from_code(13), Some(Alert::AttestationRefused));
+    assert!(Alert::from_code(14).is_none() && Alert::from_code(0).is_none());
     for suite in MacSuite::ALL {
         assert!(spec.contains(&format!("| `0x{:04x}` | {suite}", suite.code())), "{suite}");
     }

@@ -16,12 +16,13 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use boarding::attestation::AttestationBinding;
 use boarding::channel::{Channel, Side};
 use boarding::client::{Client, ClientRequest, JoinConfig, ResumeConfig, SavedKeyring};
 use boarding::handshake::Output;
 use boarding::identity::{ClientId, ServerIdentity};
 use boarding::keys::{SessionKeys, SymmetricKey};
-use boarding::messages::HandshakeMessage;
+use boarding::messages::{HandshakeMessage, Message as _};
 use boarding::server::{Admission, Server, ServerConfig, ServerRequest};
 use boarding::storage::Records;
 use boarding::suite::{MacSuite, SUPPORTED_VERSIONS};
@@ -145,10 +146,8 @@ impl Inputs {
     fn join_config(&self) -> JoinConfig {
         let token: BootstrapToken = self.token.parse().unwrap();
         let pin = ServerIdentity::from_seed(self.identity_seed).pin();
-        let config = JoinConfig::new(token, vec![pin], ClientId::new(&self.client_id).unwrap())
-            .with_suites(&self.suites)
-            .with_evidence(self.evidence.clone())
-            .unwrap();
+        let config =
+            JoinConfig::new(token, vec![pin], ClientId::new(&self.client_id).unwrap()).with_suites(&self.suites);
         if self.token_named { config } else { config.without_token_id() }
     }
 
@@ -180,23 +179,34 @@ fn unhex(v: &Value) -> Vec<u8> {
     hex::decode(v.as_str().expect("a hex string")).expect("valid hex")
 }
 
-/// Runs one handshake to completion, returning the frames in order and the client's
-/// saved keyring (for a join). The gateway's application admits with `ticket`.
-fn run(
-    mut client: Client,
-    mut server: Server,
-    store: &mut Records,
-    now: u64,
-    ticket: &[u8],
-) -> (Vec<Vec<u8>>, Option<SavedKeyring>, Client, Server) {
+/// What one handshake of the vectors produced.
+struct Run {
+    frames: Vec<Vec<u8>>,
+    /// The client's saved keyring (a join).
+    saved: Option<SavedKeyring>,
+    /// The binding the client was asked to attest and the one the gateway's application
+    /// was given (a join); they must be equal.
+    bindings: (Option<AttestationBinding>, Option<AttestationBinding>),
+    client: Client,
+    server: Server,
+}
+
+/// Runs one handshake to completion. The agent's application attests with `evidence`,
+/// the gateway's admits with `ticket`.
+fn run(mut client: Client, mut server: Server, store: &mut Records, now: u64, inputs: &Inputs) -> Run {
     let mut frames = Vec::new();
     let mut saved = None;
+    let mut bindings = (None, None);
     for _ in 0..32 {
         while let Some(out) = client.poll_output() {
             match out {
                 Output::Transmit(b) => {
                     server.handle_input(now, &b).unwrap();
                     frames.push(b);
+                }
+                Output::Request(ClientRequest::Attest { binding }) => {
+                    bindings.0 = Some(binding);
+                    client.handle_evidence(Ok(inputs.evidence.clone())).unwrap();
                 }
                 Output::Request(ClientRequest::PersistKeyring(s)) => {
                     saved = Some(s);
@@ -213,8 +223,10 @@ fn run(
                     frames.push(b);
                 }
                 Output::Request(ServerRequest::Storage(req)) => server.handle_storage(store.answer(&req)).unwrap(),
-                Output::Request(ServerRequest::Admit(_)) => {
-                    server.handle_admission(Admission::Admit { ticket: ticket.to_vec() }).unwrap();
+                Output::Request(ServerRequest::Admit(request)) => {
+                    assert_eq!(request.evidence, inputs.evidence, "the gateway's application gets the evidence");
+                    bindings.1 = Some(request.binding);
+                    server.handle_admission(Admission::with_ticket(inputs.ticket.clone())).unwrap();
                 }
                 Output::Established(_) => {}
                 Output::Failed(e) => panic!("the gateway failed: {e}"),
@@ -222,7 +234,8 @@ fn run(
         }
     }
     assert!(client.is_established() && server.is_established());
-    (frames, saved, client, server)
+    assert_eq!(bindings.0, bindings.1, "both sides compute the same attestation binding");
+    Run { frames, saved, bindings, client, server }
 }
 
 fn sha256(parts: &[&[u8]]) -> [u8; 32] {
@@ -342,14 +355,15 @@ fn generate(inputs: &Inputs) -> Value {
     s_draw.fill_bytes(&mut s_nonce);
     s_draw.fill_bytes(&mut s_eph);
 
-    let (frames, saved, client, server) = run(
+    let Run { frames, saved, bindings, client, server } = run(
         Client::join(inputs.join_config(), &mut crng),
         Server::new(config.clone(), &mut srng),
         &mut store,
         inputs.now,
-        &inputs.ticket,
+        inputs,
     );
     let saved = saved.unwrap();
+    let binding = bindings.0.expect("a join asks for evidence");
     let f: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
     assert_eq!(f.len(), 5);
     for frame in &f {
@@ -367,6 +381,15 @@ fn generate(inputs: &Inputs) -> Value {
     let th_challenge = partial(&f[..1], f[1], 100);
     // ClientAuth signed part: token id 6, client id 1+len, ephemeral 32, evidence 2+len.
     let th_proof = partial(&f[..2], f[2], 6 + 1 + client_id.len() + 32 + 2 + inputs.evidence.len());
+    // The attestation binding: HKDF-Expand over the transcript up to the evidence (the
+    // ClientAuth's token id, client id and ephemeral share, after its type byte).
+    let th_ev = partial(&f[..2], f[2], 6 + 1 + client_id.len() + 32);
+    let mut expected_binding = [0u8; 32];
+    Hkdf::<Sha256>::from_prk(&th_ev)
+        .unwrap()
+        .expand(b"boarding v1 attestation binding", &mut expected_binding)
+        .unwrap();
+    assert_eq!(binding.as_bytes(), &expected_binding, "attestation binding");
     let th_auth = transcript(&f[..3]);
     let mut ikm = dh.to_vec();
     ikm.extend_from_slice(token.secret().expose());
@@ -406,9 +429,11 @@ fn generate(inputs: &Inputs) -> Value {
         "dh": h(&dh),
         "transcript": {
             "server_challenge_signed": h(&th_challenge), "client_auth_proof": h(&th_proof),
+            "client_auth_before_evidence": h(&th_ev),
             "after_client_auth": h(&th_auth), "server_finished_signed": h(&th_sf), "client_finished_signed": h(&th_cf),
         },
         "challenge_header": boarding::jws::challenge_header(token.id(), &th_challenge),
+        "attestation_binding": h(binding.as_bytes()),
         "keyring": { "c2s": h(&keyring.0), "s2c": h(&keyring.1), "id": h(&saved.keyring.id().0) },
         "session": { "c2s": h(session.c2s.expose()), "s2c": h(session.s2c.expose()) },
         "finished_keys": { "server": h(&sf_key), "client": h(&cf_key) },
@@ -426,8 +451,9 @@ fn generate(inputs: &Inputs) -> Value {
     s_draw.fill_bytes(&mut rs_nonce);
     s_draw.fill_bytes(&mut rs_eph);
     let resume = ResumeConfig::new(saved.clone()).with_suites(&inputs.suites);
-    let (frames, _, _, _) =
-        run(Client::resume(resume, &mut crng), Server::new(config, &mut srng), &mut store, inputs.now, &inputs.ticket);
+    let Run { frames, bindings, .. } =
+        run(Client::resume(resume, &mut crng), Server::new(config, &mut srng), &mut store, inputs.now, inputs);
+    assert_eq!(bindings, (None, None), "a resume attests nothing");
     let f: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
     assert_eq!(f.len(), 3);
     let HandshakeMessage::ResumeChallenge(rc) = HandshakeMessage::decode_frame(f[1]).unwrap() else { panic!() };
@@ -465,7 +491,19 @@ fn generate(inputs: &Inputs) -> Value {
         "inputs": inputs.to_json(),
         "join": join_json,
         "resume": resume_json,
+        "alerts": alert_frames(),
     })
+}
+
+/// Every alert as a frame, by name: `0x15 || length 1 || code`.
+fn alert_frames() -> Value {
+    let mut out = serde_json::Map::new();
+    for alert in boarding::Alert::ALL {
+        let frame = [0x15, 0, 0, 0, 1, alert.code()];
+        assert_eq!(boarding::messages::AlertMessage { code: alert.code() }.to_frame(), frame, "{alert:?}");
+        out.insert(format!("{alert:?}"), json!(h(&frame)));
+    }
+    Value::Object(out)
 }
 
 fn committed() -> String {
@@ -551,7 +589,8 @@ fn the_committed_inputs_and_randomness_reproduce_the_wire_bytes() {
     let client = Client::join(inputs.join_config(), &mut crng);
     let server = Server::new(config.clone(), &mut srng);
     assert!(crng.exhausted() && srng.exhausted(), "each side draws exactly what the vectors list");
-    let (frames, saved, _, _) = run(client, server, &mut store, inputs.now, &inputs.ticket);
+    let Run { frames, saved, bindings, .. } = run(client, server, &mut store, inputs.now, &inputs);
+    assert_eq!(bindings.0.map(|b| h(b.as_bytes())).as_deref(), join["attestation_binding"].as_str(), "binding");
     let names = ["client_hello", "server_challenge", "client_auth", "server_finished", "client_finished"];
     assert_eq!(frames, frames_of(join, &names), "join frames");
     let saved = saved.unwrap();
@@ -564,6 +603,6 @@ fn the_committed_inputs_and_randomness_reproduce_the_wire_bytes() {
     let client = Client::resume(ResumeConfig::new(saved).with_suites(&inputs.suites), &mut crng);
     let server = Server::new(config, &mut srng);
     assert!(crng.exhausted() && srng.exhausted(), "each side draws exactly what the vectors list");
-    let (frames, _, _, _) = run(client, server, &mut store, inputs.now, &inputs.ticket);
+    let Run { frames, .. } = run(client, server, &mut store, inputs.now, &inputs);
     assert_eq!(frames, frames_of(resume, &["resume_hello", "resume_challenge", "resume_finished"]), "resume frames");
 }

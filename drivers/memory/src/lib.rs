@@ -27,6 +27,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use boarding::Error;
+use boarding::attestation::{AttestFailed, AttestationBinding};
 use boarding::client::{
     Client, ClientRequest, ClientSession, JoinConfig, PersistFailed, ResumeConfig, SavedKeyring, SessionInfo,
 };
@@ -142,6 +143,10 @@ pub type StorageHook = Box<dyn FnMut(&StorageRequest) -> StorageAction + Send>;
 
 /// An admission hook: the gateway application's decision for each join.
 pub type AdmissionHook = Box<dyn FnMut(&AdmissionRequest) -> Admission + Send>;
+
+/// An attestation hook: the agent application's evidence for a session's binding, or
+/// `Err(AttestFailed)` if its attester fails.
+pub type AttestHook = Box<dyn FnMut(&AttestationBinding) -> Result<Vec<u8>, AttestFailed> + Send>;
 
 /// What the pair does with the agent's request to persist its keyring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,7 +286,7 @@ impl World {
         let server = Server::new(self.config.clone(), &mut self.rng());
         let mut pair = Pair::new(client, server, self.store.clone(), self.now);
         let ticket = self.ticket.clone();
-        pair.admission = Box::new(move |_| Admission::Admit { ticket: ticket.clone() });
+        pair.admission = Box::new(move |_| Admission::with_ticket(ticket.clone()));
         pair
     }
 }
@@ -289,9 +294,9 @@ impl World {
 /// A client and a gateway connected by an in-memory network: quinn-proto's `Pair`.
 ///
 /// Both sides are driven by one loop each, draining outputs as [`boarding::handshake`]
-/// prescribes; requests are answered through hooks (storage, admission, persist) that
-/// can answer, fail or hold them, and the network can tamper with, drop, duplicate,
-/// delay, fragment or coalesce every message.
+/// prescribes; requests are answered through hooks (storage, attestation, admission,
+/// persist) that can answer, fail or hold them, and the network can tamper with, drop,
+/// duplicate, delay, fragment or coalesce every message.
 pub struct Pair {
     /// The agent.
     pub client: Client,
@@ -316,6 +321,17 @@ pub struct Pair {
     pub stream: Stream,
     /// The gateway application's admission decision.
     pub admission: AdmissionHook,
+    /// The agent application's attester (by default: nothing to attest, empty evidence).
+    pub attester: AttestHook,
+    /// Every binding the agent was asked to attest, in order.
+    pub bindings: Vec<AttestationBinding>,
+    /// Whether the agent's attestation request is held unanswered (until
+    /// [`Pair::release_evidence`]) instead of going to [`Pair::attester`].
+    pub hold_attest: bool,
+    /// Whether an attestation request is held.
+    pub held_attest: bool,
+    /// Every admission request the gateway made, in order.
+    pub admissions: Vec<AdmissionRequest>,
     /// What to do with each storage request.
     pub storage: StorageHook,
     /// Every storage request the gateway made, in order.
@@ -352,7 +368,8 @@ fn slot(dir: Dir) -> usize {
 
 impl Pair {
     /// Connects `client` and `server` with a perfect network; every request is answered
-    /// (storage from `store`, admission with no ticket, persist stored).
+    /// (storage from `store`, attestation with empty evidence, admission with no ticket,
+    /// persist stored).
     pub fn new(client: Client, server: Server, store: Arc<MemoryStore>, now: u64) -> Self {
         Self {
             client,
@@ -366,6 +383,11 @@ impl Pair {
             persist: PersistAction::Store,
             stream: Stream::Whole,
             admission: Box::new(|_| Admission::admit()),
+            attester: Box::new(|_| Ok(Vec::new())),
+            bindings: Vec::new(),
+            hold_attest: false,
+            held_attest: false,
+            admissions: Vec::new(),
             storage: Box::new(|_| StorageAction::Answer),
             requests: Vec::new(),
             held_storage: None,
@@ -395,6 +417,21 @@ impl Pair {
     /// Installs an admission hook.
     pub fn with_admission(mut self, hook: impl FnMut(&AdmissionRequest) -> Admission + Send + 'static) -> Self {
         self.admission = Box::new(hook);
+        self
+    }
+
+    /// Holds the agent's attestation request until [`Pair::release_evidence`].
+    pub fn with_attest_held(mut self) -> Self {
+        self.hold_attest = true;
+        self
+    }
+
+    /// Installs an attestation hook (the agent application's attester).
+    pub fn with_attester(
+        mut self,
+        hook: impl FnMut(&AttestationBinding) -> Result<Vec<u8>, AttestFailed> + Send + 'static,
+    ) -> Self {
+        self.attester = Box::new(hook);
         self
     }
 
@@ -472,6 +509,16 @@ impl Pair {
                 drained = true;
                 match out {
                     Output::Transmit(bytes) => self.send(Dir::ToServer, bytes),
+                    Output::Request(ClientRequest::Attest { binding }) => {
+                        self.bindings.push(binding);
+                        if self.hold_attest {
+                            self.held_attest = true;
+                        } else {
+                            let evidence = (self.attester)(&binding);
+                            // A failure is an output too: the loop records it.
+                            let _ = self.client.handle_evidence(evidence);
+                        }
+                    }
                     Output::Request(ClientRequest::PersistKeyring(saved)) => self.on_persist(saved),
                     Output::Established(info) => self.info = Some(info),
                     Output::Failed(e) => self.client_failure = Some(e),
@@ -484,6 +531,7 @@ impl Pair {
                     Output::Request(ServerRequest::Storage(request)) => self.on_storage(request),
                     Output::Request(ServerRequest::Admit(request)) => {
                         let admission = (self.admission)(&request);
+                        self.admissions.push(request);
                         // A failure is an output too: the loop above records it.
                         let _ = self.server.handle_admission(admission);
                     }
@@ -535,6 +583,17 @@ impl Pair {
         let Some(request) = self.held_storage.take() else { return false };
         let answer = self.store.answer(&request);
         let _ = self.server.handle_storage(answer);
+        self.flush();
+        true
+    }
+
+    /// Answers the held attestation request with `outcome`, then flushes. Returns
+    /// whether one was held.
+    pub fn release_evidence(&mut self, outcome: Result<Vec<u8>, AttestFailed>) -> bool {
+        if !std::mem::take(&mut self.held_attest) {
+            return false;
+        }
+        let _ = self.client.handle_evidence(outcome);
         self.flush();
         true
     }

@@ -151,7 +151,7 @@ fn protocol_level_pin_check_works_without_tls() {
         });
         let wrong = ServerIdentity::from_seed([4; 32]).pin();
         let stream = TcpStream::connect(addr).await.unwrap();
-        let err = boarding_smol::agent::join(stream, token, &[wrong], id("n"), &MemoryKeyringStore::new(), 1024)
+        let err = boarding_smol::agent::join(stream, token, &[wrong], id("n"), &MemoryKeyringStore::new(), 1024, None)
             .await
             .unwrap_err();
         assert!(matches!(err, Error::PinMismatch { layer: "protocol identity", .. }), "{err:?}");

@@ -18,11 +18,11 @@ use boarding::Alert;
 use boarding::channel::MAX_PAYLOAD;
 use boarding::jws::{challenge_header_prefix, hs256_header};
 use boarding::keys::labels;
-use boarding::messages::{AlertMessage, FrameType, HandshakeMessage, MAX_TICKET, Message, encode_frame};
+use boarding::messages::{AlertMessage, FrameType, HandshakeMessage, MAX_EVIDENCE, MAX_TICKET, Message, encode_frame};
 use boarding::suite::{MacSuite, VERSION_1};
 use boarding::transcript::TRANSCRIPT_LABEL;
 use boarding_fuzz_harness::checks::TARGETS;
-use boarding_fuzz_harness::checks::client::{ClientStage, stage_byte};
+use boarding_fuzz_harness::checks::client::{ClientStage, EvidencePlan, evidence_stage_byte, stage_byte};
 use boarding_fuzz_harness::checks::fixtures::{Flow, Script, concat, recording};
 use boarding_fuzz_harness::checks::parsers::{eddsa_reference, hs256_reference};
 use boarding_fuzz_harness::checks::server::{AdmissionPlan, ServerAnswers, ServerStage, StoragePlan, Target};
@@ -94,7 +94,9 @@ fn parsers(corpus: &mut Corpus) {
             _ => {}
         }
     }
-    for alert in [Alert::Malformed, Alert::BadProof, Alert::Internal, Alert::AdmissionRefused] {
+    for alert in
+        [Alert::Malformed, Alert::BadProof, Alert::Internal, Alert::AdmissionRefused, Alert::AttestationRefused]
+    {
         let body = vec![alert.code()];
         add(corpus, "decode_alert", format!("alert-{}", alert.code()), body.clone());
         add(corpus, "frame_decode", format!("alert-{}", alert.code()), encode_frame(FrameType::Alert, &body));
@@ -119,12 +121,13 @@ fn channel(corpus: &mut Corpus) {
 }
 
 /// Frames that must end a handshake at its first byte or header: an Alert of every
-/// kind (a known code, the newest one, an unknown one, an empty and a two-byte body),
+/// kind (a known code, the two newest ones, an unknown one, an empty and a two-byte body),
 /// a channel frame and an undefined type.
 fn stoppers() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         ("alert-internal", AlertMessage { code: Alert::Internal.code() }.to_frame()),
         ("alert-admission-refused", AlertMessage { code: Alert::AdmissionRefused.code() }.to_frame()),
+        ("alert-attestation-refused", AlertMessage { code: Alert::AttestationRefused.code() }.to_frame()),
         ("alert-unknown", AlertMessage { code: 0xee }.to_frame()),
         ("alert-empty", encode_frame(FrameType::Alert, &[])),
         ("alert-long", encode_frame(FrameType::Alert, &[Alert::BadProof.code(), 0])),
@@ -169,6 +172,30 @@ fn states(corpus: &mut Corpus) {
     );
     let idx = stage_byte(ClientStage::JoinExpectChallenge, false);
     add(corpus, "client_states", "JoinExpectChallenge-both", [vec![idx, 0], concat(&join.server_sent[..2])].concat());
+    // Evidence answered each way while the genuine ServerFinished waits in the buffer.
+    let finished = join.server_sent[1].clone();
+    add(
+        corpus,
+        "client_states",
+        "JoinAwaitEvidence-finished",
+        [vec![evidence_stage_byte(EvidencePlan::Empty), 0], finished.clone()].concat(),
+    );
+    add(
+        corpus,
+        "client_states",
+        "JoinAwaitEvidence-attester-failed",
+        [vec![evidence_stage_byte(EvidencePlan::Fail), 0], finished.clone()].concat(),
+    );
+    for len in [64u16, MAX_EVIDENCE as u16, MAX_EVIDENCE as u16 + 1] {
+        let head = [&[evidence_stage_byte(EvidencePlan::Sized), 0][..], &len.to_be_bytes()].concat();
+        add(corpus, "client_states", format!("JoinAwaitEvidence-evidence-{len}"), [head, finished.clone()].concat());
+    }
+    add(
+        corpus,
+        "client_states",
+        "JoinAwaitEvidence-evidence-too-long",
+        [vec![evidence_stage_byte(EvidencePlan::TooLong), 0], finished].concat(),
+    );
     let idx = stage_byte(ClientStage::JoinExpectChallenge, true);
     add(
         corpus,
@@ -210,11 +237,19 @@ fn states(corpus: &mut Corpus) {
     {
         let rest = concat(&rest_of(stage));
         let refuse = ServerAnswers { admission: AdmissionPlan::Refuse, ..honest };
+        // The byte after the fragmentation byte picks the refusal: even the client's,
+        // odd its evidence's.
         add(
             corpus,
             "server_states",
             format!("{name}-refuse"),
-            [vec![refuse.stage_byte(stage), 0], rest.clone()].concat(),
+            [vec![refuse.stage_byte(stage), 0, 0], rest.clone()].concat(),
+        );
+        add(
+            corpus,
+            "server_states",
+            format!("{name}-refuse-attestation"),
+            [vec![refuse.stage_byte(stage), 0, 1], rest.clone()].concat(),
         );
         let tickets = ServerAnswers { admission: AdmissionPlan::Ticket, ..honest };
         for len in [16u16, MAX_TICKET as u16, MAX_TICKET as u16 + 1] {
@@ -360,6 +395,13 @@ fn session(corpus: &mut Corpus) {
     held.extend(release(0));
     held.extend(misuse(0));
     add(corpus, "session", "held-storage-and-misuse", held);
+    // A second client presents the evidence the first one sent: refused at the
+    // gateway's validator (its binding is the first session's), nothing charged.
+    let mut replay = vec![2];
+    replay.extend(honest_join(0));
+    replay.extend([op(0, CONNECT), 2, op(1, ANSWER), answer::REPLAY_EVIDENCE, 0, 0]);
+    replay.extend([op(1, TO_SERVER), op(1, TO_CLIENT), op(1, TO_SERVER), op(1, TO_CLIENT)]);
+    add(corpus, "session", "replayed-evidence", replay);
     // A held lookup answered `Failed`.
     let mut fail = vec![0];
     fail.extend(hold(0));
@@ -378,6 +420,7 @@ fn session_seed_reached(name: &str, s: &Summary) -> bool {
         "retry-then-resume" => got == (3, 2, 1, 0, 0),
         "race" => got == (2, 1, 1, 0, 0),
         "admission-refused-then-retry" => got == (2, 1, 1, 1, 0),
+        "replayed-evidence" => got == (2, 1, 1, 1, 0),
         "ticket-too-long" => got == (1, 0, 0, 1, 0),
         "persist-failed-then-retry" => got == (2, 1, 1, 0, 1),
         "held-storage-failed" => got == (1, 0, 0, 0, 0),
@@ -394,6 +437,73 @@ fn roundtrips(corpus: &mut Corpus) {
             seed.extend(bytes);
             add(corpus, target, format!("seed-{k}"), seed);
         }
+    }
+}
+
+/// Seeds of the forwarding targets: every message, labels values, and the gateway's
+/// PROXY headers for a few identities and address families.
+fn forward(corpus: &mut Corpus) {
+    use boarding_smol::forward::proxy::{Identity, encode_labels};
+    use boarding_smol::forward::wire::{AbortReason, Answer, Message, Refusal};
+
+    let long = "a".repeat(63);
+    let data = [0x42u8; 1024];
+    let mut messages = vec![
+        ("open", Message::Open { service: "db" }),
+        ("open-long", Message::Open { service: &long }),
+        ("accepted", Message::Answer { version: 1, answer: Answer::Accepted }),
+        ("data", Message::Data(b"hi")),
+        ("data-1k", Message::Data(&data)),
+        ("end", Message::End),
+    ];
+    for refusal in Refusal::ALL {
+        messages.push(("refused", Message::Answer { version: 1, answer: Answer::Refused(refusal) }));
+    }
+    for reason in AbortReason::ALL {
+        messages.push(("abort", Message::Abort(reason)));
+    }
+    for (i, (name, message)) in messages.iter().enumerate() {
+        let mut out = Vec::new();
+        message.encode(&mut out);
+        add(corpus, "forward_message", format!("{i:02}-{name}"), out);
+    }
+    add(corpus, "forward_message", "open-v2", vec![0x01, 0x02, 0x02, b'd', b'b']);
+    add(corpus, "forward_message", "unknown-kind", vec![0x06]);
+
+    let mut identity = Identity {
+        client_id: "node-1".parse().unwrap_or_else(|e| panic!("{e}")),
+        token_id: boarding::token::TokenId::from_bytes(b"abcdef").unwrap_or_else(|e| panic!("{e}")),
+        labels: BTreeMap::new(),
+        attested_name: None,
+        resumed: true,
+        service: "db".parse().unwrap_or_else(|e| panic!("{e}")),
+    };
+    let v4 = "10.0.0.7:50000".parse().unwrap_or_else(|e| panic!("{e}"));
+    let v4b = "10.0.0.1:7443".parse().unwrap_or_else(|e| panic!("{e}"));
+    let v6 = "[2001:db8::7]:50000".parse().unwrap_or_else(|e| panic!("{e}"));
+    let header = |identity: &Identity, addresses| identity.header(addresses).unwrap_or_else(|e| panic!("{e}"));
+    add(corpus, "forward_proxy_header", "bare-v4", header(&identity, Some((v4, v4b))));
+    identity.labels.insert("role".into(), "db".into());
+    identity.labels.insert("team".into(), "infra".into());
+    add(corpus, "forward_labels", "two", encode_labels(&identity.labels).unwrap_or_else(|e| panic!("{e}")));
+    add(corpus, "forward_proxy_header", "labels-v4", header(&identity, Some((v4, v4b))));
+    add(corpus, "forward_proxy_header", "labels-v6", header(&identity, Some((v6, v6))));
+    add(corpus, "forward_proxy_header", "labels-mixed", header(&identity, Some((v4, v6))));
+    add(corpus, "forward_proxy_header", "labels-none", header(&identity, None));
+    identity.attested_name = Some("node-1.example".into());
+    identity.resumed = false;
+    add(corpus, "forward_proxy_header", "attested-join", header(&identity, Some((v4, v4b))));
+    let mut wide = BTreeMap::new();
+    for i in 0..8 {
+        wide.insert(format!("k{i}-{}", "x".repeat(50)), "v".repeat(i * 30));
+    }
+    add(corpus, "forward_labels", "wide", encode_labels(&wide).unwrap_or_else(|e| panic!("{e}")));
+    add(corpus, "forward_labels", "empty", Vec::new());
+    for k in 0..4u8 {
+        let bytes: Vec<u8> = (0..160u8).map(|i| i.wrapping_mul(37).wrapping_add(k.wrapping_mul(11))).collect();
+        let mut seed = vec![k; 2];
+        seed.extend(bytes);
+        add(corpus, "roundtrip_forward", format!("seed-{k}"), seed);
     }
 }
 
@@ -471,6 +581,22 @@ fn dictionary() -> String {
     ] {
         put(&format!("label_{name}"), label);
     }
+    // The forwarding protocol (spec/FORWARDING.md).
+    put("forward_open_v1", &[0x01, 0x01]);
+    put("forward_answer_v1", &[0x02, 0x01]);
+    put("proxy_signature", boarding_smol::forward::proxy::SIGNATURE);
+    put("proxy_tcp4", &[0x21, 0x11]);
+    put("proxy_tcp6", &[0x21, 0x21]);
+    for (name, kind) in [
+        ("client_id", 0xE0u8),
+        ("token_id", 0xE1),
+        ("labels", 0xE2),
+        ("attested_name", 0xE3),
+        ("session", 0xE4),
+        ("service", 0xE5),
+    ] {
+        put(&format!("proxy_tlv_{name}"), &[kind, 0]);
+    }
     out
 }
 
@@ -486,7 +612,9 @@ fn main() {
     states(&mut corpus);
     session(&mut corpus);
     roundtrips(&mut corpus);
-    let checks: BTreeMap<&str, boarding_fuzz_harness::checks::Check> = TARGETS.iter().copied().collect();
+    forward(&mut corpus);
+    let checks: BTreeMap<&str, boarding_fuzz_harness::checks::Check> =
+        TARGETS.iter().chain(boarding_fuzz_harness::forward::TARGETS).copied().collect();
     let mut total = 0;
     for (target, seeds) in &corpus {
         let out = Path::new(&dir).join(target);

@@ -8,7 +8,9 @@
 //! ```text
 //! A → G  Hello     { nc, tid }
 //! G → A  Challenge { nc, ns, tid }                      signed by G: A checks its pin
-//! A → G  Auth      { tid, cid, eph_c, Mac(secret(tid), Bound(nc, ns, tid, cid, eph_c)) }
+//! A → G  Auth      { tid, cid, eph_c, Mac(secret(tid), Bound(nc, ns, tid, cid, eph_c)),
+//!                    Sig(key(cid), Bound(nc, ns, tid, cid, eph_c)) }     the attestation
+//!        G's validator: the evidence is cid's node key over this session's binding
 //!        G redeems atomically: uses(tid) < max, or a retry over cid's unconfirmed keyring
 //! G → A  SFin      { Mac(K, "server") }                 K = Key(eph_c, eph_s, tid, nc, cid)
 //! A → G  CFin      { Mac(K, "client") }                 G confirms the keyring, accepts cid
@@ -24,7 +26,11 @@
 //! has seen, every proof it has seen, and any MAC keyed by a secret it knows. It can
 //! compute a session key only if the client ephemeral is its own and (when the key
 //! schedule mixes in the token) it knows the token's secret. It cannot forge the
-//! gateway's signature. Honest agents share one honest one-use token `T1`; each may
+//! gateway's signature, nor an honest agent's node-key signature (its attestation
+//! evidence): it may present any evidence it has seen, in any session, and evidence
+//! signed by its own node key. The gateway requires attestation and that the client
+//! id be the attested name; the evidence's `Bound(..)` stands for the attestation
+//! binding of §7.3.1. Honest agents share one honest one-use token `T1`; each may
 //! give up on an attempt at any point before it completes and retry (a fresh nonce,
 //! the same token and client id), up to a bound.
 //!
@@ -44,6 +50,9 @@
 //!   client ids holding a keyring from it, however many attempts were redeemed.
 //! * `key confirmation` (always): a keyring the gateway confirmed for an honest agent
 //!   is the one that agent persisted.
+//! * `attestation` (always): the gateway admits honest client id `X` in a session only
+//!   if `X` attested that very session (evidence by `X`'s node key over that session's
+//!   binding): replayed evidence is refused, because its binding is another session's.
 //! * `honest join succeeds`, `retry after a charged attempt succeeds`, `attacker joins
 //!   with its own token` (sometimes): reachability, so the checks above are not
 //!   vacuous.
@@ -53,7 +62,8 @@
 //! The reference flow's flaws, each of which the checker must catch:
 //! [`Variant::StaticProof`] (a bearer proof not bound to the session, keys not bound
 //! to the token) breaks `authentication`; [`Variant::CleartextToken`] (the proof is
-//! the token itself) breaks `token secrecy`.
+//! the token itself) breaks `token secrecy`; [`Variant::UnboundEvidence`] (evidence
+//! fixed before the session, the same in every join) breaks `attestation`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -72,6 +82,9 @@ pub enum Variant {
     StaticProof,
     /// A proof that is the token secret itself, sent in the clear.
     CleartextToken,
+    /// Boarding, but with attestation evidence that does not commit to the session
+    /// (the same signature in every join, as evidence configured before the session).
+    UnboundEvidence,
 }
 
 /// A participant: the honest agents are `A` and `B`, the attacker is `M`.
@@ -153,6 +166,8 @@ pub enum Covered {
     },
     /// A value that is the same in every session.
     Static(Token),
+    /// A value that is the same in every session of every token (evidence made once).
+    Fixed,
 }
 
 impl fmt::Debug for Covered {
@@ -160,7 +175,23 @@ impl fmt::Debug for Covered {
         match self {
             Covered::Bound { nc, ns, tid, cid, eph } => write!(f, "th({nc:?},{ns:?},{tid:?},{cid:?},{eph:?})"),
             Covered::Static(t) => write!(f, "static({t:?})"),
+            Covered::Fixed => f.write_str("fixed"),
         }
+    }
+}
+
+/// Attestation evidence: a node key's signature over what it covers.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Evidence {
+    /// Whose node key signed (the name it attests).
+    pub signer: Agent,
+    /// What it signed: a session's binding, or a value the same in every session.
+    pub covered: Covered,
+}
+
+impl fmt::Debug for Evidence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sig(key({:?}), {:?})", self.signer, self.covered)
     }
 }
 
@@ -231,6 +262,8 @@ pub enum Msg {
         eph: Fresh,
         /// Token proof.
         proof: Proof,
+        /// Attestation evidence.
+        ev: Evidence,
     },
     /// Join message 4: the gateway's key confirmation.
     SFin(Key),
@@ -243,7 +276,9 @@ impl fmt::Debug for Msg {
         match self {
             Msg::Hello { nc, tid } => write!(f, "Hello({nc:?}, {tid:?})"),
             Msg::Challenge { nc, ns, tid } => write!(f, "Challenge({nc:?}, {ns:?}, {tid:?})"),
-            Msg::Auth { tid, cid, eph, proof } => write!(f, "Auth({tid:?}, cid {cid:?}, eph {eph:?}, {proof:?})"),
+            Msg::Auth { tid, cid, eph, proof, ev } => {
+                write!(f, "Auth({tid:?}, cid {cid:?}, eph {eph:?}, {proof:?}, {ev:?})")
+            }
             Msg::SFin(k) => write!(f, "SFin(Mac({k:?}))"),
             Msg::CFin(k) => write!(f, "CFin(Mac({k:?}))"),
         }
@@ -331,6 +366,10 @@ pub struct State {
     pub keyrings: BTreeMap<Agent, KeyringRecord>,
     /// Token use counts.
     pub uses: BTreeMap<Token, u8>,
+    /// The sessions each honest agent attested, by their bindings.
+    pub attested: BTreeSet<(Agent, Covered)>,
+    /// The sessions the gateway's validator admitted: the client id and the session's binding.
+    pub admitted: BTreeSet<(Agent, Covered)>,
 }
 
 /// What happens next.
@@ -404,15 +443,24 @@ impl BoardingModel {
 
     fn proof(&self, tid: Token, covered: Covered) -> Proof {
         match self.variant {
-            Variant::Boarding | Variant::StaticProof => Proof::Mac(tid, covered),
+            Variant::Boarding | Variant::StaticProof | Variant::UnboundEvidence => Proof::Mac(tid, covered),
             Variant::CleartextToken => Proof::Cleartext(tid),
         }
+    }
+
+    /// The evidence `signer` makes for the session with this binding.
+    fn evidence(&self, signer: Agent, binding: Covered) -> Evidence {
+        let covered = match self.variant {
+            Variant::UnboundEvidence => Covered::Fixed,
+            _ => binding,
+        };
+        Evidence { signer, covered }
     }
 
     /// What an honest party covers with its proof in this session.
     fn covered(&self, nc: Fresh, ns: Fresh, tid: Token, cid: Agent, eph: Fresh) -> Covered {
         match self.variant {
-            Variant::Boarding => Covered::Bound { nc, ns, tid, cid, eph },
+            Variant::Boarding | Variant::UnboundEvidence => Covered::Bound { nc, ns, tid, cid, eph },
             Variant::StaticProof | Variant::CleartextToken => Covered::Static(tid),
         }
     }
@@ -420,7 +468,7 @@ impl BoardingModel {
     /// The session key both sides derive.
     fn key(&self, eph_c: Fresh, ns: Fresh, tid: Token, nc: Fresh, cid: Agent) -> Key {
         let bound = match self.variant {
-            Variant::Boarding => Some((tid, nc, cid)),
+            Variant::Boarding | Variant::UnboundEvidence => Some((tid, nc, cid)),
             Variant::StaticProof | Variant::CleartextToken => None,
         };
         Key { eph_c, eph_s: ns, bound }
@@ -452,12 +500,19 @@ impl BoardingModel {
     /// The gateway's handling of a proof on session `n`: verify, redeem atomically,
     /// answer. `None` if it rejects.
     fn gateway_auth(&self, state: &mut State, n: usize, msg: &Msg) -> Option<()> {
-        let Msg::Auth { tid, cid, eph, proof } = msg.clone() else { return None };
+        let Msg::Auth { tid, cid, eph, proof, ev } = msg.clone() else { return None };
         let GatewaySession::Challenged { nc, tid: named } = state.sessions.get(n)?.clone() else { return None };
         let ns = Fresh::Gateway(u8::try_from(n).ok()?);
         if tid != named || proof != self.proof(tid, self.covered(nc, ns, tid, cid, eph)) {
             return None;
         }
+        // The validator (before redemption): the client id's node key over this
+        // session's binding. A refusal changes nothing.
+        let binding = Covered::Bound { nc, ns, tid, cid, eph };
+        if ev != self.evidence(cid, binding.clone()) {
+            return None;
+        }
+        state.admitted.insert((cid, binding));
         // Atomic redemption (the rule of `decide_redemption`, restated).
         let retry = match state.keyrings.get(&cid) {
             None => false,
@@ -501,7 +556,11 @@ impl BoardingModel {
         let next = match (&run, msg) {
             (Run::Hello, Msg::Challenge { nc, ns, tid }) if *nc == fresh && *tid == Token::T1 => {
                 let proof = self.proof(Token::T1, self.covered(fresh, *ns, Token::T1, agent, fresh));
-                state.seen.insert(Msg::Auth { tid: Token::T1, cid: agent, eph: fresh, proof });
+                // Asked only now, with the session's binding.
+                let binding = Covered::Bound { nc: fresh, ns: *ns, tid: Token::T1, cid: agent, eph: fresh };
+                state.attested.insert((agent, binding.clone()));
+                let ev = self.evidence(agent, binding);
+                state.seen.insert(Msg::Auth { tid: Token::T1, cid: agent, eph: fresh, proof, ev });
                 Run::Auth { ns: *ns }
             }
             (Run::Auth { ns }, Msg::SFin(k)) if *k == self.key(fresh, *ns, Token::T1, fresh, agent) => {
@@ -521,10 +580,12 @@ impl BoardingModel {
         let Ok(ns) = u8::try_from(n).map(Fresh::Gateway) else { return };
         let mut ephs = BTreeSet::from([Fresh::Attacker]);
         let mut proofs = BTreeSet::new();
+        let mut seen_evidence = BTreeSet::new();
         for m in &state.seen {
-            if let Msg::Auth { eph, proof, .. } = m {
+            if let Msg::Auth { eph, proof, ev, .. } = m {
                 ephs.insert(*eph);
                 proofs.insert(proof.clone());
+                seen_evidence.insert(ev.clone());
             }
         }
         let mut cids = self.agents.clone();
@@ -537,10 +598,18 @@ impl BoardingModel {
                     candidates.insert(Proof::Mac(t, Covered::Static(t)));
                     candidates.insert(Proof::Cleartext(t));
                 }
+                // Evidence: any it has seen under this name (replays), and its own node
+                // key's over this session's binding (for its own name).
+                let mut evidence: Vec<Evidence> = seen_evidence.iter().filter(|e| e.signer == cid).cloned().collect();
+                if cid == Agent::M {
+                    evidence.push(self.evidence(Agent::M, Covered::Bound { nc: *nc, ns, tid: *tid, cid, eph }));
+                }
                 for proof in candidates {
-                    let msg = Msg::Auth { tid: *tid, cid, eph, proof };
-                    if !state.seen.contains(&msg) {
-                        out.push(msg);
+                    for ev in &evidence {
+                        let msg = Msg::Auth { tid: *tid, cid, eph, proof: proof.clone(), ev: ev.clone() };
+                        if !state.seen.contains(&msg) {
+                            out.push(msg);
+                        }
                     }
                 }
             }
@@ -607,6 +676,8 @@ impl Model for BoardingModel {
             sessions: Vec::new(),
             keyrings: BTreeMap::new(),
             uses: BTreeMap::from([(Token::T1, 0), (Token::TM, 0)]),
+            attested: BTreeSet::new(),
+            admitted: BTreeSet::new(),
         }]
     }
 
@@ -720,6 +791,11 @@ impl Model for BoardingModel {
                     Some(r) if r.confirmed && r.tid == Token::T1 => s.persisted.get(a) == Some(&r.key),
                     _ => true,
                 })
+            }),
+            Property::always("attestation", |_, s: &State| {
+                s.admitted
+                    .iter()
+                    .all(|(cid, binding)| *cid == Agent::M || s.attested.contains(&(*cid, binding.clone())))
             }),
             Property::sometimes("honest join succeeds", |m: &Self, s: &State| {
                 m.agents.iter().any(|a| (0..m.attempts).any(|i| Self::accepted(s, *a, i)))

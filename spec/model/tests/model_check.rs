@@ -6,13 +6,14 @@
 
 use std::time::Instant;
 
-use boarding_model::{Action, BoardingModel, Covered, Msg, Proof, Step, Token, Variant, bounds, trace};
+use boarding_model::{Action, Agent, BoardingModel, Covered, Msg, Proof, Step, Token, Variant, bounds, trace};
 use stateright::{Checker, Model};
 
 const THREADS: usize = 2;
 
 /// The always-properties, which must hold in every reachable state.
-const SAFETY: [&str; 5] = ["authentication", "token secrecy", "use bound", "charge once", "key confirmation"];
+const SAFETY: [&str; 6] =
+    ["authentication", "token secrecy", "use bound", "charge once", "key confirmation", "attestation"];
 
 #[test]
 fn boarding_satisfies_every_property_exhaustively() {
@@ -74,4 +75,30 @@ fn cleartext_token_proof_is_caught() {
     assert!(shown.contains("secret(T1)"), "{shown}");
     // With the secret, the attacker impersonates the agent too.
     assert!(model.counterexample("authentication", 16).is_some());
+}
+
+/// Evidence fixed before the session (the same signature in every join): the attacker,
+/// holding a token of its own, presents an honest agent's recorded evidence in a
+/// session of its own and is admitted under the agent's name.
+#[test]
+fn evidence_not_bound_to_the_session_is_caught() {
+    let steps = BoardingModel::new(Variant::UnboundEvidence, 1, 1, 2)
+        .counterexample("attestation", 16)
+        .expect("the checker must find the replayed evidence");
+    let shown = trace(&steps);
+    println!("UnboundEvidence: counterexample to `attestation`:\n{shown}");
+    let replayed = steps.iter().any(|s| {
+        matches!(&s.action, Action::Forge(Msg::Auth { tid: Token::TM, cid: Agent::A, ev, .. }, _) if ev.signer == Agent::A)
+    });
+    assert!(replayed, "{shown}");
+}
+
+/// With Boarding's binding that replay is refused: at the same bound the gateway never
+/// admits the honest agent's name in a session it did not attest, and the attacker's
+/// own attested join still works.
+#[test]
+fn evidence_bound_to_the_session_is_not_replayable() {
+    let checker = BoardingModel::new(Variant::Boarding, 1, 1, 2).check(THREADS);
+    assert!(checker.discovery("attestation").is_none());
+    assert!(checker.discovery("attacker joins with its own token").is_some(), "the attacker's own join works");
 }

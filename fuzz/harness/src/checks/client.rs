@@ -16,13 +16,14 @@
 
 use boarding::Alert;
 use boarding::Error;
+use boarding::attestation::AttestFailed;
 use boarding::channel::Received;
 use boarding::client::PersistFailed;
 use boarding::error::LocalFailure;
 use boarding::jws::{challenge_header_prefix, header_starts_with};
 use boarding::messages::{
-    AlertMessage, FRAME_HEADER_LEN, FrameType, HandshakeMessage, MAX_HANDSHAKE_BODY, Message, ServerChallenge,
-    peek_handshake_frame,
+    AlertMessage, FRAME_HEADER_LEN, FrameType, HandshakeMessage, MAX_EVIDENCE, MAX_HANDSHAKE_BODY, Message,
+    ServerChallenge, peek_handshake_frame,
 };
 use boarding_memory::Dir;
 
@@ -47,12 +48,14 @@ pub enum ClientStage {
     ResumeExpectChallenge,
     /// Resume complete.
     ResumeEstablished,
+    /// Join verified the challenge; waits for the caller's evidence.
+    JoinAwaitEvidence,
 }
 
 impl ClientStage {
-    /// Every stage, indexed by the target's first input byte (modulo 7; the quotient
+    /// Every stage, indexed by the target's first input byte (modulo 8; the quotient
     /// picks the answers, see [`client_states`]).
-    pub const ALL: [ClientStage; 7] = [
+    pub const ALL: [ClientStage; 8] = [
         Self::JoinExpectChallenge,
         Self::UnnamedExpectChallenge,
         Self::JoinExpectServerFinished,
@@ -60,6 +63,7 @@ impl ClientStage {
         Self::JoinEstablished,
         Self::ResumeExpectChallenge,
         Self::ResumeEstablished,
+        Self::JoinAwaitEvidence,
     ];
 
     /// The flow the stage belongs to.
@@ -77,7 +81,7 @@ impl ClientStage {
             Self::JoinExpectChallenge | Self::UnnamedExpectChallenge => Some(&[FrameType::ServerChallenge]),
             Self::JoinExpectServerFinished => Some(&[FrameType::ServerFinished]),
             Self::ResumeExpectChallenge => Some(&[FrameType::ResumeChallenge]),
-            Self::JoinAwaitPersist | Self::JoinEstablished | Self::ResumeEstablished => None,
+            Self::JoinAwaitEvidence | Self::JoinAwaitPersist | Self::JoinEstablished | Self::ResumeEstablished => None,
         }
     }
 
@@ -89,6 +93,12 @@ impl ClientStage {
             Self::JoinExpectServerFinished => {
                 s.hop_to_server();
                 s.hop_to_client();
+            }
+            Self::JoinAwaitEvidence => {
+                s.pair.hold_attest = true;
+                s.hop_to_server();
+                s.hop_to_client();
+                assert!(s.pair.held_attest, "the agent did not ask for evidence after the challenge");
             }
             Self::JoinAwaitPersist => {
                 s.hop_to_server();
@@ -113,12 +123,37 @@ impl ClientStage {
     }
 }
 
-/// The target's first byte: the stage (modulo 7) and whether a pending persist is
-/// answered `Err(PersistFailed)` (bit 0 of the quotient; 0, what the committed seeds
-/// use, acknowledges it).
+/// How a pending attestation request is answered (bits 1 and 2 of the first byte's
+/// quotient; 0, what the committed seeds use, is the honest empty evidence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvidencePlan {
+    /// Empty evidence, as the honest recordings have.
+    Empty,
+    /// The attester failed.
+    Fail,
+    /// Evidence of `u16 % (MAX_EVIDENCE + 2)` bytes (a u16 read after the fragmentation
+    /// byte): within the limit, or one past it.
+    Sized,
+    /// Evidence one byte over the limit.
+    TooLong,
+}
+
+/// The target's first byte for [`ClientStage::JoinAwaitEvidence`] with `plan`.
+pub fn evidence_stage_byte(plan: EvidencePlan) -> u8 {
+    let index = ClientStage::ALL.iter().position(|s| *s == ClientStage::JoinAwaitEvidence).unwrap_or(0);
+    let plan = [EvidencePlan::Empty, EvidencePlan::Fail, EvidencePlan::Sized, EvidencePlan::TooLong]
+        .iter()
+        .position(|p| *p == plan)
+        .unwrap_or(0);
+    u8::try_from(index + 16 * plan).unwrap_or(0)
+}
+
+/// The target's first byte: the stage (modulo 8), whether a pending persist is answered
+/// `Err(PersistFailed)` (bit 0 of the quotient; 0, what the committed seeds use,
+/// acknowledges it) and the evidence plan (bits 1 and 2).
 pub fn stage_byte(stage: ClientStage, persist_fails: bool) -> u8 {
     let index = ClientStage::ALL.iter().position(|s| *s == stage).unwrap_or(0);
-    u8::try_from(index).unwrap_or(0) + if persist_fails { 7 } else { 0 }
+    u8::try_from(index).unwrap_or(0) + if persist_fails { 8 } else { 0 }
 }
 
 /// The target. Input: stage byte (see [`stage_byte`]), fragmentation byte, then the
@@ -127,8 +162,15 @@ pub fn client_states(data: &[u8]) {
     let mut input = Input::new(data);
     let first = input.byte();
     let stage = ClientStage::ALL[usize::from(first) % ClientStage::ALL.len()];
-    let persist_fails = (first / 7) & 1 == 1;
+    let persist_fails = (first / 8) & 1 == 1;
+    let plan = [EvidencePlan::Empty, EvidencePlan::Fail, EvidencePlan::Sized, EvidencePlan::TooLong]
+        [usize::from((first / 16) % 4)];
     let chunk = input.byte();
+    let evidence_len = match plan {
+        EvidencePlan::Sized => usize::from(input.u16()) % (MAX_EVIDENCE + 2),
+        EvidencePlan::TooLong => MAX_EVIDENCE + 1,
+        EvidencePlan::Empty | EvidencePlan::Fail => 0,
+    };
     let stream = input.rest();
     let mut script = stage.build();
     let established_before = script.pair.client.is_established();
@@ -214,6 +256,13 @@ pub fn client_states(data: &[u8]) {
                 assert!(advanced, "the genuine ResumeChallenge was refused");
             }
         }
+        ClientStage::JoinAwaitEvidence => {
+            assert!(sent.is_empty() && persisted.is_none(), "the agent acted on input while awaiting evidence");
+            if overflowed(failure.as_ref(), stream) {
+                return;
+            }
+            answer_evidence(&mut script, rec, plan, evidence_len, stream);
+        }
         ClientStage::JoinAwaitPersist => {
             assert!(sent.is_empty() && persisted.is_none(), "the agent acted on input while awaiting persist");
             if overflowed(failure.as_ref(), stream) {
@@ -240,6 +289,46 @@ fn overflowed(failure: Option<&Error>, stream: &[u8]) -> bool {
         assert!(stream.len() > FRAME_HEADER_LEN + MAX_HANDSHAKE_BODY, "a state that reads no frames failed: {e}");
     }
     failure.is_some()
+}
+
+/// Answers the agent's pending attestation request as `plan` says and checks what it
+/// does: with evidence within the limit it sends its ClientAuth carrying exactly that
+/// evidence (the honest one for empty evidence) and only then reads the buffered bytes
+/// (a genuine `ServerFinished` at their head is then accepted); a failed attester or
+/// over-long evidence fails it with a local error and only the `Internal` alert.
+fn answer_evidence(script: &mut Script, rec: &Recording, plan: EvidencePlan, len: usize, stream: &[u8]) {
+    let before = script.pair.sent(Dir::ToServer).len();
+    let outcome = match plan {
+        EvidencePlan::Fail => Err(AttestFailed),
+        _ => Ok(vec![0x5a; len]),
+    };
+    assert!(script.pair.release_evidence(outcome), "no attestation request was pending");
+    let sent = script.pair.sent(Dir::ToServer)[before..].to_vec();
+    let failure = script.pair.client.failure().cloned();
+    check_failure("agent", failure.as_ref(), script.pair.outcome().client_error(), &sent);
+    let expected = match plan {
+        EvidencePlan::Fail => Some(Error::Local(LocalFailure::Attestation)),
+        _ if len > MAX_EVIDENCE => Some(Error::Local(LocalFailure::EvidenceTooLong { len })),
+        _ => None,
+    };
+    if let Some(e) = expected {
+        assert_eq!(failure, Some(e), "the agent did not fail for its evidence");
+        assert_eq!(sent, [AlertMessage { code: Alert::Internal.code() }.to_frame()], "a failed attestation sent more");
+        return;
+    }
+    let Some(HandshakeMessage::ClientAuth(auth)) = sent.first().map(|f| check_emitted(f)) else {
+        panic!("the agent sent no ClientAuth after its evidence: {sent:02x?}")
+    };
+    assert_eq!(auth.evidence, vec![0x5a; len], "the ClientAuth carries other evidence than the application's");
+    if len == 0 {
+        assert_eq!(sent[0], rec.client_sent[1], "the ClientAuth differs from the honest one");
+        if stream.starts_with(&rec.server_sent[1]) {
+            assert!(script.pair.saved.is_some(), "the genuine ServerFinished buffered meanwhile was refused");
+        }
+    } else {
+        // Other evidence makes another transcript: the genuine ServerFinished no longer verifies.
+        assert!(script.pair.saved.is_none(), "a ServerFinished for another transcript was accepted");
+    }
 }
 
 /// Answers the agent's pending persist (acknowledged, or failed) and checks what it

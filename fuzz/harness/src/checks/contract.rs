@@ -13,6 +13,7 @@
 //!   failure again.
 
 use boarding::Error;
+use boarding::attestation::AttestFailed;
 use boarding::client::PersistFailed;
 use boarding::error::{ApiMisuse, PeerMisbehaved, ReceivedAlert};
 use boarding::messages::{FRAME_HEADER_LEN, FrameType, HandshakeMessage, MAX_HANDSHAKE_BODY};
@@ -162,9 +163,9 @@ pub fn mismatched(request: &StorageRequest) -> Vec<StorageAnswer> {
 }
 
 /// Answers the gateway what it did not ask for: every storage answer that does not
-/// answer its held request (every storage answer if none is held) and both admission
-/// answers (the driver answers admission at once, so none is ever pending here). Each
-/// must be misuse, queue nothing and change nothing.
+/// answer its held request (every storage answer if none is held) and every admission
+/// answer, the refusal of evidence included (the driver answers admission at once, so
+/// none is ever pending here). Each must be misuse, queue nothing and change nothing.
 pub fn probe_server_misuse(pair: &mut Pair) {
     pair.flush();
     let before = format!("{:?}", pair.server);
@@ -179,7 +180,7 @@ pub fn probe_server_misuse(pair: &mut Pair) {
         check_misuse(&what, result, failure.as_ref());
         assert!(pair.server.poll_output().is_none(), "{what} (misuse) queued an output");
     }
-    for admission in [Admission::admit(), Admission::Refuse] {
+    for admission in [Admission::admit(), Admission::Refuse, Admission::RefuseAttestation] {
         let what = format!("handle_admission({admission:?})");
         let result = pair.server.handle_admission(admission);
         check_misuse(&what, result, failure.as_ref());
@@ -188,8 +189,9 @@ pub fn probe_server_misuse(pair: &mut Pair) {
     assert_eq!(format!("{:?}", pair.server), before, "misuse changed the gateway");
 }
 
-/// Answers the agent a persist it did not ask for (if none is held), both ways. Each
-/// must be misuse, queue nothing and change nothing.
+/// Answers the agent a persist it did not ask for (if none is held), both ways, and
+/// evidence (the driver answers the attestation request at once, so none is ever pending
+/// here). Each must be misuse, queue nothing and change nothing.
 pub fn probe_client_misuse(pair: &mut Pair) {
     pair.flush();
     if pair.held_persist {
@@ -197,6 +199,14 @@ pub fn probe_client_misuse(pair: &mut Pair) {
     }
     let before = format!("{:?}", pair.client);
     let failure = pair.client.failure().cloned();
+    let evidence_probes =
+        if pair.held_attest { Vec::new() } else { vec![Ok(Vec::new()), Ok(vec![0; 9000]), Err(AttestFailed)] };
+    for outcome in evidence_probes {
+        let what = format!("handle_evidence({:?})", outcome.as_ref().map(Vec::len));
+        let result = pair.client.handle_evidence(outcome);
+        check_misuse(&what, result, failure.as_ref());
+        assert!(pair.client.poll_output().is_none(), "{what} (misuse) queued an output");
+    }
     for outcome in [Ok(()), Err(PersistFailed)] {
         let what = format!("handle_persisted({outcome:?})");
         let result = pair.client.handle_persisted(outcome);

@@ -10,6 +10,7 @@
 
 use std::sync::OnceLock;
 
+use boarding::attestation::AttestationBinding;
 use boarding::client::{Client, SavedKeyring};
 use boarding::identity::ClientId;
 use boarding::messages::HandshakeMessage;
@@ -122,6 +123,8 @@ pub struct Recording {
     pub saved: Option<SavedKeyring>,
     /// The gateway's verified peer.
     pub peer: Option<VerifiedClient>,
+    /// The bindings the agent was asked to attest (one for a join).
+    pub bindings: Vec<AttestationBinding>,
 }
 
 fn record(flow: Flow) -> Recording {
@@ -132,6 +135,7 @@ fn record(flow: Flow) -> Recording {
         server_sent: script.pair.sent(Dir::ToClient),
         saved: script.pair.saved.clone(),
         peer: script.pair.peer.clone(),
+        bindings: script.pair.bindings.clone(),
     }
 }
 

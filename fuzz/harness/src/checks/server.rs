@@ -185,7 +185,8 @@ impl StoragePlan {
 pub enum AdmissionPlan {
     /// Admit with the world's ticket (empty), as the honest recordings do.
     Admit,
-    /// Refuse.
+    /// Refuse: the client (`AdmissionRefused`) or, when the byte read after the
+    /// fragmentation byte is odd, its evidence (`AttestationRefused`).
     Refuse,
     /// Admit with a ticket of `u16 % (MAX_TICKET + 2)` bytes (a u16 read after the
     /// fragmentation byte): within the limit, or one past it.
@@ -246,10 +247,11 @@ pub fn server_states(data: &[u8]) {
     let chunk = input.byte();
     let mut script = stage.build();
     let admission = match answers.admission {
-        AdmissionPlan::Admit => Admission::Admit { ticket: script.world.ticket.clone() },
+        AdmissionPlan::Admit => Admission::with_ticket(script.world.ticket.clone()),
+        AdmissionPlan::Refuse if input.byte() & 1 == 1 => Admission::RefuseAttestation,
         AdmissionPlan::Refuse => Admission::Refuse,
-        AdmissionPlan::Ticket => Admission::Admit { ticket: ticket(usize::from(input.u16()) % (MAX_TICKET + 2)) },
-        AdmissionPlan::TooLong => Admission::Admit { ticket: ticket(MAX_TICKET + 1 + usize::from(input.byte())) },
+        AdmissionPlan::Ticket => Admission::with_ticket(ticket(usize::from(input.u16()) % (MAX_TICKET + 2))),
+        AdmissionPlan::TooLong => Admission::with_ticket(ticket(MAX_TICKET + 1 + usize::from(input.byte()))),
     };
     let stream = input.rest();
 
@@ -361,6 +363,9 @@ pub fn server_states(data: &[u8]) {
         assert_eq!(request.client_id.as_str(), CLIENT_ID);
         assert_eq!(request.token_id, script.token.id());
         assert!(request.evidence.is_empty());
+        // The binding the gateway computed is the one the honest agent attested.
+        let honest = if starts(&join.client_sent[..2]) { join } else { seed };
+        assert_eq!(Some(&request.binding), honest.bindings.first(), "the gateway computed another binding");
         assert_eq!(Some(&request.labels), store_before.tokens.get(&script.token.id()).map(|t| &t.labels));
     }
     assert!(admissions.len() <= 1, "asked to admit {} times", admissions.len());
@@ -371,20 +376,24 @@ pub fn server_states(data: &[u8]) {
             assert_eq!(failure, Some(Error::Refused(Refusal::Admission)), "a refused client was not refused");
             Vec::new()
         }
-        ([_], Admission::Admit { ticket }) if ticket.len() > MAX_TICKET => {
+        ([_], Admission::RefuseAttestation) => {
+            assert_eq!(failure, Some(Error::Refused(Refusal::Attestation)), "refused evidence was not refused");
+            Vec::new()
+        }
+        ([_], Admission::Admit { ticket, .. }) if ticket.len() > MAX_TICKET => {
             let e = Error::Local(LocalFailure::TicketTooLong { len: ticket.len() });
             assert_eq!(failure, Some(e), "an over-long ticket did not fail the join");
             Vec::new()
         }
-        ([_], Admission::Admit { ticket }) => {
+        ([_], Admission::Admit { ticket, .. }) => {
             assert_eq!(redeems, 1, "an admitted client was not redeemed");
             ticket.clone()
         }
         _ => unreachable!(),
     };
     let admission_failed = match (&admissions[..], &admission) {
-        ([_], Admission::Refuse) => true,
-        ([_], Admission::Admit { ticket }) => ticket.len() > MAX_TICKET,
+        ([_], Admission::Refuse | Admission::RefuseAttestation) => true,
+        ([_], Admission::Admit { ticket, .. }) => ticket.len() > MAX_TICKET,
         _ => false,
     };
     if admission_failed {
@@ -458,7 +467,7 @@ pub fn server_states(data: &[u8]) {
         Flow::Resume => starts(&resume.client_sent[..2]),
         Flow::ResumeUnknown => false,
     };
-    let honest_admission = admissions.is_empty() || admission == Admission::Admit { ticket: Vec::new() };
+    let honest_admission = admissions.is_empty() || admission == Admission::admit();
     if complete && !established_before && !storage_failed {
         if honest_admission {
             assert!(script.pair.server.is_established(), "the genuine exchange did not complete: {failure:?}");

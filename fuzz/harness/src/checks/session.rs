@@ -4,7 +4,8 @@
 //! through hooks the fuzzer steers. Each input byte picks a connection and an action:
 //! deliver, drop, duplicate, reorder, flip a bit, split, truncate, inject any message
 //! recorded earlier in the run, acknowledge or fail a persist, fail, hold, release or
-//! fail late the gateway's storage requests, refuse the next admission or admit it
+//! fail late the gateway's storage requests, make an agent present evidence recorded
+//! from another session, refuse the next admission or admit it
 //! with a ticket of any length, answer either side what it did not ask for, open a new
 //! join (a retry, or a second client) or a resume, and send channel data once a
 //! session is up. The worlds are seeded, so every input replays exactly.
@@ -21,6 +22,9 @@
 //!   agent's client id, token and kind, the agent received the admitted ticket, and the
 //!   store holds the agent's keyring, confirmed;
 //! * on the channel, only the next genuine frame is ever accepted as data;
+//! * no two sessions share an attestation binding; evidence that does not commit to
+//!   the session's binding (a replay) is refused with `AttestationRefused`, and the
+//!   verified client of a join carries the attested identity;
 //! * the token is charged exactly once per client id it binds (a retry is free, a
 //!   refused admission costs nothing), never beyond its uses, and a confirmed keyring
 //!   never changes and is one an agent acknowledged persisting.
@@ -29,6 +33,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use boarding::Error;
+use boarding::attestation::{AttestationBinding, AttestedIdentity};
 use boarding::channel::Received;
 use boarding::client::{ClientSession, PersistFailed, SavedKeyring};
 use boarding::error::{LocalFailure, Refusal};
@@ -106,6 +111,17 @@ pub mod answer {
     pub const GATEWAY_MISUSE: u8 = 6;
     /// Answer the agent a persist it did not ask for: misuse.
     pub const AGENT_MISUSE: u8 = 7;
+    /// Make the connection's agent send, at its next attestation, evidence recorded
+    /// from any session of the run (a u16 picks which) instead of its own: the
+    /// gateway's validator must refuse it (parameter bits: `0b1000`, the only
+    /// sub-action with bit 3 set).
+    pub const REPLAY_EVIDENCE: u8 = 8;
+}
+
+/// The stand-in evidence an agent's attester sends: its client id and the session's
+/// binding (what a signature by its node key would commit to).
+pub fn evidence(client_id: &ClientId, binding: &AttestationBinding) -> Vec<u8> {
+    [client_id.as_str().as_bytes(), &b":"[..], binding.as_bytes()].concat()
 }
 
 #[derive(Debug)]
@@ -129,6 +145,8 @@ struct Steering {
     fail_next: bool,
     hold_next: bool,
     next_admission: Option<Admission>,
+    /// Evidence to send at the next attestation instead of the agent's own.
+    next_evidence: Option<Vec<u8>>,
     /// Every admission request and its answer.
     admitted: Vec<(AdmissionRequest, Admission)>,
 }
@@ -169,6 +187,11 @@ impl Conn {
     }
 }
 
+/// What the stand-in validator attests: the client id as the name.
+fn attested(request: &AdmissionRequest) -> Option<AttestedIdentity> {
+    AttestedIdentity::new(request.client_id.as_str()).ok()
+}
+
 /// The ticket of `len` bytes the target admits with.
 pub fn ticket(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 253) as u8).collect()
@@ -189,6 +212,10 @@ struct Net {
     refused: usize,
     /// Persists answered `PersistFailed`.
     persist_failed: usize,
+    /// Every evidence any agent sent in this run.
+    evidence_sent: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Every binding any agent was asked to attest in this run.
+    bindings: Arc<Mutex<Vec<AttestationBinding>>>,
 }
 
 impl Net {
@@ -204,9 +231,16 @@ impl Net {
             }
         };
         let steering: Arc<Mutex<Steering>> = Arc::default();
-        let (s1, s2) = (steering.clone(), steering.clone());
+        let (s1, s2, s3) = (steering.clone(), steering.clone(), steering.clone());
+        let (sent, own, bindings) = (self.evidence_sent.clone(), client_id.clone(), self.bindings.clone());
         let pair = pair
             .with_persist(PersistAction::Hold)
+            .with_attester(move |binding| {
+                bindings.lock().unwrap_or_else(|e| e.into_inner()).push(*binding);
+                let chosen = lock(&s3).next_evidence.take().unwrap_or_else(|| evidence(&own, binding));
+                sent.lock().unwrap_or_else(|e| e.into_inner()).push(chosen.clone());
+                Ok(chosen)
+            })
             .with_storage(move |_| {
                 let mut s = lock(&s1);
                 if std::mem::take(&mut s.fail_next) {
@@ -219,7 +253,18 @@ impl Net {
             })
             .with_admission(move |request| {
                 let mut s = lock(&s2);
-                let answer = s.next_admission.take().unwrap_or_else(Admission::admit);
+                // The validator: the evidence must commit to this session's binding.
+                let answer = if request.evidence != evidence(&request.client_id, &request.binding) {
+                    Admission::RefuseAttestation
+                } else {
+                    match s.next_admission.take() {
+                        Some(Admission::Admit { ticket, .. }) => {
+                            Admission::Admit { ticket, attested: attested(request) }
+                        }
+                        Some(other) => other,
+                        None => Admission::Admit { ticket: Vec::new(), attested: attested(request) },
+                    }
+                };
                 s.admitted.push((request.clone(), answer.clone()));
                 answer
             });
@@ -286,9 +331,17 @@ impl Net {
             assert_eq!(request.token_id, self.token.id());
         }
         let admitted_ticket = match steering.admitted.first() {
-            Some((_, Admission::Admit { ticket })) if ticket.len() <= MAX_TICKET => Some(ticket.clone()),
+            Some((_, Admission::Admit { ticket, .. })) if ticket.len() <= MAX_TICKET => Some(ticket.clone()),
             _ => None,
         };
+        if let Some((request, Admission::RefuseAttestation)) = steering.admitted.first() {
+            assert_ne!(request.evidence, evidence(&conn.client_id, &request.binding));
+            assert!(
+                pair.server.failure() == Some(&Error::Refused(Refusal::Attestation)),
+                "refused evidence did not fail the gateway with AttestationRefused: {:?}",
+                pair.server.failure()
+            );
+        }
         drop(steering);
         if pair.requests.iter().any(|r| matches!(r, StorageRequest::Redeem(_))) {
             assert!(join && accepted_by_server(2), "the gateway redeemed on a hello and proof its agent did not send");
@@ -312,6 +365,8 @@ impl Net {
         assert_eq!(peer.client_id(), &conn.client_id, "the gateway verified another client id");
         assert_eq!(peer.token_id(), self.token.id(), "the gateway verified another token");
         assert_eq!(peer.resumed(), !join);
+        let attested = peer.attested().map(|a| a.name().to_owned());
+        assert_eq!(attested.as_deref(), join.then(|| conn.client_id.as_str()), "the attested identity is wrong");
         assert_eq!(client.info.resumed, !join);
         assert_eq!(client.info.server_pin, self.world.config.pin());
         assert_eq!(client.info.suite, server.channel.suite());
@@ -420,9 +475,16 @@ impl Net {
             answer::REFUSE => lock(&steering).next_admission = Some(Admission::Refuse),
             answer::TICKET => {
                 let len = usize::from(input.u16()) % (MAX_TICKET + 2);
-                lock(&steering).next_admission = Some(Admission::Admit { ticket: ticket(len) });
+                lock(&steering).next_admission = Some(Admission::with_ticket(ticket(len)));
             }
             answer::HOLD_STORAGE => lock(&steering).hold_next = true,
+            answer::REPLAY_EVIDENCE => {
+                let seen = self.evidence_sent.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if !seen.is_empty() {
+                    let pick = usize::from(input.u16()) % seen.len();
+                    lock(&steering).next_evidence = Some(seen[pick].clone());
+                }
+            }
             _ => {
                 let Some(pair) = self.conns[i].pair.as_mut() else { return };
                 match what {
@@ -442,6 +504,15 @@ impl Net {
             }
         }
         self.sync(i);
+    }
+
+    /// No two sessions of the run share an attestation binding, so evidence recorded in
+    /// one is refused in every other.
+    fn check_bindings(&self) {
+        let mut seen = std::collections::BTreeSet::new();
+        for binding in self.bindings.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            assert!(seen.insert(*binding.as_bytes()), "two sessions share the binding {binding}");
+        }
     }
 
     /// The token is charged once per client id it binds; confirmed keyrings are
@@ -476,7 +547,10 @@ impl Net {
             .filter(|p| {
                 matches!(
                     p.server.failure(),
-                    Some(Error::Refused(Refusal::Admission) | Error::Local(LocalFailure::TicketTooLong { .. }))
+                    Some(
+                        Error::Refused(Refusal::Admission | Refusal::Attestation)
+                            | Error::Local(LocalFailure::TicketTooLong { .. })
+                    )
                 )
             })
             .count();
@@ -523,6 +597,8 @@ pub fn run(data: &[u8]) -> Summary {
         confirmed: BTreeMap::new(),
         refused: 0,
         persist_failed: 0,
+        evidence_sent: Arc::default(),
+        bindings: Arc::default(),
     };
     net.connect(None, CLIENT_IDS[0]);
     for _ in 0..MAX_ACTIONS {
@@ -596,9 +672,11 @@ pub fn run(data: &[u8]) -> Summary {
             }
             _ => {
                 let p = input.byte();
-                net.answer(i, p & 7, &mut input);
+                let what = if p & 0x0f == answer::REPLAY_EVIDENCE { answer::REPLAY_EVIDENCE } else { p & 7 };
+                net.answer(i, what, &mut input);
             }
         }
+        net.check_bindings();
         net.check_store();
     }
     for i in 0..net.conns.len() {
