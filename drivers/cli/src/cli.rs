@@ -55,7 +55,9 @@ pub enum Command {
     ///
     /// While `boarding gateway serve` runs on --data-dir, these commands ask it over
     /// its admin socket (`DIR/admin.sock`, this user only); with no gateway running,
-    /// they open the database in --data-dir directly.
+    /// they open the database in --data-dir directly. With --store etcd they work on
+    /// the fleet's store in etcd, from any machine that reaches it, and need no data
+    /// directory.
     Token {
         #[command(subcommand)]
         command: TokenCommand,
@@ -63,8 +65,9 @@ pub enum Command {
     /// List and revoke the agents (clients) that joined a gateway.
     ///
     /// Like `boarding token`, these go through the running gateway's admin socket, or
-    /// open the database when no gateway runs. Revoking a client also ends its live
-    /// sessions.
+    /// open the database when no gateway runs, or (--store etcd) work on the fleet's
+    /// store in etcd. Revoking a client also ends its live sessions (on every replica
+    /// of an etcd fleet).
     Clients {
         #[command(subcommand)]
         command: ClientsCommand,
@@ -103,17 +106,119 @@ pub enum LogFormat {
     Json,
 }
 
+/// The default gateway data directory.
+pub const DEFAULT_GATEWAY_DIR: &str = "boarding-gateway";
+
 /// Where a gateway keeps its database.
 #[derive(Debug, Args)]
 pub struct GatewayDir {
     /// The gateway's data directory (holds `gateway.redb`: identity key, tokens,
     /// keyrings). `gateway init` and `gateway serve` create it (mode 0700); the `token`
     /// and `clients` commands refuse a directory with no gateway in it.
-    #[arg(long, env = "BOARDING_GATEWAY_DIR", value_name = "DIR", default_value = "boarding-gateway")]
+    #[arg(long, env = "BOARDING_GATEWAY_DIR", value_name = "DIR", default_value = DEFAULT_GATEWAY_DIR)]
     pub data_dir: PathBuf,
 }
 
+/// Which store an operator command works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DataStore {
+    /// The gateway's database in --data-dir (through its admin socket while it runs).
+    Redb,
+    /// A fleet of gateway replicas on etcd (see the etcd options); no data directory.
+    Etcd,
+}
+
+/// Which store `gateway serve` keeps its tokens, keyrings and identity in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServeStore {
+    /// `DIR/gateway.redb` in --data-dir, with the admin socket beside it.
+    Redb,
+    /// Memory only: a fresh identity each run, everything lost at exit (as --memory).
+    Memory,
+    /// etcd, shared by every replica of a fleet (see the etcd options).
+    Etcd,
+}
+
+/// How to reach a fleet's store on etcd (`--store etcd`).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "etcd store (--store etcd)")]
+pub struct EtcdArgs {
+    /// etcd's client URLs, comma-separated, e.g. `http://10.0.0.5:2379,http://10.0.0.6:2379`
+    /// (`https://` with --etcd-ca). Giving them selects --store etcd unless --store says
+    /// otherwise.
+    #[arg(long, env = "BOARDING_ETCD_ENDPOINTS", value_name = "URL[,URL…]", value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// The fleet's key prefix: every key of the fleet's tokens, keyrings and identity
+    /// starts with it, so one etcd serves several fleets (two fleets' prefixes must not
+    /// be prefixes of one another).
+    #[arg(long, env = "BOARDING_ETCD_PREFIX", value_name = "PREFIX", default_value = boarding_etcd::DEFAULT_PREFIX)]
+    pub etcd_prefix: String,
+    /// The fleet's sealing key file: 32 bytes, or 64 hexadecimal digits (`openssl rand
+    /// -hex 32 > FILE`), mode 0600. Token secrets, keyrings and the identity are sealed
+    /// with it in etcd; every replica and operator command of the fleet needs the same
+    /// file. Required with --store etcd.
+    #[arg(long, env = "BOARDING_ETCD_SEALING_KEY", value_name = "FILE")]
+    pub etcd_sealing_key: Option<PathBuf>,
+    /// The CA certificate (PEM) that signs etcd's server certificates: etcd is then
+    /// reached over TLS (`https://` endpoints).
+    #[arg(long, env = "BOARDING_ETCD_CA", value_name = "FILE")]
+    pub etcd_ca: Option<PathBuf>,
+    /// A client certificate (PEM) to present to etcd (its `--client-cert-auth`), with
+    /// --etcd-key and --etcd-ca.
+    #[arg(long, env = "BOARDING_ETCD_CERT", value_name = "FILE", requires = "etcd_key", requires = "etcd_ca")]
+    pub etcd_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM), with --etcd-cert.
+    #[arg(long, env = "BOARDING_ETCD_KEY", value_name = "FILE", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+    /// An etcd user name (etcd's user and password authentication). The password is
+    /// read from --etcd-password-file, or from the environment variable
+    /// BOARDING_ETCD_PASSWORD; it is never taken on the command line.
+    #[arg(long, env = "BOARDING_ETCD_USER", value_name = "NAME")]
+    pub etcd_user: Option<String>,
+    /// A file holding the password of --etcd-user (surrounding whitespace is ignored).
+    #[arg(long, env = "BOARDING_ETCD_PASSWORD_FILE", value_name = "FILE", requires = "etcd_user")]
+    pub etcd_password_file: Option<PathBuf>,
+    /// How long to wait for etcd to answer when the command starts; past it the command
+    /// fails with exit status 3 (`gateway serve` does not start).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub etcd_dial_timeout: Duration,
+    /// Deadline of one store operation on etcd, its retries included. A join or resume
+    /// that needs etcd waits at most this long before the gateway refuses it with
+    /// `Internal`.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub etcd_command_timeout: Duration,
+}
+
+/// Where an operator command finds the gateway's data: the data directory, or a
+/// fleet's store on etcd.
+#[derive(Debug, Args)]
+pub struct GatewayData {
+    #[command(flatten)]
+    pub dir: GatewayDir,
+    /// Where the gateway's data is: `redb` (the database in --data-dir) or `etcd` (a
+    /// fleet of replicas on etcd, reached from any machine with the etcd options below;
+    /// no data directory needed). Default: `etcd` if --etcd-endpoints is given, else
+    /// `redb`.
+    #[arg(long, env = "BOARDING_STORE", value_name = "STORE")]
+    pub store: Option<DataStore>,
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+}
+
+impl GatewayData {
+    /// The store these options name.
+    pub fn kind(&self) -> DataStore {
+        match self.store {
+            Some(kind) => kind,
+            None if !self.etcd.etcd_endpoints.is_empty() => DataStore::Etcd,
+            None => DataStore::Redb,
+        }
+    }
+}
+
 /// Gateway commands.
+// Parsed once per run: the size of `Serve`'s options does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum GatewayCommand {
     /// Serve agents over TCP and TLS 1.3; every message an agent sends is echoed back.
@@ -121,18 +226,40 @@ pub enum GatewayCommand {
     /// The first run creates the gateway's Ed25519 identity in --data-dir and prints its
     /// pin; later runs reuse it (same pin). Stops gracefully on Ctrl-C or SIGTERM.
     /// Prints `pin: …` and `listening on ADDR` on stdout once ready.
+    ///
+    /// With --store etcd, several replicas (on one machine or many) serve one fleet: one
+    /// set of tokens and keyrings, one identity (the first replica creates it, sealed, and
+    /// the others load it), a one-use token redeemed once in the whole fleet, and a
+    /// revocation made anywhere closing the client's sessions on every replica. Such a
+    /// replica keeps nothing on local disk and opens no admin socket: the `token` and
+    /// `clients` commands take --store etcd and work on etcd directly, from any machine.
     Serve {
         /// Address to listen on (use port 0 for any free port; the chosen address is
         /// printed).
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7443")]
         listen: String,
-        #[command(flatten)]
-        dir: GatewayDir,
+        /// The gateway's data directory (holds `gateway.redb` and the admin socket
+        /// `admin.sock`), created with mode 0700. Default `boarding-gateway`. Not used
+        /// with --store etcd.
+        #[arg(long, env = "BOARDING_GATEWAY_DIR", value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Where tokens, keyrings and the identity are kept: `redb` (in --data-dir),
+        /// `memory`, or `etcd` (a fleet of replicas; see the etcd options). Default:
+        /// `etcd` if --etcd-endpoints is given, else `redb`.
+        #[arg(long, env = "BOARDING_STORE", value_name = "STORE", conflicts_with = "memory")]
+        store: Option<ServeStore>,
+        /// The gateway's Ed25519 identity key from this file (PKCS#8 PEM, mode 0600;
+        /// `openssl genpkey -algorithm ed25519 -out FILE` makes one) instead of a
+        /// generated one. The store keeps it from the first run on (sealed, with --store
+        /// etcd), and a later run or another replica with a different key is refused, so
+        /// the pin agents hold stays valid.
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
         #[command(flatten)]
         limits: ServeLimits,
-        /// Keep everything in memory instead of `DIR/gateway.redb`: a fresh identity
-        /// each run, and every token and keyring lost at exit. For benchmarks and
-        /// experiments; --data-dir still holds the admin socket.
+        /// Keep everything in memory instead of `DIR/gateway.redb` (the same as --store
+        /// memory): a fresh identity each run, and every token and keyring lost at exit.
+        /// For benchmarks and experiments; --data-dir still holds the admin socket.
         #[arg(long)]
         memory: bool,
         /// Serve Prometheus metrics on `http://ADDR/metrics`, and the probes
@@ -140,22 +267,45 @@ pub enum GatewayCommand {
         /// `127.0.0.1:9090`. Off by default.
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        attest: AttestServeArgs,
+        #[command(flatten)]
+        etcd: EtcdArgs,
     },
     /// Create the gateway's identity in --data-dir and print its pin.
     ///
     /// The pin (`sha256:…`) goes to stdout; what happened goes to stderr. A directory
     /// that already holds a gateway is left as it is (its pin is printed), so running
-    /// this twice is safe.
+    /// this twice is safe. With --store etcd, creates the fleet (its sealing check and
+    /// identity) under --etcd-prefix, or prints the pin of the fleet already there.
     Init {
         #[command(flatten)]
-        dir: GatewayDir,
+        data: GatewayData,
     },
     /// Print the gateway's pin. The data directory must hold a gateway (`gateway
-    /// init` creates one).
+    /// init` creates one); with --store etcd, the fleet under --etcd-prefix must exist.
     Pin {
         #[command(flatten)]
-        dir: GatewayDir,
+        data: GatewayData,
     },
+}
+
+/// Node attestation (`x509pop`), as `gateway serve` takes it.
+#[derive(Debug, Args)]
+pub struct AttestServeArgs {
+    /// Judge each joining agent's attestation evidence against the CA certificates in
+    /// this PEM file: its certificate chain must verify to one of them now, and its
+    /// signature must be over this session's binding. The certificate's name (its CN, or
+    /// its first DNS subjectAltName) is logged with the session. Agents that send no
+    /// evidence are still admitted unless --require-attestation is given.
+    #[arg(long, value_name = "FILE")]
+    pub attest_ca: Option<PathBuf>,
+    /// Refuse agents that send no attestation evidence.
+    #[arg(long, requires = "attest_ca")]
+    pub require_attestation: bool,
+    /// Refuse agents whose client id (--id) is not their certificate's name.
+    #[arg(long, requires = "attest_ca")]
+    pub attest_name_is_client_id: bool,
 }
 
 /// The gateway's limits, as `gateway serve` takes them.
@@ -222,7 +372,7 @@ pub enum TokenCommand {
     /// and (with --print-join-command) the join command.
     Create {
         #[command(flatten)]
-        dir: GatewayDir,
+        data: GatewayData,
         /// Use this token (`[a-z0-9]{6}.[a-z0-9]{16}`) instead of drawing a random one,
         /// e.g. one from `boarding token generate`; `-` reads it from stdin (an
         /// argument is visible to other users in the process list). Only with no
@@ -268,7 +418,7 @@ pub enum TokenCommand {
     /// `boarding token prune` deletes them.
     List {
         #[command(flatten)]
-        dir: GatewayDir,
+        data: GatewayData,
         /// Show expired tokens too.
         #[arg(long)]
         all: bool,
@@ -285,7 +435,7 @@ pub enum TokenCommand {
     #[command(visible_alias = "revoke")]
     Delete {
         #[command(flatten)]
-        dir: GatewayDir,
+        data: GatewayData,
         /// Token ids or whole tokens.
         #[arg(value_name = "TOKEN", required = true, num_args = 1.., value_parser = secret_arg)]
         tokens: Vec<SecretArg>,
@@ -293,7 +443,7 @@ pub enum TokenCommand {
     /// Delete every expired token.
     Prune {
         #[command(flatten)]
-        dir: GatewayDir,
+        data: GatewayData,
     },
 }
 
@@ -303,7 +453,7 @@ pub enum ClientsCommand {
     /// List the agents that joined: client id, token, labels, confirmed, join time.
     List {
         #[command(flatten)]
-        dir: GatewayDir,
+        data: GatewayData,
         /// Output format.
         #[arg(short, long, value_name = "FORMAT", default_value = "table")]
         output: OutputFormat,
@@ -312,7 +462,7 @@ pub enum ClientsCommand {
     /// new token; its id becomes free).
     Revoke {
         #[command(flatten)]
-        dir: GatewayDir,
+        data: GatewayData,
         /// The agent's client id.
         #[arg(value_name = "CLIENT_ID")]
         id: ClientId,
@@ -355,6 +505,15 @@ pub enum AgentCommand {
         /// names a node.
         #[arg(long, value_name = "CLIENT_ID")]
         id: Option<ClientId>,
+        /// Attest this node with the certificate chain in this PEM file (the node's
+        /// certificate first, then any intermediates), issued by a CA the gateway's
+        /// --attest-ca trusts: the join signs its session's binding with --attest-key.
+        #[arg(long, value_name = "FILE", requires = "attest_key")]
+        attest_cert: Option<PathBuf>,
+        /// The node's private key for --attest-cert: Ed25519 or ECDSA P-256, PKCS#8 PEM
+        /// (`openssl genpkey`) or, for P-256, SEC1 PEM (`openssl ecparam -genkey`).
+        #[arg(long, value_name = "FILE", requires = "attest_cert")]
+        attest_key: Option<PathBuf>,
         #[command(flatten)]
         dir: AgentDir,
     },

@@ -1,9 +1,13 @@
 //! The dispatcher: one arm per command, each a call into `ops`, `demo` or `docs`.
 
-use crate::cli::{AgentCommand, ClientsCommand, Command, GatewayCommand, TokenCommand};
+use std::path::PathBuf;
+
+use crate::cli::{
+    AgentCommand, ClientsCommand, Command, DEFAULT_GATEWAY_DIR, GatewayCommand, ServeStore, TokenCommand,
+};
 use crate::error::Result;
 use crate::ops::{
-    CreateOptions, clients_list, clients_revoke, default_client_id, gateway_init, gateway_pin, serve, serve_in_memory,
+    CreateOptions, ServeOn, clients_list, clients_revoke, default_client_id, gateway_init, gateway_pin, serve,
     token_create, token_delete, token_list, token_prune,
 };
 use crate::{demo, docs, ops, output, secret};
@@ -13,48 +17,87 @@ pub async fn run(command: Command) -> Result<()> {
     match command {
         Command::Demo(args) => demo::run(args).await,
         Command::Gateway { command } => match command {
-            GatewayCommand::Serve { listen, dir, limits, memory, metrics_listen } => {
+            GatewayCommand::Serve {
+                listen,
+                data_dir,
+                store,
+                identity,
+                limits,
+                memory,
+                metrics_listen,
+                attest,
+                etcd,
+            } => {
                 let config = limits.config();
+                let validator = ops::validator(&attest)?;
+                let kind = match (store, memory) {
+                    (Some(kind), _) => kind,
+                    (None, true) => ServeStore::Memory,
+                    (None, false) if !etcd.etcd_endpoints.is_empty() => ServeStore::Etcd,
+                    (None, false) => ServeStore::Redb,
+                };
+                let dir = data_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_GATEWAY_DIR));
+                let on = match kind {
+                    ServeStore::Redb => ServeOn::Redb(&dir),
+                    ServeStore::Memory => ServeOn::Memory(&dir),
+                    ServeStore::Etcd => {
+                        if let Some(dir) = &data_dir {
+                            output::note(format_args!(
+                                "note: --data-dir {} is not used with --store etcd: a replica keeps nothing on local \
+                                 disk and opens no admin socket",
+                                dir.display()
+                            ));
+                        }
+                        ServeOn::Etcd(&etcd)
+                    }
+                };
                 let observer = match metrics_listen {
                     Some(addr) => Some(crate::observe::Observer::start(addr).await?),
                     None => None,
                 };
-                if memory {
-                    serve_in_memory(&listen, &dir.data_dir, config, observer).await
-                } else {
-                    serve(&listen, &dir.data_dir, config, observer).await
-                }
+                serve(&listen, on, identity.as_deref(), config, observer, validator).await
             }
-            GatewayCommand::Init { dir } => gateway_init(&dir.data_dir).await,
-            GatewayCommand::Pin { dir } => gateway_pin(&dir.data_dir).await,
+            GatewayCommand::Init { data } => gateway_init(&data).await,
+            GatewayCommand::Pin { data } => gateway_pin(&data).await,
         },
         Command::Token { command } => match command {
-            TokenCommand::Create { dir, token, ttl, uses, label, description, print_join_command, gateway, output } => {
+            TokenCommand::Create {
+                data,
+                token,
+                ttl,
+                uses,
+                label,
+                description,
+                print_join_command,
+                gateway,
+                output,
+            } => {
                 let token = token.as_ref().map(|t| secret::token_from_arg(t, "TOKEN")).transpose()?;
                 let options =
                     CreateOptions { token, ttl, uses, labels: label, description, print_join_command, gateway, output };
-                token_create(&dir.data_dir, options).await
+                token_create(&data, options).await
             }
             TokenCommand::Generate => {
                 output::out(boarding::token::BootstrapToken::generate(&mut boarding_smol::os_rng()))
             }
-            TokenCommand::List { dir, all, output } => token_list(&dir.data_dir, all, output).await,
-            TokenCommand::Delete { dir, tokens } => token_delete(&dir.data_dir, &tokens).await,
-            TokenCommand::Prune { dir } => token_prune(&dir.data_dir).await,
+            TokenCommand::List { data, all, output } => token_list(&data, all, output).await,
+            TokenCommand::Delete { data, tokens } => token_delete(&data, &tokens).await,
+            TokenCommand::Prune { data } => token_prune(&data).await,
         },
         Command::Clients { command } => match command {
-            ClientsCommand::List { dir, output } => clients_list(&dir.data_dir, output).await,
-            ClientsCommand::Revoke { dir, id } => clients_revoke(&dir.data_dir, id).await,
+            ClientsCommand::List { data, output } => clients_list(&data, output).await,
+            ClientsCommand::Revoke { data, id } => clients_revoke(&data, id).await,
         },
         Command::Agent { command } => match command {
-            AgentCommand::Join { gateway, token, token_file, pin, id, dir } => {
+            AgentCommand::Join { gateway, token, token_file, pin, id, attest_cert, attest_key, dir } => {
                 // Checked before the token is read, so a bad --id never consumes stdin.
                 let id = match id {
                     Some(id) => id,
                     None => default_client_id()?,
                 };
+                let attester = ops::attester(attest_cert.as_deref(), attest_key.as_deref())?;
                 let token = secret::agent_token(token.as_ref(), token_file.as_ref())?;
-                ops::agent_join(&gateway, token, &pin, id, &dir.data_dir).await
+                ops::agent_join(&gateway, token, &pin, id, &dir.data_dir, attester).await
             }
             AgentCommand::Send { gateway, dir, message } => ops::agent_send(&gateway, &dir.data_dir, &message).await,
         },

@@ -6,6 +6,7 @@ use boarding::Alert;
 use boarding::channel::Side;
 use boarding::error::{LocalFailure, PeerMisbehaved, ReceivedAlert, Refusal};
 use boarding::identity::ClientId;
+use boarding_etcd::EtcdError;
 use boarding_smol::StoreError;
 use boarding_smol::admin::AdminErrorKind;
 
@@ -18,6 +19,9 @@ pub enum CliError {
     /// From a store.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// From the etcd store, opening it (reaching etcd, the sealing key, the fleet).
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
     /// A request that cannot be carried out as given.
     #[error("{0}")]
     Usage(String),
@@ -77,8 +81,8 @@ pub enum Exit {
     /// The command line is wrong (clap's own code): a bad flag or value, a malformed
     /// token, an invalid log filter, a TTL out of range.
     Usage = 2,
-    /// The gateway could not be reached, or did not answer in time; trying again later
-    /// may succeed.
+    /// The gateway (or, with `--store etcd`, etcd) could not be reached, or did not
+    /// answer in time; trying again later may succeed.
     Unreachable = 3,
     /// The gateway refused: the token is unknown, spent or expired, the client id is
     /// taken, admission was refused, the client was revoked, or the gateway's key does
@@ -102,7 +106,8 @@ Exit status:
   0  success
   1  any other failure (e.g. no such token or client, a token id already taken)
   2  usage: a bad flag or value, a malformed token, an invalid log filter, a TTL out of range
-  3  the gateway is unreachable or did not answer in time (retrying may help)
+  3  the gateway is unreachable or did not answer in time, or etcd is, with --store etcd (retrying
+     may help)
   4  refused by the gateway: unknown, spent or expired token; client id taken; admission refused;
      client revoked; the gateway's key does not match --pin
   5  local data: no gateway in --data-dir, agent not joined (or joined already), a locked,
@@ -112,6 +117,8 @@ impl CliError {
     /// What the operator can do about it, if there is something to say.
     pub fn hint(&self) -> Option<&'static str> {
         match self {
+            Self::Boarding(boarding_smol::Error::Store(e)) | Self::Store(e) => store_hint(e),
+            Self::Etcd(e) => etcd_hint(e),
             Self::Boarding(e) => driver_hint(e),
             Self::ClientUnknown { .. } => {
                 Some("join again: `boarding agent join` with a new token and a fresh --data-dir")
@@ -124,7 +131,9 @@ impl CliError {
     pub fn exit(&self) -> Exit {
         match self {
             Self::Boarding(e) => driver_exit(e),
-            Self::Store(_) | Self::DataDir(_) => Exit::Local,
+            Self::Store(e) => store_exit(e),
+            Self::Etcd(e) => etcd_exit(e),
+            Self::DataDir(_) => Exit::Local,
             Self::Usage(_) | Self::TokenInput(_) => Exit::Usage,
             Self::ClientUnknown { .. } => Exit::Refused,
             Self::NotFound(_) | Self::Conflict(_) | Self::Unexpected(_) | Self::Output(_) | Self::Io { .. } => {
@@ -155,7 +164,8 @@ fn driver_exit(e: &boarding_smol::Error) -> Exit {
         | E::Address { .. } => Exit::Unreachable,
         E::PinMismatch { .. } | E::CertificateChain { .. } | E::Revoked => Exit::Refused,
         E::Handshake { source, .. } => protocol_exit(source),
-        E::Store(_) | E::NotJoined { .. } | E::AdminSocket { .. } => Exit::Local,
+        E::Store(e) => store_exit(e),
+        E::NotJoined { .. } | E::AdminSocket { .. } => Exit::Local,
         E::Admin(admin) => match admin.kind {
             AdminErrorKind::BadRequest => Exit::Usage,
             AdminErrorKind::Store | AdminErrorKind::Forbidden => Exit::Local,
@@ -164,6 +174,59 @@ fn driver_exit(e: &boarding_smol::Error) -> Exit {
         E::TokenMetadata(_) | E::MessageTooLarge { .. } => Exit::Usage,
         _ => Exit::Other,
     }
+}
+
+/// The etcd store's failure behind a store error, if it is one.
+fn etcd_cause(e: &StoreError) -> Option<&EtcdError> {
+    match e {
+        StoreError::Backend { source, .. } => source.downcast_ref::<EtcdError>(),
+        _ => None,
+    }
+}
+
+/// The class of a store error: local data, unless etcd could not be reached.
+fn store_exit(e: &StoreError) -> Exit {
+    etcd_cause(e).map_or(Exit::Local, etcd_exit)
+}
+
+/// The class of an etcd store error.
+fn etcd_exit(e: &EtcdError) -> Exit {
+    match e {
+        EtcdError::Unreachable { .. }
+        | EtcdError::Request { .. }
+        | EtcdError::Timeout { .. }
+        | EtcdError::Contention { .. } => Exit::Unreachable,
+        EtcdError::Config { .. } => Exit::Usage,
+        EtcdError::File { .. }
+        | EtcdError::NoFleet { .. }
+        | EtcdError::WrongSealingKey { .. }
+        | EtcdError::Unseal { .. }
+        | EtcdError::Corrupt { .. } => Exit::Local,
+        _ => Exit::Other,
+    }
+}
+
+fn store_hint(e: &StoreError) -> Option<&'static str> {
+    etcd_cause(e).and_then(etcd_hint)
+}
+
+/// What to check when the etcd store fails.
+fn etcd_hint(e: &EtcdError) -> Option<&'static str> {
+    Some(match e {
+        EtcdError::Unreachable { .. } => {
+            "the options are --etcd-endpoints, and --etcd-ca, --etcd-cert and --etcd-user if etcd asks for TLS or a \
+             password"
+        }
+        EtcdError::Request { .. } | EtcdError::Timeout { .. } => {
+            "check that etcd runs at --etcd-endpoints and has a leader (`etcdctl endpoint health`)"
+        }
+        EtcdError::NoFleet { .. } => {
+            "check --etcd-prefix; a fleet starts with its first `boarding gateway serve --store etcd` or with \
+             `boarding gateway init --store etcd`"
+        }
+        EtcdError::WrongSealingKey { .. } => "pass the fleet's --etcd-sealing-key, the file its first replica used",
+        _ => return None,
+    })
 }
 
 /// The class of a handshake error at the agent.
@@ -177,6 +240,7 @@ fn protocol_exit(e: &boarding::Error) -> Exit {
             | Alert::InvalidClientId
             | Alert::BadProof
             | Alert::AdmissionRefused
+            | Alert::AttestationRefused
             | Alert::UnsupportedVersion
             | Alert::BadIdentity => Exit::Refused,
             Alert::Internal | Alert::Malformed | Alert::UnexpectedMessage => Exit::Other,
@@ -243,6 +307,11 @@ fn agent_hint(e: &boarding::Error) -> Option<&'static str> {
             Alert::UnsupportedVersion => "the gateway speaks another protocol version or MAC suite; upgrade one side",
             Alert::Internal => "the gateway failed internally (see its log, for example its database)",
             Alert::AdmissionRefused => "the gateway's admission policy refused this agent; see the gateway's log",
+            Alert::AttestationRefused => {
+                "the gateway refused this node's attestation: check --attest-cert and --attest-key (a certificate \
+                 issued by a CA the gateway's --attest-ca trusts, valid now, naming this --id if the gateway requires \
+                 it); the gateway's log says which check failed"
+            }
             Alert::Malformed | Alert::UnexpectedMessage | Alert::BadIdentity => "see the gateway's log for details",
         },
         boarding::Error::PeerMisbehaved(PeerMisbehaved::BadGatewayProof) => {

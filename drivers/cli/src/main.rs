@@ -16,6 +16,11 @@
 //!   gateway's admin socket, or, with no gateway running, by opening the database in
 //!   `--data-dir` directly (which must hold a gateway). `clients revoke` also ends the
 //!   client's live sessions. Lists print as tables, JSON or YAML (`-o`).
+//! * `--store etcd` (on `gateway serve`, `gateway init|pin`, `token` and `clients`): a
+//!   fleet of gateway replicas sharing one store on etcd (`--etcd-endpoints`,
+//!   `--etcd-prefix`, `--etcd-sealing-key`, TLS and user options). The replicas share
+//!   one identity and follow each other's revocations; the operator commands work on
+//!   etcd directly, from any machine, with no data directory.
 //! * `boarding agent join` (once, with a token from `--token-file`, stdin or the
 //!   environment, and the gateway's pin) and `boarding agent send MESSAGE` (resume with
 //!   the stored keyring, send, print the gateway's reply).
@@ -43,6 +48,7 @@ mod dispatch;
 mod docs;
 mod duration;
 mod error;
+mod fleet;
 mod logging;
 mod observe;
 mod ops;

@@ -11,14 +11,16 @@ use boarding::token::{BootstrapToken, TokenId, TokenRecord};
 use boarding_smol::admin::{
     ADMIN_SOCKET, AdminClient, AdminErrorKind, AdminRequest, AdminResponse, AdminServer, ClientView, TokenView,
 };
+use boarding_smol::attest::{X509Attester, X509Validator};
 use boarding_smol::{
     Agent, Gateway, GatewayConfig, KeyringStore, MemoryStore, RedbKeyringStore, RedbStore, Store, StoreError,
     TokenTemplate, echo, os_rng, unix_now,
 };
 use smol::stream::StreamExt;
 
-use crate::cli::Ttl;
+use crate::cli::{AttestServeArgs, DataStore, EtcdArgs, GatewayData, Ttl};
 use crate::error::{CliError, Result};
+use crate::fleet::{self, AnyStore, Fleet};
 use crate::observe::Observer;
 use crate::output::{
     ClientRow, CreatedRow, OutputFormat, TokenRow, client_table, document, format_time, is_expired, note, out, out_raw,
@@ -42,17 +44,30 @@ pub enum Create {
 }
 
 /// How an operator command reaches a gateway's data: through the running gateway's
-/// admin socket, or (no gateway running) by opening the database itself.
+/// admin socket, or by opening the store itself: the database when no gateway runs,
+/// or a fleet's store on etcd.
 pub enum GatewayAccess {
     /// A running gateway answers on its admin socket.
     Admin(Box<AdminClient>, std::path::PathBuf),
-    /// No gateway runs: the database, held for this command.
-    Direct(RedbStore),
+    /// The store, opened by this command.
+    Direct(AnyStore),
 }
 
 impl GatewayAccess {
+    /// Opens the gateway data `data` names: the fleet's store on etcd, or the gateway
+    /// serving --data-dir, or its database if none does.
+    pub async fn open(data: &GatewayData, create: Create) -> Result<Self> {
+        match data.kind() {
+            DataStore::Etcd => {
+                let fleet = if create == Create::Yes { Fleet::Start } else { Fleet::Existing };
+                Ok(Self::Direct(AnyStore::Etcd(fleet::connect(&data.etcd, fleet).await?)))
+            }
+            DataStore::Redb => Self::open_dir(&data.dir.data_dir, create).await,
+        }
+    }
+
     /// Connects to the gateway serving `dir`, or opens its database if none does.
-    pub async fn open(dir: &Path, create: Create) -> Result<Self> {
+    async fn open_dir(dir: &Path, create: Create) -> Result<Self> {
         let socket = dir.join(ADMIN_SOCKET);
         if let Some(client) = AdminClient::connect(&socket).await? {
             return Ok(Self::Admin(Box::new(client), socket));
@@ -69,7 +84,7 @@ impl GatewayAccess {
             )));
         }
         match RedbStore::hold_gateway_in(dir) {
-            Ok(store) => Ok(Self::Direct(store)),
+            Ok(store) => Ok(Self::Direct(AnyStore::Redb(store))),
             Err(StoreError::Locked { path }) => Err(CliError::DataDir(format!(
                 "{} is held by a running gateway, but its admin socket {} does not answer; check that the gateway \
                  runs as this user, or stop it",
@@ -84,7 +99,7 @@ impl GatewayAccess {
     pub fn describe(&self) -> String {
         match self {
             Self::Admin(_, socket) => format!("the running gateway (via {})", socket.display()),
-            Self::Direct(store) => store.path().display().to_string(),
+            Self::Direct(store) => store.describe(),
         }
     }
 
@@ -181,21 +196,21 @@ impl GatewayAccess {
         }
     }
 
-    /// Revokes a client; whether it existed, and how many live sessions were closed.
-    pub async fn revoke_client(&mut self, id: ClientId) -> Result<(bool, usize)> {
+    /// Revokes a client; whether it existed, and how many live sessions were closed
+    /// (`None` on etcd: every replica closes the client's sessions it serves).
+    pub async fn revoke_client(&mut self, id: ClientId) -> Result<(bool, Option<usize>)> {
         match self {
             Self::Admin(client, _) => match Self::ask(client, AdminRequest::ClientsRevoke { id }).await? {
-                AdminResponse::Revoked { existed, closed_sessions } => Ok((existed, closed_sessions)),
+                AdminResponse::Revoked { existed, closed_sessions } => Ok((existed, Some(closed_sessions))),
                 other => Err(Self::unexpected(other)),
             },
-            // No gateway runs, so no session is live.
-            Self::Direct(store) => Ok((store.revoke_client(id).await?, 0)),
+            // No gateway runs on the database, so no session is live.
+            Self::Direct(AnyStore::Redb(store)) => Ok((store.revoke_client(id).await?, Some(0))),
+            // The replicas follow the deletion in etcd and close the sessions.
+            Self::Direct(store) => Ok((store.revoke_client(id).await?, None)),
         }
     }
 }
-
-/// The record for an operator-chosen token, checked against the token limits as the
-/// driver checks a drawn one.
 
 /// The agent database in `dir`, which must exist already (the agent has joined).
 pub fn existing_agent_store(dir: &Path) -> Result<RedbKeyringStore> {
@@ -213,45 +228,167 @@ pub async fn open_gateway(dir: &Path, config: GatewayConfig) -> Result<(Gateway<
     Ok((Gateway::open(store, config).await?, fresh))
 }
 
-/// `gateway serve`: runs the gateway until SIGINT or SIGTERM, holding its database
-/// open and answering operator commands on its admin socket.
-pub async fn serve(listen: &str, dir: &Path, config: GatewayConfig, observer: Option<Observer>) -> Result<()> {
-    let fresh = !dir.join(boarding_smol::GATEWAY_DB).exists();
-    let store = match RedbStore::hold_gateway_in(dir) {
-        Ok(store) => store,
-        Err(StoreError::Locked { path }) => {
-            return Err(CliError::DataDir(format!(
-                "{} is held by another process: is a gateway already serving {}?",
-                path.display(),
-                dir.display()
-            )));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let gateway = Gateway::open(store, config).await?;
-    if fresh {
-        println!(
-            "created a new gateway identity in {} (first run; `boarding gateway init` creates it ahead of time)",
-            dir.display()
-        );
-        tracing::info!(data_dir = %dir.display(), "created a new gateway identity");
-    } else {
-        println!("loaded the gateway identity from {}", dir.display());
-    }
-    run_gateway(listen, dir, gateway, observer).await
+/// Where a gateway's identity came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// The store held it.
+    Loaded,
+    /// Generated now and stored (the first run).
+    Created,
+    /// The --identity file (and the store holds the same key).
+    File,
 }
 
-/// `gateway serve --memory`: the same service on an in-memory store.
-pub async fn serve_in_memory(
+/// The gateway's identity: the one `store` holds (storing a fresh one, or the key in
+/// `file`, first if it holds none). A key in `file` that differs from the stored one is
+/// refused: the agents pin the stored one.
+async fn identity<S: Store>(store: &S, file: Option<&Path>, place: &str) -> Result<(ServerIdentity, Origin)> {
+    match file {
+        Some(path) => {
+            let wanted = crate::fleet::load_identity(path)?;
+            let stored = store.identity_or_insert(wanted.clone()).await?;
+            if stored.pin() != wanted.pin() {
+                return Err(CliError::DataDir(format!(
+                    "the identity key in {} (pin {}) is not the gateway identity {place} already holds (pin {}), \
+                     which agents pin; drop --identity to use the stored one, or pass the file of that key",
+                    path.display(),
+                    wanted.pin(),
+                    stored.pin()
+                )));
+            }
+            Ok((stored, Origin::File))
+        }
+        None => {
+            let candidate = ServerIdentity::generate(&mut os_rng());
+            let stored = store.identity_or_insert(candidate.clone()).await?;
+            let origin = if stored.pin() == candidate.pin() { Origin::Created } else { Origin::Loaded };
+            Ok((stored, origin))
+        }
+    }
+}
+
+/// What `gateway serve` runs on.
+#[derive(Debug)]
+pub enum ServeOn<'a> {
+    /// The database in this data directory (its admin socket beside it).
+    Redb(&'a Path),
+    /// Memory; the admin socket in this directory.
+    Memory(&'a Path),
+    /// A fleet's store on etcd; no local data, no admin socket.
+    Etcd(&'a EtcdArgs),
+}
+
+/// `gateway serve`: runs the gateway until SIGINT or SIGTERM, on the database in a
+/// data directory (held open, with operator commands answered on its admin socket), in
+/// memory, or as a replica of a fleet on etcd (following the fleet's revocations).
+pub async fn serve(
     listen: &str,
-    dir: &Path,
+    on: ServeOn<'_>,
+    identity_file: Option<&Path>,
     config: GatewayConfig,
     observer: Option<Observer>,
+    validator: Option<X509Validator>,
 ) -> Result<()> {
-    boarding_smol::prepare_dir(dir)?;
-    let gateway = Gateway::open(MemoryStore::new(), config).await?;
-    println!("created a new in-memory gateway identity (nothing is kept at exit)");
-    run_gateway(listen, dir, gateway, observer).await
+    match on {
+        ServeOn::Redb(dir) => {
+            let store = match RedbStore::hold_gateway_in(dir) {
+                Ok(store) => store,
+                Err(StoreError::Locked { path }) => {
+                    return Err(CliError::DataDir(format!(
+                        "{} is held by another process: is a gateway already serving {}?",
+                        path.display(),
+                        dir.display()
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let (identity, origin) = identity(&store, identity_file, &format!("in {}", dir.display())).await?;
+            match origin {
+                Origin::Created => {
+                    println!(
+                        "created a new gateway identity in {} (first run; `boarding gateway init` creates it ahead \
+                         of time)",
+                        dir.display()
+                    );
+                    tracing::info!(data_dir = %dir.display(), "created a new gateway identity");
+                }
+                Origin::Loaded => println!("loaded the gateway identity from {}", dir.display()),
+                Origin::File => println!("using the gateway identity from {}", identity_file_name(identity_file)),
+            }
+            run_gateway(listen, Some(dir), attested(Gateway::new(identity, store, config)?, validator), observer).await
+        }
+        ServeOn::Memory(dir) => {
+            boarding_smol::prepare_dir(dir)?;
+            let store = MemoryStore::new();
+            let (identity, origin) = identity(&store, identity_file, "in memory").await?;
+            if origin == Origin::File {
+                println!(
+                    "using the gateway identity from {} (in memory: nothing is kept at exit)",
+                    identity_file_name(identity_file)
+                );
+            } else {
+                println!("created a new in-memory gateway identity (nothing is kept at exit)");
+            }
+            run_gateway(listen, Some(dir), attested(Gateway::new(identity, store, config)?, validator), observer).await
+        }
+        ServeOn::Etcd(args) => {
+            // Fails fast, naming the endpoints, if etcd does not answer.
+            let store = fleet::connect(args, Fleet::Start).await?;
+            let fleet = format!("the fleet {} on etcd at {}", store.prefix(), store.endpoints());
+            let (identity, origin) = identity(&store, identity_file, &fleet).await?;
+            match origin {
+                Origin::Created => {
+                    println!("created the gateway identity of {fleet} (sealed; the other replicas load it)");
+                    tracing::info!(prefix = store.prefix(), "created the fleet's gateway identity in etcd");
+                }
+                Origin::Loaded => println!("loaded the gateway identity of {fleet}"),
+                Origin::File => println!(
+                    "using the gateway identity from {} (the identity of {fleet})",
+                    identity_file_name(identity_file)
+                ),
+            }
+            let gateway = attested(Gateway::new(identity, store, config)?, validator);
+            // Revocations anywhere in the fleet end the client's sessions here too.
+            let follower = boarding_etcd::follow_revocations(&gateway).await?;
+            tracing::info!(prefix = gateway.store().prefix(), "following the fleet's revocations in etcd");
+            let served = run_gateway(listen, None, gateway, observer).await;
+            drop(follower);
+            served
+        }
+    }
+}
+
+/// The gateway, judging attestation evidence with `validator` if there is one.
+fn attested<S: Store>(gateway: Gateway<S>, validator: Option<X509Validator>) -> Gateway<S> {
+    match validator {
+        Some(validator) => gateway.with_validator(validator),
+        None => gateway,
+    }
+}
+
+/// The `x509pop` validator `gateway serve --attest-ca` asks for, if it does.
+pub fn validator(args: &AttestServeArgs) -> Result<Option<X509Validator>> {
+    let Some(ca) = &args.attest_ca else { return Ok(None) };
+    let validator = X509Validator::from_file(ca).map_err(|e| CliError::Usage(format!("--attest-ca: {e}")))?;
+    println!(
+        "attestation: trusting the CA certificates in {}{}{}",
+        ca.display(),
+        if args.require_attestation { "; agents must attest" } else { "" },
+        if args.attest_name_is_client_id { "; a client id must be its certificate's name" } else { "" }
+    );
+    Ok(Some(validator.require_attestation(args.require_attestation).name_is_client_id(args.attest_name_is_client_id)))
+}
+
+/// The `x509pop` attester `agent join --attest-cert --attest-key` asks for, if it does.
+pub fn attester(cert: Option<&Path>, key: Option<&Path>) -> Result<Option<X509Attester>> {
+    let (Some(cert), Some(key)) = (cert, key) else { return Ok(None) };
+    X509Attester::from_files(cert, key)
+        .map(Some)
+        .map_err(|e| CliError::Usage(format!("--attest-cert {} --attest-key {}: {e}", cert.display(), key.display())))
+}
+
+fn identity_file_name(file: Option<&Path>) -> String {
+    file.map(|p| p.display().to_string()).unwrap_or_default()
 }
 
 /// Raises the soft limit on open files to the hard limit: every session is a socket,
@@ -268,10 +405,11 @@ fn raise_open_file_limit() {
     }
 }
 
-/// Serves `gateway` on `listen` with its admin socket in `dir`, until a signal.
+/// Serves `gateway` on `listen`, with its admin socket in `dir` if there is one, until
+/// a signal.
 async fn run_gateway<S: Store>(
     listen: &str,
-    dir: &Path,
+    dir: Option<&Path>,
     gateway: Gateway<S>,
     observer: Option<Observer>,
 ) -> Result<()> {
@@ -280,7 +418,10 @@ async fn run_gateway<S: Store>(
         observer.attach(&gateway);
         println!("metrics on http://{}/metrics", observer.local_addr());
     }
-    let admin = AdminServer::start(&gateway, &dir.join(ADMIN_SOCKET))?;
+    let admin = match dir {
+        Some(dir) => Some(AdminServer::start(&gateway, &dir.join(ADMIN_SOCKET))?),
+        None => None,
+    };
     println!("pin: {}", gateway.pin());
     let listener = smol::net::TcpListener::bind(listen).await.map_err(|source| CliError::Io {
         context: format!("cannot listen on {listen} (is another gateway running there? choose another --listen)"),
@@ -291,7 +432,10 @@ async fn run_gateway<S: Store>(
         observer.set_ready(true);
     }
     println!("listening on {}", serving.local_addr());
-    println!("admin socket: {}", admin.path().display());
+    match &admin {
+        Some(admin) => println!("admin socket: {}", admin.path().display()),
+        None => println!("no admin socket: operator commands take --store etcd and work on etcd directly"),
+    }
     // The hint keeps the secret off the agent's command line (and out of `ps`).
     println!(
         "agents join with: boarding agent join --gateway {} --pin {} --token-file FILE (a file holding a token \
@@ -373,9 +517,9 @@ pub fn join_command(token: &BootstrapToken, pin: &Pin, gateway: Option<&str>) ->
 }
 
 /// `token create`.
-pub async fn token_create(dir: &Path, options: CreateOptions) -> Result<()> {
+pub async fn token_create(data: &GatewayData, options: CreateOptions) -> Result<()> {
     let template = template(options.ttl, options.uses, &options.labels, &options.description)?;
-    let mut access = GatewayAccess::open(dir, Create::No).await?;
+    let mut access = GatewayAccess::open(data, Create::No).await?;
     let (token, view) = access.create_token(template, options.token).await?;
     let pin = access.pin().await?;
     let join = options.print_join_command.then(|| join_command(&token, &pin, options.gateway.as_deref()));
@@ -403,8 +547,8 @@ pub async fn token_create(dir: &Path, options: CreateOptions) -> Result<()> {
 }
 
 /// `token list`: expired tokens are hidden unless `all`.
-pub async fn token_list(dir: &Path, all: bool, format: OutputFormat) -> Result<()> {
-    let records = GatewayAccess::open(dir, Create::No).await?.tokens().await?;
+pub async fn token_list(data: &GatewayData, all: bool, format: OutputFormat) -> Result<()> {
+    let records = GatewayAccess::open(data, Create::No).await?.tokens().await?;
     let now = unix_now();
     let (shown, hidden): (Vec<TokenView>, Vec<TokenView>) =
         records.into_iter().partition(|view| all || !is_expired(view, now));
@@ -428,7 +572,7 @@ pub async fn token_list(dir: &Path, all: bool, format: OutputFormat) -> Result<(
 
 /// `token delete`: every argument is checked first, then each token deleted; the ones
 /// that did not exist are reported together at the end.
-pub async fn token_delete(dir: &Path, tokens: &[SecretArg]) -> Result<()> {
+pub async fn token_delete(data: &GatewayData, tokens: &[SecretArg]) -> Result<()> {
     let mut ids = Vec::with_capacity(tokens.len());
     for (n, arg) in tokens.iter().enumerate() {
         let id = secret::token_id_of(arg, n.saturating_add(1))?;
@@ -436,7 +580,7 @@ pub async fn token_delete(dir: &Path, tokens: &[SecretArg]) -> Result<()> {
             ids.push(id);
         }
     }
-    let mut access = GatewayAccess::open(dir, Create::No).await?;
+    let mut access = GatewayAccess::open(data, Create::No).await?;
     let mut missing = Vec::new();
     for id in ids {
         if access.revoke_token(id).await? {
@@ -458,8 +602,8 @@ pub async fn token_delete(dir: &Path, tokens: &[SecretArg]) -> Result<()> {
 
 /// `token prune`: deletes the tokens expired now. An expiry never moves, so a token
 /// listed as expired is still expired when it is deleted.
-pub async fn token_prune(dir: &Path) -> Result<()> {
-    let mut access = GatewayAccess::open(dir, Create::No).await?;
+pub async fn token_prune(data: &GatewayData) -> Result<()> {
+    let mut access = GatewayAccess::open(data, Create::No).await?;
     let now = unix_now();
     let expired: Vec<TokenId> =
         access.tokens().await?.iter().filter(|view| is_expired(view, now)).map(|view| view.id).collect();
@@ -478,8 +622,8 @@ pub async fn token_prune(dir: &Path) -> Result<()> {
 }
 
 /// `clients list`.
-pub async fn clients_list(dir: &Path, format: OutputFormat) -> Result<()> {
-    let records = GatewayAccess::open(dir, Create::No).await?.clients().await?;
+pub async fn clients_list(data: &GatewayData, format: OutputFormat) -> Result<()> {
+    let records = GatewayAccess::open(data, Create::No).await?.clients().await?;
     let rows: Vec<ClientRow<'_>> = records.iter().map(ClientRow::new).collect();
     if let Some(document) = document(format, &rows)? {
         return out_raw(&document);
@@ -488,12 +632,16 @@ pub async fn clients_list(dir: &Path, format: OutputFormat) -> Result<()> {
 }
 
 /// `clients revoke`.
-pub async fn clients_revoke(dir: &Path, id: ClientId) -> Result<()> {
-    let mut access = GatewayAccess::open(dir, Create::No).await?;
+pub async fn clients_revoke(data: &GatewayData, id: ClientId) -> Result<()> {
+    let mut access = GatewayAccess::open(data, Create::No).await?;
     match access.revoke_client(id.clone()).await? {
-        (true, closed) => out(format_args!(
+        (true, Some(closed)) => out(format_args!(
             "client {id} revoked: it can no longer connect ({closed} live session(s) closed); its id is free to join \
              again"
+        )),
+        (true, None) => out(format_args!(
+            "client {id} revoked: it can no longer connect, and every replica of the fleet closes its live \
+             sessions; its id is free to join again"
         )),
         (false, _) => {
             Err(CliError::NotFound(format!("no client {id} in {}; see `boarding clients list`", access.describe())))
@@ -502,29 +650,43 @@ pub async fn clients_revoke(dir: &Path, id: ClientId) -> Result<()> {
 }
 
 /// `gateway init`: creates the identity if there is none, and prints the pin.
-pub async fn gateway_init(dir: &Path) -> Result<()> {
-    let fresh = !dir.join(boarding_smol::GATEWAY_DB).exists();
-    let mut access = GatewayAccess::open(dir, Create::Yes).await?;
-    let pin = access.pin().await?;
-    match (&access, fresh) {
-        (GatewayAccess::Admin(..), _) => {
+pub async fn gateway_init(data: &GatewayData) -> Result<()> {
+    let dir = &data.dir.data_dir;
+    let fresh_dir = !dir.join(boarding_smol::GATEWAY_DB).exists();
+    let mut access = GatewayAccess::open(data, Create::Yes).await?;
+    let pin = match &access {
+        GatewayAccess::Admin(..) => {
             note(format_args!("a gateway is running on {}; nothing changed", dir.display()));
+            access.pin().await?
         }
-        (GatewayAccess::Direct(_), true) => {
-            note(format_args!("created a new gateway identity in {}", access.describe()));
-            note(format_args!("next: boarding gateway serve --data-dir {}", dir.display()));
+        GatewayAccess::Direct(store @ AnyStore::Etcd(_)) => {
+            let (identity, origin) = identity(store, None, "").await?;
+            if origin == Origin::Created {
+                note(format_args!("created the gateway identity of {}", store.describe()));
+                note("next: boarding gateway serve --store etcd with the same etcd options, on each replica");
+            } else {
+                note(format_args!("{} already has a gateway identity; nothing changed", store.describe()));
+            }
+            identity.pin()
         }
-        (GatewayAccess::Direct(_), false) => {
-            note(format_args!("{} already holds a gateway identity; nothing changed", access.describe()));
+        GatewayAccess::Direct(store) => {
+            let pin = identity(store, None, "").await?.0.pin();
+            if fresh_dir {
+                note(format_args!("created a new gateway identity in {}", store.describe()));
+                note(format_args!("next: boarding gateway serve --data-dir {}", dir.display()));
+            } else {
+                note(format_args!("{} already holds a gateway identity; nothing changed", store.describe()));
+            }
+            pin
         }
-    }
+    };
     out(pin)
 }
 
 /// `gateway pin`: the pin of the gateway in `dir`, which must exist (`gateway init`
 /// creates one).
-pub async fn gateway_pin(dir: &Path) -> Result<()> {
-    let pin = GatewayAccess::open(dir, Create::No).await?.pin().await?;
+pub async fn gateway_pin(data: &GatewayData) -> Result<()> {
+    let pin = GatewayAccess::open(data, Create::No).await?.pin().await?;
     out(pin)
 }
 
@@ -542,8 +704,15 @@ pub fn default_client_id() -> Result<ClientId> {
     })
 }
 
-/// `agent join`.
-pub async fn agent_join(gateway: &str, token: BootstrapToken, pins: &[Pin], id: ClientId, dir: &Path) -> Result<()> {
+/// `agent join`, attesting with `attester` if there is one.
+pub async fn agent_join(
+    gateway: &str,
+    token: BootstrapToken,
+    pins: &[Pin],
+    id: ClientId,
+    dir: &Path,
+    attester: Option<X509Attester>,
+) -> Result<()> {
     let store = RedbKeyringStore::agent_in(dir)?;
     if let Some(saved) = store.load_keyring().await? {
         return Err(CliError::DataDir(format!(
@@ -555,7 +724,11 @@ pub async fn agent_join(gateway: &str, token: BootstrapToken, pins: &[Pin], id: 
         )));
     }
     let started = std::time::Instant::now();
-    let session = Agent::default().join(gateway, token, pins, id.clone(), &store).await?;
+    let agent = match attester {
+        Some(attester) => Agent::default().with_attester(attester),
+        None => Agent::default(),
+    };
+    let session = agent.join(gateway, token, pins, id.clone(), &store).await?;
     let joined = session.peer().clone();
     session.close().await?;
     out(format_args!(

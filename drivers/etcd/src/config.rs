@@ -86,6 +86,7 @@ pub struct EtcdConfig {
     pub(crate) max_attempts: u32,
     pub(crate) expiry_grace: Duration,
     pub(crate) runtime_threads: usize,
+    pub(crate) existing_fleet: bool,
 }
 
 impl fmt::Debug for EtcdConfig {
@@ -102,6 +103,7 @@ impl fmt::Debug for EtcdConfig {
             .field("max_attempts", &self.max_attempts)
             .field("expiry_grace", &self.expiry_grace)
             .field("runtime_threads", &self.runtime_threads)
+            .field("existing_fleet", &self.existing_fleet)
             .finish()
     }
 }
@@ -122,6 +124,7 @@ impl EtcdConfig {
             max_attempts: 64,
             expiry_grace: Duration::from_secs(3600),
             runtime_threads: 2,
+            existing_fleet: false,
         }
     }
 
@@ -185,6 +188,14 @@ impl EtcdConfig {
     /// Threads of the store's own tokio runtime, which carries the etcd client (default 2).
     pub fn with_runtime_threads(mut self, threads: usize) -> Self {
         self.runtime_threads = threads.max(1);
+        self
+    }
+
+    /// Opens only a fleet that exists already: [`crate::EtcdStore::connect`] then fails
+    /// with [`EtcdError::NoFleet`] instead of starting a new fleet under the prefix (for
+    /// operator tools, so that a mistyped prefix is an error rather than an empty fleet).
+    pub fn with_existing_fleet(mut self) -> Self {
+        self.existing_fleet = true;
         self
     }
 

@@ -63,6 +63,18 @@ pub enum EtcdError {
         /// The deadline.
         after: Duration,
     },
+    /// No fleet has been opened under this prefix yet, and the store was asked to open
+    /// an existing one only ([`crate::EtcdConfig::with_existing_fleet`]).
+    #[error(
+        "etcd at {endpoints}: no fleet under the prefix {prefix:?}: no gateway replica (or `gateway init`) has \
+         opened it yet"
+    )]
+    NoFleet {
+        /// The endpoints.
+        endpoints: String,
+        /// The fleet's key prefix.
+        prefix: String,
+    },
     /// The sealing key does not open this fleet's values: the replica was given another
     /// key than the one the fleet's values were sealed under.
     #[error(

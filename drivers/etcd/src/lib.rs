@@ -60,8 +60,10 @@
 //! reads), the hello's token lookup included. There is no watch-fed cache of tokens
 //! yet; the spec says how stale one could be and what that would allow.
 //! [`EtcdStore::watch_revocations`] is the seam for revocation across the fleet: a
-//! stream of keyring and token deletions by any replica (or `etcdctl`, or a lease),
-//! which a gateway can use to end the revoked clients' live sessions.
+//! stream of keyring and token deletions by any replica (or `etcdctl`, or a lease).
+//! [`follow_revocations`] follows it on a gateway replica and ends the revoked
+//! clients' live sessions there, so a revocation anywhere closes the client's
+//! sessions on every replica.
 //!
 //! # Runtime
 //!
@@ -83,7 +85,10 @@
 //!     let config = EtcdConfig::new(["http://127.0.0.1:2379"], key).with_prefix("/boarding/fleet-a/");
 //!     let store = EtcdStore::connect(config).await?;
 //!     let gateway = Gateway::open(store, GatewayConfig::default()).await?;
-//!     # drop(gateway);
+//!     // Revocations made on any replica end the client's sessions on this one too.
+//!     let follower = boarding_etcd::follow_revocations(&gateway).await?;
+//!     // ... serve ...
+//!     drop(follower);
 //!     Ok(())
 //! })
 //! # }
@@ -104,6 +109,7 @@
 
 mod config;
 mod error;
+mod follow;
 mod layout;
 mod seal;
 mod store;
@@ -112,6 +118,7 @@ mod watch;
 
 pub use config::{EtcdConfig, EtcdTls};
 pub use error::EtcdError;
+pub use follow::follow_revocations;
 pub use layout::DEFAULT_PREFIX;
 pub use seal::SealingKey;
 pub use store::{EtcdStats, EtcdStore};

@@ -86,7 +86,8 @@ pub struct EtcdStats {
     /// Attempts whose outcome was unknown (a timeout or a lost connection after the
     /// transaction was sent), settled by reading the keys again.
     pub ambiguous: u64,
-    /// Reads retried after a transient failure.
+    /// Requests that change nothing when repeated (reads, deletions, create-if-absent)
+    /// retried after a transient failure.
     pub read_retries: u64,
     /// The most attempts one operation needed.
     pub most_attempts: u64,
@@ -391,7 +392,9 @@ impl EtcdStore {
     ///
     /// [`EtcdError::Config`] for a configuration that cannot work,
     /// [`EtcdError::Unreachable`] if etcd does not answer (or refuses the credentials)
-    /// within the connect timeout, [`EtcdError::WrongSealingKey`] for another fleet's key.
+    /// within the connect timeout, [`EtcdError::WrongSealingKey`] for another fleet's key,
+    /// [`EtcdError::NoFleet`] for an empty prefix when asked for an existing fleet
+    /// ([`EtcdConfig::with_existing_fleet`]).
     pub async fn connect(config: EtcdConfig) -> Result<Self> {
         let layout = Layout::new(&config.prefix)?;
         if config.endpoints.is_empty() || config.endpoints.iter().any(|e| e.trim().is_empty()) {
@@ -573,7 +576,7 @@ impl Inner {
                 #[cfg(test)]
                 faults: Faults::default(),
             };
-            inner.check_sealing_key().await.map_err(|e| match e {
+            inner.check_sealing_key(config.existing_fleet).await.map_err(|e| match e {
                 EtcdError::Request { reason, .. } => unreachable(reason),
                 other => other,
             })?;
@@ -697,20 +700,46 @@ impl Inner {
         }
     }
 
+    /// Sends a request whose repetition changes nothing more than its first sending
+    /// (a read, a deletion, a create-if-absent), again after a transient failure (etcd
+    /// restarting, a member gone, a leader election), with backoff, up to the attempt
+    /// bound; the operation deadline bounds it too.
+    async fn retrying<T, F, Fut>(&self, op: &'static str, mut request: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let mut attempt: u32 = 1;
+        loop {
+            match request().await {
+                Ok(answer) => return Ok(answer),
+                Err(e) if classify(&e) == Failure::Transient && attempt < self.max_attempts => {
+                    Counters::bump(&self.stats.read_retries);
+                    attempt = attempt.saturating_add(1);
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(e) => return Err(self.request_error(op, &e)),
+            }
+        }
+    }
+
     /// Every key under `prefix`, in key order, as of one revision (paged).
     async fn range_all(&self, prefix: &str) -> Result<(i64, Vec<KeyValue>)> {
         let end = prefix_end(prefix.as_bytes());
         let mut from = prefix.as_bytes().to_vec();
         let mut revision = 0;
         let mut all = Vec::new();
-        let mut kv = self.client.kv_client();
         loop {
             let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
             if revision > 0 {
                 options = options.with_revision(revision);
             }
-            let mut response =
-                kv.get(from.clone(), Some(options)).await.map_err(|e| self.request_error("a listing", &e))?;
+            let mut response = self
+                .retrying("a listing", || {
+                    let (mut kv, key, options) = (self.client.kv_client(), from.clone(), options.clone());
+                    async move { kv.get(key, Some(options)).await }
+                })
+                .await?;
             if revision == 0 {
                 revision = response.header().map(|h| h.revision()).unwrap_or(0);
             }
@@ -835,18 +864,29 @@ impl Inner {
         }
     }
 
-    /// Creates the fleet's sealing check if it is absent, and opens it otherwise.
-    async fn check_sealing_key(&self) -> Result<()> {
+    /// Creates the fleet's sealing check if it is absent (unless `existing` asks for a
+    /// fleet that exists already), and opens it otherwise.
+    async fn check_sealing_key(&self, existing: bool) -> Result<()> {
         let key = self.layout.sealing_check();
         let sealed = self.sealer.seal(key.as_bytes(), SEALING_CHECK)?;
+        let create = if existing { Vec::new() } else { vec![TxnOp::put(key.as_str(), sealed, None)] };
         let txn = Txn::new()
             .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key.as_str(), sealed, None)])
+            .and_then(create)
             .or_else([TxnOp::get(key.as_str(), None)]);
-        let response =
-            self.client.kv_client().txn(txn).await.map_err(|e| self.request_error("opening the store", &e))?;
+        // Create-if-absent: sending it again changes nothing more.
+        let response = self
+            .retrying("opening the store", || {
+                let (mut kv, txn) = (self.client.kv_client(), txn.clone());
+                async move { kv.txn(txn).await }
+            })
+            .await?;
         if response.succeeded() {
-            return Ok(());
+            return if existing {
+                Err(EtcdError::NoFleet { endpoints: self.endpoints.clone(), prefix: self.layout.prefix().to_owned() })
+            } else {
+                Ok(())
+            };
         }
         let stored = response.op_responses().into_iter().find_map(|r| match r {
             TxnOpResponse::Get(mut get) => get.take_kvs().into_iter().next(),
@@ -922,12 +962,13 @@ impl Inner {
         let Some(expires_at) = expires_at else { return Ok(0) };
         let ttl = expires_at.saturating_sub(wall_clock()).saturating_add(self.expiry_grace.as_secs());
         let ttl = i64::try_from(ttl).unwrap_or(MAX_LEASE_TTL).clamp(1, MAX_LEASE_TTL);
+        // A lease granted by an attempt whose answer was lost runs out by itself.
         let granted = self
-            .client
-            .lease_client()
-            .grant(ttl, None)
-            .await
-            .map_err(|e| self.request_error("granting a token lease", &e))?;
+            .retrying("granting a token lease", || {
+                let mut leases = self.client.lease_client();
+                async move { leases.grant(ttl, None).await }
+            })
+            .await?;
         Ok(granted.id())
     }
 
@@ -983,7 +1024,6 @@ impl Inner {
     async fn tokens(&self) -> Result<Vec<TokenRecord>> {
         let (revision, kvs) = self.range_all(&self.layout.tokens()).await?;
         let mut records = kvs.iter().map(|kv| self.token_record(kv)).collect::<Result<Vec<_>>>()?;
-        let mut kv = self.client.kv_client();
         for record in records.iter_mut().filter(|r| r.max_uses == 0) {
             // An unlimited token's charges are keys of their own, counted as of the
             // listing's revision.
@@ -991,10 +1031,13 @@ impl Inner {
             if revision > 0 {
                 options = options.with_revision(revision);
             }
-            let counted = kv
-                .get(self.layout.uses(record.id()), Some(options))
-                .await
-                .map_err(|e| self.request_error("counting token uses", &e))?;
+            let counted = self
+                .retrying("counting token uses", || {
+                    let (mut kv, key, options) =
+                        (self.client.kv_client(), self.layout.uses(record.id()), options.clone());
+                    async move { kv.get(key, Some(options)).await }
+                })
+                .await?;
             let uses = u32::try_from(counted.count()).unwrap_or(u32::MAX);
             record.use_count = record.use_count.saturating_add(uses);
         }
@@ -1011,8 +1054,14 @@ impl Inner {
             TxnOp::delete(self.layout.token(id), Some(DeleteOptions::new().with_prev_key())),
             TxnOp::delete(self.layout.uses(id), Some(DeleteOptions::new().with_prefix())),
         ]);
-        let response =
-            self.client.kv_client().txn(txn).await.map_err(|e| self.request_error("revoking a token", &e))?;
+        // A deletion sent again deletes nothing more (though an attempt whose answer
+        // was lost, then repeated, reports the token as absent).
+        let response = self
+            .retrying("revoking a token", || {
+                let (mut kv, txn) = (self.client.kv_client(), txn.clone());
+                async move { kv.txn(txn).await }
+            })
+            .await?;
         let deleted = response.op_responses().into_iter().find_map(|r| match r {
             TxnOpResponse::Delete(delete) => Some(delete),
             _ => None,
@@ -1026,11 +1075,11 @@ impl Inner {
 
     async fn revoke_client(&self, id: ClientId) -> Result<bool> {
         let deleted = self
-            .client
-            .kv_client()
-            .delete(self.layout.keyring(&id), None)
-            .await
-            .map_err(|e| self.request_error("revoking a client", &e))?;
+            .retrying("revoking a client", || {
+                let (mut kv, key) = (self.client.kv_client(), self.layout.keyring(&id));
+                async move { kv.delete(key, None).await }
+            })
+            .await?;
         Ok(deleted.deleted() > 0)
     }
 }

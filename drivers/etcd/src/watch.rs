@@ -124,7 +124,12 @@ async fn follow(
                 }
                 next = 0;
             }
-            Ended::Broken => {}
+            Ended::Broken => {
+                tracing::warn!(
+                    endpoints = %inner.endpoints,
+                    "the etcd watch of revocations was interrupted (etcd unreachable or restarting); watching again"
+                );
+            }
         }
         // Watch again, from where this one stopped, until it works or nobody listens.
         loop {
@@ -138,6 +143,7 @@ async fn follow(
             };
             match subscribed {
                 Ok((fresh, at)) => {
+                    tracing::info!(endpoints = %inner.endpoints, "the etcd watch of revocations is back");
                     stream = fresh;
                     next = at;
                     break;
