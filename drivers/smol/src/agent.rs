@@ -24,7 +24,7 @@ use smol::io::{AsyncRead, AsyncWrite};
 use smol::net::TcpStream;
 
 use crate::error::Error;
-use crate::handshake::{AgentEndpoint, drive};
+use crate::handshake::{AgentEndpoint, Attester, drive};
 use crate::os_rng;
 use crate::session::AgentSession;
 #[cfg(feature = "tls")]
@@ -85,11 +85,14 @@ fn pin_error(e: Error, expected: &[Pin]) -> Error {
     }
 }
 
-/// Joins over any stream (no TLS): runs the Boarding join, storing the keyring in
+/// Joins over any stream (no TLS): runs the Boarding join, with evidence from
+/// `attester` for this session (`None`: empty evidence), storing the keyring in
 /// `keyrings` before confirming it.
 ///
 /// # Errors
 ///
+/// [`Error::Attest`] if `attester` cannot produce evidence (the join fails; the gateway
+/// is told `Internal`);
 /// [`Error::PinMismatch`] if the gateway's identity matches none of `pins`;
 /// [`Error::Handshake`] with the core's error for any other failure of the join (the token
 /// is unknown, expired or used up, the client id is taken, the gateway sent an alert);
@@ -104,13 +107,14 @@ pub async fn join<IO, K>(
     client_id: ClientId,
     keyrings: &K,
     max_payload: usize,
+    attester: Option<&dyn Attester>,
 ) -> Result<AgentSession<IO>, Error>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
     K: KeyringStore + ?Sized,
 {
     let client = Client::join(JoinConfig::new(token, pins.to_vec(), client_id), &mut os_rng());
-    let endpoint = AgentEndpoint { client, keyrings: Some(keyrings), cause: None };
+    let endpoint = AgentEndpoint { client, keyrings: Some(keyrings), attester, cause: None };
     drive(io, endpoint, max_payload).await.map_err(|e| pin_error(e, pins))
 }
 
@@ -127,7 +131,7 @@ where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let client = Client::resume(ResumeConfig::new(saved), &mut os_rng());
-    let endpoint = AgentEndpoint::<MemoryKeyringStore> { client, keyrings: None, cause: None };
+    let endpoint = AgentEndpoint::<MemoryKeyringStore> { client, keyrings: None, attester: None, cause: None };
     drive(io, endpoint, max_payload).await
 }
 
@@ -146,17 +150,35 @@ type TlsConfigs = Vec<(Vec<Pin>, Arc<rustls::ClientConfig>)>;
 
 /// An agent over TCP and TLS 1.3.
 #[cfg(feature = "tls")]
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Agent {
     config: AgentConfig,
     tls_configs: Arc<Mutex<TlsConfigs>>,
+    attester: Option<Arc<dyn Attester>>,
+}
+
+#[cfg(feature = "tls")]
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("config", &self.config)
+            .field("attester", &self.attester.as_ref().map(|_| "<attester>"))
+            .finish_non_exhaustive()
+    }
 }
 
 #[cfg(feature = "tls")]
 impl Agent {
     /// An agent with these limits.
     pub fn new(config: AgentConfig) -> Self {
-        Self { config, tls_configs: Arc::default() }
+        Self { config, tls_configs: Arc::default(), attester: None }
+    }
+
+    /// Attests each join with `attester` (evidence bound to that session, for the
+    /// gateway's validator) instead of sending empty evidence.
+    pub fn with_attester(mut self, attester: impl Attester) -> Self {
+        self.attester = Some(Arc::new(attester));
+        self
     }
 
     /// Connects to `gateway` (`host:port`), checks its TLS certificate against `pins`,
@@ -183,8 +205,10 @@ impl Agent {
         self.retrying(|| async {
             let work = async {
                 let tls = self.tls(gateway, pins).await?;
+                let attester = self.attester.as_deref();
                 let session =
-                    join(tls, token.clone(), pins, client_id.clone(), keyrings, self.config.max_payload).await?;
+                    join(tls, token.clone(), pins, client_id.clone(), keyrings, self.config.max_payload, attester)
+                        .await?;
                 Ok(self.with_keepalive(session))
             };
             deadline(self.config.handshake_timeout, "join", work).await

@@ -171,6 +171,25 @@ pub enum Error {
     /// Building the TLS configuration or the certificate failed.
     #[error("cannot set up TLS: {0}")]
     TlsSetup(String),
+    /// The gateway's validator refused a joining client's attestation evidence (the
+    /// agent was told `AttestationRefused`; nothing was charged).
+    #[error("the attestation evidence of client {client_id} was refused: {source}")]
+    AttestationRefused {
+        /// The client id the agent asked for.
+        client_id: boarding::identity::ClientId,
+        /// The validator's reason.
+        #[source]
+        source: crate::handshake::AttestationRefused,
+    },
+    /// The agent's attester could not produce evidence for the join (the gateway was
+    /// told `Internal`).
+    #[error("cannot attest this node: {0}")]
+    Attest(#[source] crate::handshake::AttestError),
+    /// Forwarding a stream through a session failed: refused by the gateway, given up by
+    /// the peer, or the local stream or the upstream failed.
+    #[cfg(feature = "forward")]
+    #[error(transparent)]
+    Forward(#[from] crate::forward::ForwardError),
     /// A gateway address could not be resolved.
     #[error("cannot resolve the gateway address {addr:?}: {reason}; use host:port, for example 127.0.0.1:7443")]
     Address {

@@ -41,7 +41,7 @@ use smol::net::{TcpListener, TcpStream};
 use smol::{Executor, Task};
 
 use crate::error::Error;
-use crate::handshake::{Admit, AdmitAll, Attempt, GatewayEndpoint, drive};
+use crate::handshake::{Admit, AdmitAll, Attempt, Clock, GatewayEndpoint, IgnoreEvidence, Validator, drive};
 use crate::metrics::{GatewayMetrics, HandshakeKind, Refused, SessionEnd, outcome};
 use crate::os_rng;
 use crate::session::{GatewaySession, Lifecycle, deadline};
@@ -231,11 +231,18 @@ struct Inner<S> {
 pub struct Gateway<S> {
     inner: Arc<Inner<S>>,
     admit: Arc<dyn Admit>,
+    validator: Arc<dyn Validator>,
+    clock: Clock,
 }
 
 impl<S> Clone for Gateway<S> {
     fn clone(&self) -> Self {
-        Self { inner: Arc::clone(&self.inner), admit: Arc::clone(&self.admit) }
+        Self {
+            inner: Arc::clone(&self.inner),
+            admit: Arc::clone(&self.admit),
+            validator: Arc::clone(&self.validator),
+            clock: Arc::clone(&self.clock),
+        }
     }
 }
 
@@ -294,14 +301,36 @@ impl<S: Store> Gateway<S> {
                 _stop_threads: stop_threads,
             }),
             admit: Arc::new(AdmitAll),
+            validator: Arc::new(IgnoreEvidence),
+            clock: Arc::new(crate::unix_now),
         })
     }
 
-    /// Decides admission (and each joining client's ticket) with `admit` instead of
-    /// admitting every client with no ticket. Applies to this handle and the clones
-    /// and servers made from it afterwards.
+    /// Decides admission (and each joining client's ticket, from its client id, its
+    /// token's labels and its attested identity) with `admit` instead of admitting every
+    /// client with no ticket. Applies to this handle and the clones and servers made from
+    /// it afterwards.
     pub fn with_admission(mut self, admit: impl Admit) -> Self {
         self.admit = Arc::new(admit);
+        self
+    }
+
+    /// Judges each joining client's attestation evidence with `validator` (before
+    /// admission and redemption: a refusal charges nothing) instead of ignoring it. What
+    /// it attests reaches the [`Admit`] and the session's [`VerifiedClient`]. Applies
+    /// like [`Gateway::with_admission`].
+    ///
+    /// [`VerifiedClient`]: boarding::server::VerifiedClient
+    pub fn with_validator(mut self, validator: impl Validator) -> Self {
+        self.validator = Arc::new(validator);
+        self
+    }
+
+    /// The clock handshakes read (Unix seconds): token expiry, and the time the
+    /// validator judges certificates at. The system clock by default; tests set a
+    /// virtual one.
+    pub fn with_clock(mut self, clock: impl Fn() -> boarding::UnixTime + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
         self
     }
 
@@ -462,7 +491,9 @@ impl<S: Store> Gateway<S> {
     ///
     /// [`Error::Handshake`] with the core's error when the handshake fails (the agent was
     /// refused, misbehaved or sent an alert); [`Error::Store`] if the store failed while
-    /// answering the core (the agent is told `Internal`); [`Error::HandshakeEof`] if the
+    /// answering the core (the agent is told `Internal`); [`Error::AttestationRefused`] if the
+    /// validator refused the agent's evidence (it is told `AttestationRefused`, nothing is
+    /// charged); [`Error::HandshakeEof`] if the
     /// agent closed the stream first; [`Error::Io`] if reading or writing the stream
     /// failed. The caller bounds the time it takes.
     pub async fn handshake<IO>(&self, io: IO) -> Result<GatewaySession<IO>, Error>
@@ -482,6 +513,8 @@ impl<S: Store> Gateway<S> {
             server,
             store: &self.inner.store,
             admit: &*self.admit,
+            validator: &*self.validator,
+            clock: &*self.clock,
             metrics: &self.inner.metrics,
             attempt,
             cause: None,
@@ -635,9 +668,10 @@ where
     let client = session.peer().clone();
     let kind = if client.resumed() { HandshakeKind::Resume } else { HandshakeKind::Join };
     metrics.handshake(kind, "established", took);
+    let attested = client.attested().map(|a| tracing::field::display(a.name()));
     tracing::info!(
-        %peer, %kind, client = %client.client_id(), token = %client.token_id(), outcome = %"established", duration_ms,
-        "handshake established"
+        %peer, %kind, client = %client.client_id(), token = %client.token_id(), attested, outcome = %"established",
+        duration_ms, "handshake established"
     );
     let Some(lifecycle) = gateway.register_session(client.client_id()) else {
         metrics.session_closed(SessionEnd::OverCap);

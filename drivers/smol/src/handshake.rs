@@ -2,9 +2,14 @@
 //! requests, write what it transmits, read what the peer sends, until the handshake
 //! is established or has failed (the core's run-loop contract, [`boarding::handshake`]).
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Instant;
 
+use boarding::UnixTime;
+use boarding::attestation::{AttestFailed, AttestationBinding, AttestedIdentity};
 use boarding::channel::{Channel, Side};
 use boarding::client::{Client, ClientRequest, ClientSession, PersistFailed, SessionInfo};
 use boarding::handshake::Output;
@@ -16,7 +21,7 @@ use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::Error;
 use crate::metrics::{GatewayMetrics, HandshakeKind, operation_label};
-use crate::session::{READ_CHUNK, Session, unix_now};
+use crate::session::{READ_CHUNK, Session};
 use crate::store::{KeyringStore, Store};
 
 /// One side of a handshake as the loop sees it: the core's state machine and how
@@ -84,27 +89,165 @@ async fn write<IO: AsyncWrite + Unpin>(io: &mut IO, bytes: &[u8]) -> Result<(), 
     io.flush().await.map_err(Error::io("sending a handshake message"))
 }
 
-/// What the gateway application decides for each join.
-pub trait Admit: Send + Sync + 'static {
-    /// Admit (with a ticket) or refuse the client; see [`boarding::server::Admission`].
-    fn admit(&self, request: &AdmissionRequest) -> Admission;
+/// What the gateway application decides a join on, once its [`Validator`] has judged
+/// the evidence: the client has proven it holds the token, nothing is stored yet.
+#[derive(Debug, Clone, Copy)]
+pub struct JoinRequest<'a> {
+    /// The client id the agent asked for.
+    pub client_id: &'a ClientId,
+    /// The token it proved it holds.
+    pub token_id: TokenId,
+    /// That token's labels, as looked up for this handshake.
+    pub labels: &'a BTreeMap<String, String>,
+    /// Who the validator attested the client to be (`None` if it attested nothing).
+    pub attested: Option<&'a AttestedIdentity>,
 }
 
-impl<F: Fn(&AdmissionRequest) -> Admission + Send + Sync + 'static> Admit for F {
-    fn admit(&self, request: &AdmissionRequest) -> Admission {
-        self(request)
+/// The gateway application's decision on one join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Admit the client with this join ticket (at most 4 KiB), sent to it in
+    /// `ServerFinished`: one per join, made from the client id, the labels and the
+    /// attested identity.
+    Admit {
+        /// The ticket (may be empty).
+        ticket: Vec<u8>,
+    },
+    /// Refuse the client: it is told `AdmissionRefused`, and nothing is charged.
+    Refuse,
+}
+
+/// What the gateway application decides for each join: the ticket this client gets, or
+/// a refusal. It runs before redemption, so a refusal charges nothing.
+pub trait Admit: Send + Sync + 'static {
+    /// Admits (with this join's ticket) or refuses the client.
+    fn admit(&self, join: &JoinRequest<'_>) -> Decision;
+}
+
+impl<F: Fn(&JoinRequest<'_>) -> Decision + Send + Sync + 'static> Admit for F {
+    fn admit(&self, join: &JoinRequest<'_>) -> Decision {
+        self(join)
     }
 }
 
-/// Admits every client that proves its token, with no ticket.
+/// Admits every client that proves its token (and passes the validator), with no ticket.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AdmitAll;
 
 impl Admit for AdmitAll {
-    fn admit(&self, _: &AdmissionRequest) -> Admission {
-        Admission::admit()
+    fn admit(&self, _: &JoinRequest<'_>) -> Decision {
+        Decision::Admit { ticket: Vec::new() }
     }
 }
+
+/// What a [`Validator`] judges: the agent's evidence and the session's binding, which
+/// evidence made for this session commits to (`spec/PROTOCOL.md` §7.3.1).
+#[derive(Debug, Clone, Copy)]
+pub struct EvidenceRequest<'a> {
+    /// The evidence the agent sent (empty if it had nothing to attest).
+    pub evidence: &'a [u8],
+    /// The session's binding, computed from the gateway's own transcript.
+    pub binding: &'a AttestationBinding,
+    /// The client id the agent asked for.
+    pub client_id: &'a ClientId,
+    /// The token it proved it holds.
+    pub token_id: TokenId,
+    /// That token's labels.
+    pub labels: &'a BTreeMap<String, String>,
+    /// The gateway's current time (Unix seconds): validity periods are judged at it.
+    pub now: UnixTime,
+}
+
+/// Why a [`Validator`] refused evidence: the agent is told `AttestationRefused`, the
+/// gateway's log gets this reason.
+#[derive(Debug)]
+pub struct AttestationRefused(Box<dyn std::error::Error + Send + Sync>);
+
+impl AttestationRefused {
+    /// A refusal for this reason.
+    pub fn new(reason: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Box::new(reason))
+    }
+
+    /// The reason, to downcast to the validator's own error type.
+    pub fn reason(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl fmt::Display for AttestationRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for AttestationRefused {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// The gateway's judge of attestation evidence: it runs before the application's
+/// [`Admit`] and before redemption, so a refusal charges nothing.
+pub trait Validator: Send + Sync + 'static {
+    /// The identity the evidence attests (`None`: it attests nothing, and the client is
+    /// judged on its token alone), or a refusal.
+    ///
+    /// # Errors
+    ///
+    /// [`AttestationRefused`] for evidence that is not bound to `request.binding`, not
+    /// issued by an authority this validator trusts, not valid at `request.now`, or
+    /// missing where this validator requires it.
+    fn validate(&self, request: &EvidenceRequest<'_>) -> Result<Option<AttestedIdentity>, AttestationRefused>;
+}
+
+/// Ignores evidence and attests nothing: what a gateway without attestation runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IgnoreEvidence;
+
+impl Validator for IgnoreEvidence {
+    fn validate(&self, _: &EvidenceRequest<'_>) -> Result<Option<AttestedIdentity>, AttestationRefused> {
+        Ok(None)
+    }
+}
+
+/// Why an [`Attester`] could not produce evidence: the join fails (the gateway is told
+/// `Internal`) and the agent reports this reason.
+#[derive(Debug)]
+pub struct AttestError(Box<dyn std::error::Error + Send + Sync>);
+
+impl AttestError {
+    /// An attester failure for this reason.
+    pub fn new(reason: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Box::new(reason))
+    }
+}
+
+impl fmt::Display for AttestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for AttestError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// The agent's producer of attestation evidence: asked once per join, after the
+/// gateway's challenge verified, for evidence bound to that session.
+pub trait Attester: Send + Sync + 'static {
+    /// Evidence that commits to `binding` (at most 8 KiB).
+    ///
+    /// # Errors
+    ///
+    /// [`AttestError`] if the evidence cannot be produced (the key is unusable, say).
+    fn attest(&self, binding: &AttestationBinding) -> Result<Vec<u8>, AttestError>;
+}
+
+/// The gateway's clock: Unix seconds, for token expiry and certificate validity.
+pub(crate) type Clock = Arc<dyn Fn() -> UnixTime + Send + Sync>;
 
 /// What a gateway handshake's requests revealed of the peer's claim, for logs and
 /// metrics: verified only if the handshake succeeds.
@@ -146,9 +289,46 @@ pub(crate) struct GatewayEndpoint<'a, S: ?Sized> {
     pub(crate) server: Server,
     pub(crate) store: &'a S,
     pub(crate) admit: &'a dyn Admit,
+    pub(crate) validator: &'a dyn Validator,
+    pub(crate) clock: &'a (dyn Fn() -> UnixTime + Send + Sync),
     pub(crate) metrics: &'a GatewayMetrics,
     pub(crate) attempt: &'a mut Attempt,
     pub(crate) cause: Option<Error>,
+}
+
+impl<S: ?Sized> GatewayEndpoint<'_, S> {
+    /// The validator's verdict on the evidence, then the application's on the client.
+    fn admission(&mut self, request: &AdmissionRequest) -> Admission {
+        let evidence = EvidenceRequest {
+            evidence: &request.evidence,
+            binding: &request.binding,
+            client_id: &request.client_id,
+            token_id: request.token_id,
+            labels: &request.labels,
+            now: (self.clock)(),
+        };
+        let attested = match self.validator.validate(&evidence) {
+            Ok(attested) => attested,
+            Err(refused) => {
+                self.metrics.attestation_refused();
+                self.cause = Some(Error::AttestationRefused { client_id: request.client_id.clone(), source: refused });
+                return Admission::RefuseAttestation;
+            }
+        };
+        let join = JoinRequest {
+            client_id: &request.client_id,
+            token_id: request.token_id,
+            labels: &request.labels,
+            attested: attested.as_ref(),
+        };
+        match self.admit.admit(&join) {
+            Decision::Admit { ticket } => Admission::Admit { ticket, attested },
+            Decision::Refuse => {
+                self.metrics.admission_refused();
+                Admission::Refuse
+            }
+        }
+    }
 }
 
 impl<S: Store + ?Sized> Endpoint for GatewayEndpoint<'_, S> {
@@ -157,7 +337,7 @@ impl<S: Store + ?Sized> Endpoint for GatewayEndpoint<'_, S> {
     const SIDE: Side = Side::Server;
 
     fn feed(&mut self, bytes: &[u8]) {
-        let _ = self.server.handle_input(unix_now(), bytes);
+        let _ = self.server.handle_input((self.clock)(), bytes);
     }
 
     fn poll(&mut self) -> Option<Output<ServerRequest, VerifiedClient>> {
@@ -170,10 +350,7 @@ impl<S: Store + ?Sized> Endpoint for GatewayEndpoint<'_, S> {
                 self.attempt.kind = HandshakeKind::Join;
                 self.attempt.token_id = Some(request.token_id);
                 self.attempt.client_id = Some(request.client_id.clone());
-                let admission = self.admit.admit(&request);
-                if matches!(admission, Admission::Refuse) {
-                    self.metrics.admission_refused();
-                }
+                let admission = self.admission(&request);
                 let _ = self.server.handle_admission(admission);
             }
             ServerRequest::Storage(request) => {
@@ -212,6 +389,8 @@ impl<S: Store + ?Sized> Endpoint for GatewayEndpoint<'_, S> {
 pub(crate) struct AgentEndpoint<'a, K: ?Sized> {
     pub(crate) client: Client,
     pub(crate) keyrings: Option<&'a K>,
+    /// Who produces the join's evidence (`None`: empty evidence).
+    pub(crate) attester: Option<&'a dyn Attester>,
     pub(crate) cause: Option<Error>,
 }
 
@@ -229,7 +408,20 @@ impl<K: KeyringStore + ?Sized> Endpoint for AgentEndpoint<'_, K> {
     }
 
     async fn answer(&mut self, request: ClientRequest) {
-        let ClientRequest::PersistKeyring(saved) = request;
+        let saved = match request {
+            ClientRequest::Attest { binding } => {
+                let evidence = match self.attester.map_or(Ok(Vec::new()), |a| a.attest(&binding)) {
+                    Ok(evidence) => Ok(evidence),
+                    Err(e) => {
+                        self.cause = Some(Error::Attest(e));
+                        Err(AttestFailed)
+                    }
+                };
+                let _ = self.client.handle_evidence(evidence);
+                return;
+            }
+            ClientRequest::PersistKeyring(saved) => saved,
+        };
         // Durably stored before the confirmation leaves: a crash here leaves an
         // unconfirmed keyring at the gateway, which a retry replaces.
         let stored = match self.keyrings {

@@ -33,7 +33,16 @@
 //!   carries protocol requests out with the core's one storage rule
 //!   ([`boarding::storage::execute`]) inside one transaction of its own.
 //! * **Admission**: the gateway application's decision on each join, and the ticket it
-//!   sends, come from an [`Admit`] ([`Gateway::with_admission`]; [`AdmitAll`] by default).
+//!   sends that node, come from an [`Admit`] ([`Gateway::with_admission`]; [`AdmitAll`] by
+//!   default), which sees the identity the [`Validator`] attested.
+//! * **Attestation**: an agent's [`Attester`] ([`Agent::with_attester`]) signs evidence
+//!   bound to each join's session; the gateway's [`Validator`] ([`Gateway::with_validator`])
+//!   judges it before redemption. The `attest` module has an `x509pop` pair that needs no
+//!   special hardware (an operator CA, a node key and certificate).
+//! * **Services** (the `forward` module): an agent forwards a stream through a session of
+//!   its own to a named service; the gateway checks the service's rule against the
+//!   verified client, connects to the upstream and writes a PROXY protocol v2 header with
+//!   the client's identity before any byte of the agent's (`spec/FORWARDING.md`).
 //!
 //! Errors ([`Error`], [`StoreError`]) name the cause; a pin mismatch, for example,
 //! shows the presented pin and the expected ones. What to do about an error in a given
@@ -41,13 +50,18 @@
 //!
 //! ## Features
 //!
-//! Both are on by default. An embedder that brings its own transport and store can turn
+//! They are on by default. An embedder that brings its own transport and store can turn
 //! them off (`default-features = false`); the handshake loop, [`Session`], the store
 //! traits and the in-memory stores remain.
 //!
 //! * **`tls`**: [`Gateway::serve`], [`Gateway::accept`], [`Agent`] and the [`tls`]
 //!   module, with rustls, aws-lc-rs, rcgen and x509-parser.
 //! * **`redb`**: [`RedbStore`], [`RedbKeyringStore`] and [`prepare_dir`], with redb.
+//! * **`attest`**: the `x509pop` attester and validator (the `attest` module), with
+//!   rustls-webpki, x509-parser and aws-lc-rs. The [`Attester`] and [`Validator`] traits
+//!   remain without it.
+//! * **`forward`**: the `forward` module (services behind the gateway), with ppp; its
+//!   TCP helpers (`Agent::forward`, `forward::serve_services`) need `tls` too.
 //!
 //! ## Example: a gateway and an agent on loopback
 //!
@@ -108,7 +122,11 @@
 
 pub mod admin;
 pub mod agent;
+#[cfg(feature = "attest")]
+pub mod attest;
 mod error;
+#[cfg(feature = "forward")]
+pub mod forward;
 pub mod gateway;
 mod handshake;
 // Without `tls` the gateway has no accept loop, which is what records most metrics.
@@ -128,7 +146,10 @@ pub use error::{Error, StoreError};
 pub use gateway::{Gateway, GatewayConfig, GatewayStats, echo};
 #[cfg(feature = "tls")]
 pub use gateway::{GatewayStream, Serving};
-pub use handshake::{Admit, AdmitAll};
+pub use handshake::{
+    Admit, AdmitAll, AttestError, AttestationRefused, Attester, Decision, EvidenceRequest, IgnoreEvidence, JoinRequest,
+    Validator,
+};
 #[cfg(feature = "redb")]
 pub use redb_store::{AGENT_DB, GATEWAY_DB, RedbKeyringStore, RedbStore, prepare_dir};
 pub use session::{AgentSession, GatewaySession, Session, unix_now};

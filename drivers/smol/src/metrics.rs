@@ -86,6 +86,7 @@ pub fn outcome(result: &Result<(), &Error>) -> &'static str {
             _ => "protocol",
         },
         Error::Store(_) => "store",
+        Error::AttestationRefused { .. } => "attestation_refused",
         Error::Tls { .. } | Error::PinMismatch { .. } | Error::CertificateChain { .. } => "tls",
         Error::Timeout { .. } => "timeout",
         Error::HandshakeEof => "closed",
@@ -109,6 +110,7 @@ pub fn alert_label(alert: Alert) -> &'static str {
         Alert::BadIdentity => "bad_identity",
         Alert::Internal => "internal",
         Alert::AdmissionRefused => "admission_refused",
+        Alert::AttestationRefused => "attestation_refused",
     }
 }
 
@@ -204,6 +206,7 @@ pub struct GatewayMetrics {
     refused: Family<ReasonLabels, Counter>,
     evicted: Counter,
     admission_refused: Counter,
+    attestation_refused: Counter,
     sessions_closed: Family<ReasonLabels, Counter>,
     store_seconds: Family<OperationLabels, Histogram, fn() -> Histogram>,
     store_errors: Family<OperationLabels, Counter>,
@@ -265,6 +268,12 @@ impl GatewayMetrics {
             "Joins the gateway's admission policy refused",
             admission_refused.clone(),
         );
+        let attestation_refused = Counter::default();
+        registry.register(
+            "attestation_refusals",
+            "Joins whose attestation evidence the gateway's validator refused",
+            attestation_refused.clone(),
+        );
         let sessions_closed = Family::default();
         registry.register(
             "sessions_closed",
@@ -314,6 +323,7 @@ impl GatewayMetrics {
             refused,
             evicted,
             admission_refused,
+            attestation_refused,
             sessions_closed,
             store_seconds,
             store_errors,
@@ -352,6 +362,10 @@ impl GatewayMetrics {
 
     pub(crate) fn admission_refused(&self) {
         self.admission_refused.inc();
+    }
+
+    pub(crate) fn attestation_refused(&self) {
+        self.attestation_refused.inc();
     }
 
     pub(crate) fn session_closed(&self, why: SessionEnd) {
@@ -427,6 +441,7 @@ pub const HANDSHAKE_OUTCOMES: &[&str] = &[
     "bad_identity",
     "internal",
     "admission_refused",
+    "attestation_refused",
     "unknown_client",
     "protocol",
     "store",

@@ -73,6 +73,15 @@ pub(crate) struct Lifecycle {
     pub(crate) _guard: Option<Box<dyn Send + Sync>>,
 }
 
+/// A session taken apart ([`Session::into_parts`]).
+#[cfg(feature = "forward")]
+pub(crate) struct Parts<IO> {
+    pub(crate) io: IO,
+    pub(crate) channel: Channel,
+    pub(crate) buffered: Vec<u8>,
+    pub(crate) lifecycle: Lifecycle,
+}
+
 /// What woke a waiting [`Session::recv`].
 enum Wake {
     Read(std::io::Result<usize>),
@@ -118,6 +127,21 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, P> Session<IO, P> {
         self.heard = Instant::now();
         self.sent = Instant::now();
         self.timer = None;
+    }
+
+    /// Lowers the largest message this side accepts (the forwarding protocol's limit).
+    #[cfg(feature = "forward")]
+    pub(crate) fn limit_payload(&mut self, max: usize) {
+        self.max_payload = self.max_payload.min(max);
+    }
+
+    /// Takes the session apart for the forwarding pump, which runs both directions at
+    /// once: the stream, the channel, the bytes received and not yet opened, the
+    /// lifecycle, and the peer.
+    #[cfg(feature = "forward")]
+    pub(crate) fn into_parts(self) -> (Parts<IO>, P) {
+        let parts = Parts { io: self.io, channel: self.channel, buffered: self.rbuf, lifecycle: self.lifecycle };
+        (parts, self.peer)
     }
 
     /// What the handshake established about the peer.
