@@ -316,8 +316,14 @@ fn measure(
     }
 }
 
+/// `n` random tokens with distinct ids (among thousands of random ids, two alike are
+/// likely enough to matter: the store would refuse the second).
 fn tokens(n: usize) -> Vec<BootstrapToken> {
-    (0..n).map(|_| BootstrapToken::generate(&mut os_rng())).collect()
+    let mut ids = std::collections::HashSet::new();
+    std::iter::repeat_with(|| BootstrapToken::generate(&mut os_rng()))
+        .filter(|t| ids.insert(t.id()))
+        .take(n)
+        .collect()
 }
 
 fn row(setup: &str, f: &Figures) {

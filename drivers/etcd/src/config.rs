@@ -121,7 +121,7 @@ impl EtcdConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(3),
             operation_timeout: Duration::from_secs(10),
-            max_attempts: 64,
+            max_attempts: 1024,
             expiry_grace: Duration::from_secs(3600),
             runtime_threads: 2,
             existing_fleet: false,
@@ -167,9 +167,11 @@ impl EtcdConfig {
     }
 
     /// Most transaction attempts for one operation before it fails with
-    /// [`EtcdError::Contention`] (default 64). Only writers of one key compete: joins
-    /// with one limited token (its use count is in its record), or a confirmation
-    /// racing a retry of the same client. Joins with an unlimited token do not.
+    /// [`EtcdError::Contention`] (default 1,024, so that in practice the operation
+    /// deadline bounds a contended redemption: a join that waits its turn is slow, not
+    /// refused). Only writers of one key compete: joins with one limited token (its use
+    /// count is in its record), or a confirmation racing a retry of the same client.
+    /// Joins with an unlimited token do not.
     pub fn with_max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts.max(1);
         self
