@@ -221,7 +221,15 @@ impl GatewayData {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum GatewayCommand {
-    /// Serve agents over TCP and TLS 1.3; every message an agent sends is echoed back.
+    /// Serve agents over TCP and TLS 1.3: services behind the gateway with --service,
+    /// else an echo of every message an agent sends.
+    ///
+    /// With --service NAME=HOST:PORT (repeatable), each session carries one stream an
+    /// agent forwards (`agent forward`, `agent connect`) to a named service: the gateway
+    /// checks the service's --allow rules against the agent's verified identity, connects
+    /// to the upstream, and writes a PROXY protocol v2 header with the agent's address and
+    /// identity (client id, token id, token labels, attested name, join or resume) before
+    /// the stream (spec/FORWARDING.md).
     ///
     /// The first run creates the gateway's Ed25519 identity in --data-dir and prints its
     /// pin; later runs reuse it (same pin). Stops gracefully on Ctrl-C or SIGTERM.
@@ -270,6 +278,8 @@ pub enum GatewayCommand {
         #[command(flatten)]
         attest: AttestServeArgs,
         #[command(flatten)]
+        services: ServiceArgs,
+        #[command(flatten)]
         etcd: EtcdArgs,
     },
     /// Create the gateway's identity in --data-dir and print its pin.
@@ -288,6 +298,28 @@ pub enum GatewayCommand {
         #[command(flatten)]
         data: GatewayData,
     },
+}
+
+/// Services behind the gateway, as `gateway serve` takes them.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Services (streams agents forward)")]
+pub struct ServiceArgs {
+    /// Serve the service NAME (1 to 63 of a-z, 0-9, '-', '.' and '_') at the upstream
+    /// HOST:PORT (repeatable). With any --service, each session forwards one stream
+    /// instead of echoing.
+    #[arg(long = "service", value_name = "NAME=HOST:PORT")]
+    pub service: Vec<String>,
+    /// Admit to the service NAME only the agents a rule matches (repeatable; with several
+    /// rules for one service, one matching is enough): KEY=VALUE (the agent's token
+    /// carries the label KEY with the value VALUE) or attested:NAME (its attested name;
+    /// only a join's session has one). A service without --allow admits every agent that
+    /// completed its handshake.
+    #[arg(long = "allow", value_name = "NAME=RULE")]
+    pub allow: Vec<String>,
+    /// Write no PROXY header to the upstream of the service NAME (repeatable), for an
+    /// upstream that cannot read one (sshd, say): it then learns nothing of the agent.
+    #[arg(long = "no-proxy-header", value_name = "NAME")]
+    pub no_proxy_header: Vec<String>,
 }
 
 /// Node attestation (`x509pop`), as `gateway serve` takes it.
@@ -514,6 +546,46 @@ pub enum AgentCommand {
         /// (`openssl genpkey`) or, for P-256, SEC1 PEM (`openssl ecparam -genkey`).
         #[arg(long, value_name = "FILE", requires = "attest_cert")]
         attest_key: Option<PathBuf>,
+        #[command(flatten)]
+        dir: AgentDir,
+    },
+    /// Forward local TCP connections to a service behind the gateway.
+    ///
+    /// Each connection to --listen is carried through a resumed session of its own to the
+    /// service --service (one the gateway serves with `gateway serve --service`). Prints
+    /// `forwarding ADDR to service NAME` once ready; runs until Ctrl-C or SIGTERM. A
+    /// connection the gateway refuses (unknown service, not allowed, upstream down) is
+    /// closed and logged on stderr.
+    Forward {
+        /// The gateway's address, host:port.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7443")]
+        gateway: String,
+        /// The local address to listen on, e.g. 127.0.0.1:15432 (port 0: any free port;
+        /// the chosen address is printed).
+        #[arg(long, value_name = "ADDR")]
+        listen: String,
+        /// The service's name at the gateway.
+        #[arg(long, value_name = "NAME")]
+        service: boarding_smol::forward::ServiceName,
+        /// At most this many forwarded connections at once; the next ones wait to be
+        /// accepted (the gateway's --max-sessions-per-client caps them as well).
+        #[arg(long, value_name = "N", default_value_t = 8)]
+        max_streams: usize,
+        #[command(flatten)]
+        dir: AgentDir,
+    },
+    /// Connect stdin and stdout to a service behind the gateway.
+    ///
+    /// The stream goes through a resumed session to the service --service, as ssh's
+    /// ProxyCommand needs: `ssh -o ProxyCommand='boarding agent connect --gateway GW:7443
+    /// --service ssh' HOST`. Exits once both directions have ended.
+    Connect {
+        /// The gateway's address, host:port.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7443")]
+        gateway: String,
+        /// The service's name at the gateway.
+        #[arg(long, value_name = "NAME")]
+        service: boarding_smol::forward::ServiceName,
         #[command(flatten)]
         dir: AgentDir,
     },

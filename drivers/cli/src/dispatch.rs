@@ -26,10 +26,12 @@ pub async fn run(command: Command) -> Result<()> {
                 memory,
                 metrics_listen,
                 attest,
+                services,
                 etcd,
             } => {
                 let config = limits.config();
                 let validator = ops::validator(&attest)?;
+                let services = ops::services(&services)?;
                 let kind = match (store, memory) {
                     (Some(kind), _) => kind,
                     (None, true) => ServeStore::Memory,
@@ -55,7 +57,7 @@ pub async fn run(command: Command) -> Result<()> {
                     Some(addr) => Some(crate::observe::Observer::start(addr).await?),
                     None => None,
                 };
-                serve(&listen, on, identity.as_deref(), config, observer, validator).await
+                serve(&listen, on, identity.as_deref(), config, observer, validator, services).await
             }
             GatewayCommand::Init { data } => gateway_init(&data).await,
             GatewayCommand::Pin { data } => gateway_pin(&data).await,
@@ -100,6 +102,12 @@ pub async fn run(command: Command) -> Result<()> {
                 ops::agent_join(&gateway, token, &pin, id, &dir.data_dir, attester).await
             }
             AgentCommand::Send { gateway, dir, message } => ops::agent_send(&gateway, &dir.data_dir, &message).await,
+            AgentCommand::Forward { gateway, listen, service, max_streams, dir } => {
+                ops::agent_forward(&gateway, &listen, &service, max_streams, &dir.data_dir).await
+            }
+            AgentCommand::Connect { gateway, service, dir } => {
+                ops::agent_connect(&gateway, &service, &dir.data_dir).await
+            }
         },
         Command::Completions { shell } => docs::completions(shell),
         Command::Man { dir } => docs::man(dir.as_deref()),

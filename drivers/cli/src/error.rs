@@ -172,6 +172,20 @@ fn driver_exit(e: &boarding_smol::Error) -> Exit {
             AdminErrorKind::UnsupportedVersion | AdminErrorKind::Conflict => Exit::Other,
         },
         E::TokenMetadata(_) | E::MessageTooLarge { .. } => Exit::Usage,
+        E::Forward(e) => forward_exit(e),
+        _ => Exit::Other,
+    }
+}
+
+/// The class of a forwarding failure: the gateway's refusals are refusals, except an
+/// upstream it cannot reach, which may come back.
+fn forward_exit(e: &boarding_smol::forward::ForwardError) -> Exit {
+    use boarding_smol::forward::{ForwardError as F, Refusal};
+    match e {
+        F::Refused { refusal: Refusal::UpstreamUnreachable | Refusal::UpstreamTimeout, .. } => Exit::Unreachable,
+        F::Refused { .. } | F::NotForwarding { .. } => Exit::Refused,
+        F::NoAnswer { .. } => Exit::Unreachable,
+        F::InvalidServiceName(_) => Exit::Usage,
         _ => Exit::Other,
     }
 }

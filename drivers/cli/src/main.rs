@@ -9,8 +9,10 @@
 //!   `DIR/gateway.redb` and prints its pin.
 //! * `boarding gateway serve --listen ADDR --data-dir DIR`: runs a gateway (creating
 //!   its identity on the first run, and saying so); agents get an echo of every
-//!   message they send. It holds the database open for its whole life and answers
-//!   operator commands on `DIR/admin.sock`.
+//!   message they send, or, with `--service NAME=HOST:PORT` (and `--allow NAME=RULE`),
+//!   reach services behind the gateway, whose upstreams read the agent's verified
+//!   identity from a PROXY protocol v2 header. It holds the database open for its whole
+//!   life and answers operator commands on `DIR/admin.sock`.
 //! * `boarding token create|generate|list|delete|prune` and
 //!   `boarding clients list|revoke`: manage the gateway's data: through the running
 //!   gateway's admin socket, or, with no gateway running, by opening the database in
@@ -23,7 +25,10 @@
 //!   etcd directly, from any machine, with no data directory.
 //! * `boarding agent join` (once, with a token from `--token-file`, stdin or the
 //!   environment, and the gateway's pin) and `boarding agent send MESSAGE` (resume with
-//!   the stored keyring, send, print the gateway's reply).
+//!   the stored keyring, send, print the gateway's reply); `boarding agent forward
+//!   --listen ADDR --service NAME` (each local TCP connection through a resumed session
+//!   of its own to a service) and `boarding agent connect --service NAME` (stdin and
+//!   stdout, as an ssh `ProxyCommand`).
 //! * `boarding completions SHELL` and `boarding man`: shell completions and manual pages.
 //!
 //! Failures exit with a status by cause (usage, unreachable, refused, local data; see

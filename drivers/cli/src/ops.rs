@@ -12,13 +12,14 @@ use boarding_smol::admin::{
     ADMIN_SOCKET, AdminClient, AdminErrorKind, AdminRequest, AdminResponse, AdminServer, ClientView, TokenView,
 };
 use boarding_smol::attest::{X509Attester, X509Validator};
+use boarding_smol::forward::{Duplex, ServiceName, Services, serve_services};
 use boarding_smol::{
     Agent, Gateway, GatewayConfig, KeyringStore, MemoryStore, RedbKeyringStore, RedbStore, Store, StoreError,
     TokenTemplate, echo, os_rng, unix_now,
 };
 use smol::stream::StreamExt;
 
-use crate::cli::{AttestServeArgs, DataStore, EtcdArgs, GatewayData, Ttl};
+use crate::cli::{AttestServeArgs, DataStore, EtcdArgs, GatewayData, ServiceArgs, Ttl};
 use crate::error::{CliError, Result};
 use crate::fleet::{self, AnyStore, Fleet};
 use crate::observe::Observer;
@@ -288,6 +289,7 @@ pub async fn serve(
     config: GatewayConfig,
     observer: Option<Observer>,
     validator: Option<X509Validator>,
+    services: Option<Services>,
 ) -> Result<()> {
     match on {
         ServeOn::Redb(dir) => {
@@ -315,7 +317,8 @@ pub async fn serve(
                 Origin::Loaded => println!("loaded the gateway identity from {}", dir.display()),
                 Origin::File => println!("using the gateway identity from {}", identity_file_name(identity_file)),
             }
-            run_gateway(listen, Some(dir), attested(Gateway::new(identity, store, config)?, validator), observer).await
+            let gateway = attested(Gateway::new(identity, store, config)?, validator);
+            run_gateway(listen, Some(dir), gateway, observer, services).await
         }
         ServeOn::Memory(dir) => {
             boarding_smol::prepare_dir(dir)?;
@@ -329,7 +332,8 @@ pub async fn serve(
             } else {
                 println!("created a new in-memory gateway identity (nothing is kept at exit)");
             }
-            run_gateway(listen, Some(dir), attested(Gateway::new(identity, store, config)?, validator), observer).await
+            let gateway = attested(Gateway::new(identity, store, config)?, validator);
+            run_gateway(listen, Some(dir), gateway, observer, services).await
         }
         ServeOn::Etcd(args) => {
             // Fails fast, naming the endpoints, if etcd does not answer.
@@ -351,7 +355,7 @@ pub async fn serve(
             // Revocations anywhere in the fleet end the client's sessions here too.
             let follower = boarding_etcd::follow_revocations(&gateway).await?;
             tracing::info!(prefix = gateway.store().prefix(), "following the fleet's revocations in etcd");
-            let served = run_gateway(listen, None, gateway, observer).await;
+            let served = run_gateway(listen, None, gateway, observer, services).await;
             drop(follower);
             served
         }
@@ -405,13 +409,14 @@ fn raise_open_file_limit() {
     }
 }
 
-/// Serves `gateway` on `listen`, with its admin socket in `dir` if there is one, until
-/// a signal.
+/// Serves `gateway` on `listen` (forwarding streams to `services` if there are any, else
+/// echoing), with its admin socket in `dir` if there is one, until a signal.
 async fn run_gateway<S: Store>(
     listen: &str,
     dir: Option<&Path>,
     gateway: Gateway<S>,
     observer: Option<Observer>,
+    services: Option<Services>,
 ) -> Result<()> {
     raise_open_file_limit();
     if let Some(observer) = &observer {
@@ -427,7 +432,18 @@ async fn run_gateway<S: Store>(
         context: format!("cannot listen on {listen} (is another gateway running there? choose another --listen)"),
         source,
     })?;
-    let serving = gateway.serve(listener, echo)?;
+    let serving = match services {
+        Some(services) => {
+            for (name, service) in services.iter() {
+                let rules = service.rules().iter().map(ToString::to_string).collect::<Vec<_>>();
+                let allow = if rules.is_empty() { "every agent".to_owned() } else { rules.join(" or ") };
+                let header = if service.sends_proxy_header() { "" } else { ", no PROXY header" };
+                println!("service {name} -> {} (allow: {allow}{header})", service.upstream());
+            }
+            gateway.serve(listener, serve_services(services))?
+        }
+        None => gateway.serve(listener, echo)?,
+    };
     if let Some(observer) = &observer {
         observer.set_ready(true);
     }
@@ -752,6 +768,91 @@ pub fn resume_error(e: boarding_smol::Error, gateway: &str, client: &ClientId) -
             CliError::ClientUnknown { gateway: gateway.to_owned(), client: client.clone() }
         }
         _ => e.into(),
+    }
+}
+
+/// The services `gateway serve --service --allow --no-proxy-header` asks for (`None`:
+/// no --service, the gateway echoes).
+pub fn services(args: &ServiceArgs) -> Result<Option<Services>> {
+    if args.service.is_empty() {
+        if let Some(flag) = [(&args.allow, "--allow"), (&args.no_proxy_header, "--no-proxy-header")]
+            .iter()
+            .find_map(|(values, flag)| (!values.is_empty()).then_some(*flag))
+        {
+            return Err(CliError::Usage(format!("{flag} names a service: define it with --service NAME=HOST:PORT")));
+        }
+        return Ok(None);
+    }
+    let mut services = Services::new();
+    let usage = |flag: &str, e: &dyn std::fmt::Display| CliError::Usage(format!("{flag}: {e}"));
+    for spec in &args.service {
+        services.add_spec(spec).map_err(|e| usage("--service", &e))?;
+    }
+    for rule in &args.allow {
+        services.add_allow(rule).map_err(|e| usage("--allow", &e))?;
+    }
+    for name in &args.no_proxy_header {
+        services.set_proxy_header(name, false).map_err(|e| usage("--no-proxy-header", &e))?;
+    }
+    Ok(Some(services))
+}
+
+/// The stored keyring, for a command that resumes.
+async fn saved_keyring(dir: &Path) -> Result<boarding::client::SavedKeyring> {
+    let store = existing_agent_store(dir)?;
+    let saved = store
+        .load_keyring()
+        .await?
+        .ok_or_else(|| boarding_smol::Error::NotJoined { location: store.path().display().to_string() })?;
+    Ok(saved)
+}
+
+/// `agent forward`: accept local connections on `listen` and forward each through a
+/// resumed session of its own to `service`, until a signal.
+pub async fn agent_forward(
+    gateway: &str,
+    listen: &str,
+    service: &ServiceName,
+    max_streams: usize,
+    dir: &Path,
+) -> Result<()> {
+    let saved = saved_keyring(dir).await?;
+    let client = saved.client_id.clone();
+    // One resume first: a gateway that does not know this agent is said at once, not at
+    // the first connection.
+    let probe =
+        Agent::default().connect_with(gateway, saved.clone()).await.map_err(|e| resume_error(e, gateway, &client))?;
+    let _ = probe.close().await;
+    let listener = smol::net::TcpListener::bind(listen).await.map_err(|source| CliError::Io {
+        context: format!("cannot listen on {listen} (is something else listening there? choose another --listen)"),
+        source,
+    })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| CliError::Io { context: "cannot read the listening address".into(), source })?;
+    out(format_args!("forwarding {local} to service {service} at {gateway}"))?;
+    let agent = Agent::default();
+    let forwarding = agent.forward_listener(gateway, saved, service.as_str(), listener, max_streams);
+    let mut signals = async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term])
+        .map_err(|source| CliError::Io { context: "cannot install signal handlers".into(), source })?;
+    let stopped = async {
+        let _ = signals.next().await;
+        Ok(())
+    };
+    smol::future::or(async { forwarding.await.map(|never| match never {}).map_err(CliError::from) }, stopped).await
+}
+
+/// `agent connect`: forward stdin and stdout through a resumed session to `service`.
+pub async fn agent_connect(gateway: &str, service: &ServiceName, dir: &Path) -> Result<()> {
+    let saved = saved_keyring(dir).await?;
+    let client = saved.client_id.clone();
+    let stream = Duplex::new(smol::Unblock::new(std::io::stdin()), smol::Unblock::new(std::io::stdout()));
+    match Agent::default().forward(gateway, saved, service.as_str(), stream).await {
+        Ok(transfer) => {
+            tracing::debug!(?transfer, "the stream ended");
+            Ok(())
+        }
+        Err(e) => Err(resume_error(e, gateway, &client)),
     }
 }
 

@@ -10,14 +10,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use boarding::attestation::AttestedIdentity;
 use boarding::client::SavedKeyring;
 use boarding::token::{BootstrapToken, TokenRecord};
 use boarding_smol::forward::{
-    AbortReason, ForwardError, Refusal, Rule, Service, Services, StreamRequest, serve_services,
+    AbortReason, ForwardError, Refusal, Rule, Service, ServiceName, Services, StreamRequest, serve_services,
 };
 use boarding_smol::{
-    Agent, AgentConfig, Error, Gateway, GatewayConfig, KeyringStore, MemoryKeyringStore, MemoryStore, Serving, Store,
-    echo, os_rng,
+    Agent, AgentConfig, AttestationRefused, Error, EvidenceRequest, Gateway, GatewayConfig, KeyringStore,
+    MemoryKeyringStore, MemoryStore, Serving, Store, Validator, echo, os_rng,
 };
 use smol::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use smol::net::{TcpListener, TcpStream};
@@ -227,6 +228,10 @@ impl World {
 
     async fn start_with(services: Services, config: GatewayConfig) -> Self {
         let gateway = Gateway::open(MemoryStore::new(), config).await.unwrap();
+        Self::serve(gateway, services).await
+    }
+
+    async fn serve(gateway: Gateway<MemoryStore>, services: Services) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let serving = gateway.serve(listener, serve_services(services)).unwrap();
         let addr = serving.local_addr().to_string();
@@ -648,6 +653,85 @@ fn a_gateway_that_only_echoes_is_reported_as_not_forwarding() {
         let message = result.as_ref().unwrap_err().to_string();
         assert!(matches!(result, Err(Error::Forward(ForwardError::NotForwarding { .. }))), "{result:?}");
         assert!(message.contains("does not serve forwarded streams"), "{message}");
+        world.serving.shutdown().await;
+    });
+}
+
+/// A validator that attests every joining client as `node-7.example`, whatever its
+/// evidence (the attestation tests check real evidence; here only the name matters).
+struct NameEveryone;
+
+impl Validator for NameEveryone {
+    fn validate(&self, _: &EvidenceRequest<'_>) -> Result<Option<AttestedIdentity>, AttestationRefused> {
+        Ok(Some(AttestedIdentity::new("node-7.example").unwrap()))
+    }
+}
+
+#[test]
+fn an_attested_name_rule_admits_the_attested_join_and_the_header_carries_the_name() {
+    run(async {
+        let upstream = Upstream::start(Mode::Echo).await;
+        let services = Services::new().with_service(
+            "attested".parse().unwrap(),
+            Service::new(upstream.addr.to_string()).allow(Rule::attested_name("node-7.example")),
+        );
+        let gateway = Gateway::open(MemoryStore::new(), GatewayConfig::default()).await.unwrap();
+        let world = World::serve(gateway.with_validator(NameEveryone), services).await;
+        let token = BootstrapToken::generate(&mut os_rng());
+        let record = TokenRecord::new(token.clone(), None, 1).with_label("role", "db").unwrap();
+        world.gateway.store().insert_token(record).await.unwrap();
+        let agent = Agent::default();
+        let keyrings = MemoryKeyringStore::new();
+        // The stream runs in the join's own session, which carries the attested identity.
+        let session = agent.join(&world.addr, token, &[world.gateway.pin()], id("node-7"), &keyrings).await.unwrap();
+        let (local, remote) = pair().await;
+        let service = ServiceName::new("attested").unwrap();
+        let forwarding = smol::spawn(async move { boarding_smol::forward::forward(session, &service, remote).await });
+        let (report, echoed) = exchange(local, b"attested").await;
+        assert_eq!(echoed, b"attested");
+        assert!(forwarding.await.is_ok());
+        let seen = upstream.seen.recv().await.unwrap();
+        assert_eq!(report, seen.report());
+        assert_eq!(seen.attested.as_deref(), Some("node-7.example"));
+        assert_eq!(seen.session, 0, "a join's session");
+        assert_eq!(seen.labels.get("role").map(String::as_str), Some("db"));
+        // A resumed session carries no attested identity: the rule does not match it.
+        let saved = keyrings.load_keyring().await.unwrap().unwrap();
+        let (local, _keep) = pair().await;
+        assert_eq!(refusal(agent.forward(&world.addr, saved, "attested", local).await), Refusal::NotAllowed);
+        world.serving.shutdown().await;
+    });
+}
+
+#[test]
+fn the_gateway_answers_other_versions_and_malformed_requests_and_aborts_on_a_violation() {
+    run(async {
+        let upstream = Upstream::start(Mode::Echo).await;
+        let world = World::start(services_for(&upstream)).await;
+        let agent = Agent::default();
+        let (saved, _) = world.join(&agent, "node-1", &[]).await;
+        for (request, code) in [
+            (&[0x01, 0x02, 0x02, b'd', b'b'][..], 5u8),
+            (&[0x03, b'x'][..], 6),
+            (&[0x01, 0x01, 0x02, b'D', b'B'][..], 6),
+            (&[0x09][..], 6),
+        ] {
+            let mut session = agent.connect_with(&world.addr, saved.clone()).await.unwrap();
+            session.send(request).await.unwrap();
+            assert_eq!(session.recv().await.unwrap(), Some(vec![0x02, 0x01, code]), "{request:?}");
+            assert_eq!(session.recv().await.unwrap(), None, "then the gateway's Close");
+        }
+        // Once the stream runs, an out-of-place message is a violation: Abort, then Close.
+        let mut session = agent.connect_with(&world.addr, saved).await.unwrap();
+        session.send(&[0x01, 0x01, 0x04, b'o', b'p', b'e', b'n']).await.unwrap();
+        assert_eq!(session.recv().await.unwrap(), Some(vec![0x02, 0x01, 0x00]));
+        session.send(&[0x02, 0x01, 0x00]).await.unwrap();
+        let mut last = Vec::new();
+        while let Some(message) = session.recv().await.unwrap() {
+            last = message;
+        }
+        assert_eq!(last, [0x05, 0x05], "Abort (Violation) before the Close");
+        assert_eq!(upstream.accepted.load(Ordering::SeqCst), 1, "only the accepted stream reached the upstream");
         world.serving.shutdown().await;
     });
 }

@@ -90,7 +90,8 @@ pub fn proxy_header(data: &[u8]) {
     assert!((proxy::FIXED_LEN..=data.len()).contains(&len), "{len} of {}", data.len());
     let addresses = parsed.source.zip(parsed.destination);
     let again = parsed.identity.header(addresses).unwrap_or_else(|e| panic!("a parsed identity does not encode: {e}"));
-    let (reparsed, relen) = Proxied::parse(&again).unwrap_or_else(|e| panic!("the encoder's header does not parse: {e}"));
+    let (reparsed, relen) =
+        Proxied::parse(&again).unwrap_or_else(|e| panic!("the encoder's header does not parse: {e}"));
     assert_eq!(relen, again.len());
     assert_eq!(reparsed.identity, parsed.identity);
     if addresses.is_some() {
@@ -192,7 +193,10 @@ pub fn roundtrip(u: &mut Unstructured<'_>) -> Result<()> {
     let identity = Identity { client_id, token_id, labels, attested_name, resumed: u.arbitrary()?, service };
     let addresses = if u.ratio(7u8, 8)? { Some((address(u)?, address(u)?)) } else { None };
     let labels_ok = identity.labels.len() <= MAX_LABELS
-        && identity.labels.iter().all(|(k, v)| (1..=MAX_LABEL_KEY_LEN).contains(&k.len()) && v.len() <= MAX_LABEL_VALUE_LEN);
+        && identity
+            .labels
+            .iter()
+            .all(|(k, v)| (1..=MAX_LABEL_KEY_LEN).contains(&k.len()) && v.len() <= MAX_LABEL_VALUE_LEN);
     let name_ok = identity.attested_name.as_ref().is_none_or(|n| (1..=255).contains(&n.len()));
     let header = match identity.header(addresses) {
         Ok(header) => {
@@ -220,11 +224,8 @@ pub fn roundtrip(u: &mut Unstructured<'_>) -> Result<()> {
         IpAddr::V4(ip) => SocketAddr::new(IpAddr::V6(ip.to_ipv6_mapped()), a.port()),
         IpAddr::V6(_) => a,
     };
-    let expected = if source.is_ipv4() == destination.is_ipv4() {
-        (source, destination)
-    } else {
-        (v6(source), v6(destination))
-    };
+    let expected =
+        if source.is_ipv4() == destination.is_ipv4() { (source, destination) } else { (v6(source), v6(destination)) };
     assert_eq!((parsed.source, parsed.destination), (Some(expected.0), Some(expected.1)));
     Ok(())
 }

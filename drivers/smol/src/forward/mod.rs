@@ -310,6 +310,11 @@ impl Service {
         &self.rules
     }
 
+    /// Whether the gateway writes the PROXY header to this upstream.
+    pub fn sends_proxy_header(&self) -> bool {
+        self.proxy_header
+    }
+
     /// Whether `client` may use the service.
     pub fn allows(&self, client: &VerifiedClient) -> bool {
         self.rules.is_empty() || self.rules.iter().any(|rule| rule.matches(client))
@@ -364,8 +369,8 @@ pub enum SpecError {
     /// The rule breaks the rules.
     #[error(transparent)]
     Rule(#[from] RuleError),
-    /// A rule names a service not defined.
-    #[error("a rule names the service {name}, which is not defined: define it first (NAME=HOST:PORT)")]
+    /// A rule or option names a service not defined.
+    #[error("the service {name} is not defined: define it first (NAME=HOST:PORT)")]
     UnknownService {
         /// The name.
         name: ServiceName,
@@ -458,6 +463,19 @@ impl Services {
         let rule: Rule = rule.parse()?;
         let service = self.services.get_mut(&name).ok_or(SpecError::UnknownService { name })?;
         service.rules.push(rule);
+        Ok(())
+    }
+
+    /// Turns the PROXY header of a defined service on or off (see [`Service::proxy_header`]).
+    ///
+    /// # Errors
+    ///
+    /// [`SpecError::Name`] for an invalid name, [`SpecError::UnknownService`] if no such
+    /// service is defined.
+    pub fn set_proxy_header(&mut self, name: &str, send: bool) -> Result<(), SpecError> {
+        let name = ServiceName::new(name)?;
+        let service = self.services.get_mut(&name).ok_or(SpecError::UnknownService { name })?;
+        service.proxy_header = send;
         Ok(())
     }
 
@@ -859,6 +877,10 @@ mod tests {
         assert!(matches!(services.add_allow("db"), Err(SpecError::Allow { .. })));
         assert!(matches!(services.add_allow("db=role"), Err(SpecError::Rule(_))));
         assert_eq!(services.get("web").unwrap().upstream(), "[::1]:80");
+        assert!(services.get("web").unwrap().sends_proxy_header());
+        services.set_proxy_header("web", false).unwrap();
+        assert!(!services.get("web").unwrap().sends_proxy_header());
+        assert!(matches!(services.set_proxy_header("nope", false), Err(SpecError::UnknownService { .. })));
         assert!(services.get("web").unwrap().rules().is_empty());
     }
 
