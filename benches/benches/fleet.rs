@@ -320,10 +320,7 @@ fn measure(
 /// likely enough to matter: the store would refuse the second).
 fn tokens(n: usize) -> Vec<BootstrapToken> {
     let mut ids = std::collections::HashSet::new();
-    std::iter::repeat_with(|| BootstrapToken::generate(&mut os_rng()))
-        .filter(|t| ids.insert(t.id()))
-        .take(n)
-        .collect()
+    std::iter::repeat_with(|| BootstrapToken::generate(&mut os_rng())).filter(|t| ids.insert(t.id())).take(n).collect()
 }
 
 fn row(setup: &str, f: &Figures) {

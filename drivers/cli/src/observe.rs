@@ -128,6 +128,9 @@ async fn accept_loop(listener: smol::net::TcpListener, state: Arc<State>) {
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(SmolTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
+                // A client that shuts its write side after the request (as one behind
+                // `boarding agent connect` does) still gets its answer.
+                .half_close(true)
                 .serve_connection(FuturesIo::new(stream), service)
                 .await;
             if let Err(e) = served {

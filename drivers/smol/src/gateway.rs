@@ -631,7 +631,8 @@ where
     .await;
     drop(slot);
     let took = started.elapsed();
-    let duration_ms = took.as_secs_f64() * 1e3;
+    // Milliseconds to the microsecond: what a log reader can use.
+    let duration_ms = (took.as_secs_f64() * 1e6).round() / 1e3;
     let mut session = match accepted {
         Ok(session) => session,
         Err(Error::Evicted) => {
