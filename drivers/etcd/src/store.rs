@@ -194,6 +194,20 @@ fn reason(error: &etcd_client::Error) -> String {
     }
 }
 
+/// What a create-if-absent transaction did.
+enum Created {
+    /// The value is stored now.
+    Stored,
+    /// A value was there already, read in the same transaction. After an attempt whose
+    /// outcome was unknown, that value may be this one's.
+    Present {
+        /// The stored key and value.
+        stored: KeyValue,
+        /// Whether an earlier attempt may have landed.
+        after_unknown_outcome: bool,
+    },
+}
+
 /// The pause before attempt `attempt` (2 and up): jittered, growing, at most 100 ms.
 fn backoff(attempt: u32) -> Duration {
     let ceiling_ms = 2u64.saturating_mul(1u64 << attempt.min(6)).min(100);
@@ -911,49 +925,64 @@ impl Inner {
         let key = self.layout.identity();
         let seed = candidate.to_seed();
         let sealed = self.sealer.seal(key.as_bytes(), seed.as_slice())?;
+        // An attempt that may have landed is settled by the next one: its compare then
+        // fails and the stored seed (this one) is read back.
+        let stored = match self.create_if_absent("storing the gateway identity", &key, sealed, None).await? {
+            Created::Stored => return Ok(candidate),
+            Created::Present { stored, .. } => stored,
+        };
+        let plaintext = self.open_value(stored.key(), stored.value(), "gateway identity")?;
+        let mut seed = Zeroizing::new([0u8; 32]);
+        if plaintext.len() != seed.len() {
+            return Err(self.corrupt(stored.key(), "gateway identity", "the seed is not 32 bytes"));
+        }
+        seed.copy_from_slice(&plaintext);
+        Ok(ServerIdentity::from_seed(*seed))
+    }
+
+    /// Stores `value` under `key` only if the key is absent, in one transaction that
+    /// reads the value there otherwise. Transient failures are retried; a key deleted
+    /// between the compare and the read is tried again.
+    async fn create_if_absent(
+        &self,
+        op: &'static str,
+        key: &str,
+        value: Vec<u8>,
+        options: Option<PutOptions>,
+    ) -> Result<Created> {
         let txn = Txn::new()
-            .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key.as_str(), sealed, None)])
-            .or_else([TxnOp::get(key.as_str(), None)]);
+            .when([Compare::version(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, value, options)])
+            .or_else([TxnOp::get(key, None)]);
         let mut attempt: u32 = 1;
         loop {
             let response = match self.client.kv_client().txn(txn.clone()).await {
                 Ok(response) => response,
-                // An attempt that may have landed is settled by the next one: its
-                // compare then fails and the stored seed (this one) is read back.
                 Err(e) if classify(&e) == Failure::Transient && attempt < self.max_attempts => {
                     attempt = attempt.saturating_add(1);
                     tokio::time::sleep(backoff(attempt)).await;
                     continue;
                 }
-                Err(e) => return Err(self.request_error("storing the gateway identity", &e)),
+                Err(e) => return Err(self.request_error(op, &e)),
             };
             if response.succeeded() {
-                return Ok(candidate);
+                return Ok(Created::Stored);
             }
             let stored = response.op_responses().into_iter().find_map(|r| match r {
                 TxnOpResponse::Get(mut get) => get.take_kvs().into_iter().next(),
                 _ => None,
             });
-            let Some(stored) = stored else {
-                // Deleted in between: try to create it again.
-                attempt = attempt.saturating_add(1);
-                if attempt > self.max_attempts {
-                    return Err(EtcdError::Contention {
-                        endpoints: self.endpoints.clone(),
-                        op: "storing the gateway identity",
-                        attempts: self.max_attempts,
-                    });
-                }
-                continue;
-            };
-            let plaintext = self.open_value(stored.key(), stored.value(), "gateway identity")?;
-            let mut seed = Zeroizing::new([0u8; 32]);
-            if plaintext.len() != seed.len() {
-                return Err(self.corrupt(stored.key(), "gateway identity", "the seed is not 32 bytes"));
+            if let Some(stored) = stored {
+                return Ok(Created::Present { stored, after_unknown_outcome: attempt > 1 });
             }
-            seed.copy_from_slice(&plaintext);
-            return Ok(ServerIdentity::from_seed(*seed));
+            attempt = attempt.saturating_add(1);
+            if attempt > self.max_attempts {
+                return Err(EtcdError::Contention {
+                    endpoints: self.endpoints.clone(),
+                    op,
+                    attempts: self.max_attempts,
+                });
+            }
         }
     }
 
@@ -983,41 +1012,27 @@ impl Inner {
         let key = self.layout.token(record.id());
         let lease = self.token_lease(record.expires_at).await?;
         let value = self.seal(&key, "token record", &record)?;
-        let txn = Txn::new()
-            .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key.as_str(), value, (lease != 0).then(|| PutOptions::new().with_lease(lease)))])
-            .or_else([TxnOp::get(key.as_str(), None)]);
-        let mut attempt: u32 = 1;
-        loop {
-            let response = match self.client.kv_client().txn(txn.clone()).await {
-                Ok(response) => response,
-                Err(e) if classify(&e) == Failure::Transient && attempt < self.max_attempts => {
-                    attempt = attempt.saturating_add(1);
-                    tokio::time::sleep(backoff(attempt)).await;
-                    continue;
-                }
-                Err(e) => {
-                    self.drop_lease(lease).await;
-                    return Err(self.request_error("storing a token", &e));
-                }
-            };
-            if response.succeeded() {
-                return Ok(true);
+        let options = (lease != 0).then(|| PutOptions::new().with_lease(lease));
+        let created = match self.create_if_absent("storing a token", &key, value, options).await {
+            Ok(created) => created,
+            Err(e) => {
+                self.drop_lease(lease).await;
+                return Err(e);
             }
-            // Taken. After an attempt with an unknown outcome, the record there may be
-            // this one: then it was stored.
-            let stored = response.op_responses().into_iter().find_map(|r| match r {
-                TxnOpResponse::Get(mut get) => get.take_kvs().into_iter().next(),
-                _ => None,
-            });
-            if attempt > 1
-                && let Some(stored) = stored
-                && self.token_record(&stored).is_ok_and(|stored| stored == record)
+        };
+        match created {
+            Created::Stored => Ok(true),
+            // After an attempt with an unknown outcome, the record there may be this
+            // one: then it was stored.
+            Created::Present { stored, after_unknown_outcome: true }
+                if self.token_record(&stored).is_ok_and(|stored| stored == record) =>
             {
-                return Ok(true);
+                Ok(true)
             }
-            self.drop_lease(lease).await;
-            return Ok(false);
+            Created::Present { .. } => {
+                self.drop_lease(lease).await;
+                Ok(false)
+            }
         }
     }
 
