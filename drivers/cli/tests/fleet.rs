@@ -5,7 +5,7 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -111,14 +111,7 @@ impl Replica {
             .stderr(fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
+        let rx = common::stdout_lines(&mut child);
         let (mut addr, mut pin, mut metrics) = (None, None, None);
         while addr.is_none() {
             let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {

@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use boarding_smol::forward::{Proxied, proxy};
@@ -113,14 +112,8 @@ fn an_agent_reaches_a_service_behind_the_gateway_with_its_identity() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let rx = common::stdout_lines(&mut child);
     let forward = Killed(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
     let line = rx.recv_timeout(Duration::from_secs(20)).expect("agent forward printed its address");
     let local = line.strip_prefix("forwarding ").and_then(|l| l.split_whitespace().next()).unwrap().to_owned();
     for round in 0..2 {

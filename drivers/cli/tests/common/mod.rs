@@ -47,6 +47,19 @@ pub fn ok(args: &[&str]) -> String {
     stdout(&o)
 }
 
+/// The lines a child writes on its (piped) stdout, as they come. A thread keeps
+/// draining after the test stops listening, so the child never writes to a closed pipe.
+pub fn stdout_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("the child's stdout is piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
 /// A `boarding gateway serve` subprocess on a free loopback port.
 pub struct GatewayProcess {
     pub child: Child,
@@ -74,16 +87,7 @@ impl GatewayProcess {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            // Keep draining after the test stops listening, so the gateway never
-            // writes to a closed pipe.
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
+        let rx = stdout_lines(&mut child);
         let (mut addr, mut pin, mut metrics) = (None, None, None);
         while addr.is_none() {
             let line = rx.recv_timeout(Duration::from_secs(20)).expect("the gateway printed its address in time");
