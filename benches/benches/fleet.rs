@@ -15,10 +15,10 @@
 //! phase is bounded in time and stops by itself.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,6 +27,7 @@ use boarding::client::SavedKeyring;
 use boarding::identity::ClientId;
 use boarding::pin::Pin;
 use boarding::token::{BootstrapToken, TokenRecord};
+use boarding_benches::process::{ServedGateway, executor, release_binary};
 use boarding_etcd::testing::EtcdMember;
 use boarding_etcd::{EtcdConfig, EtcdStore, SealingKey};
 use boarding_smol::{Agent, AgentConfig, KeyringStore, MemoryKeyringStore, RedbStore, Store, os_rng};
@@ -40,24 +41,10 @@ const ONE_USE_TOKENS: usize = 6000;
 /// The uses of the limited shared token (more than any phase makes).
 const LIMITED_USES: u32 = 1_000_000;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
-}
-
-/// Builds the release binary (a no-op when it is up to date) and returns its path.
-fn binary() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "-q", "-p", "boarding-cli", "--manifest-path"])
-        .arg(workspace().join("Cargo.toml"))
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building the release boarding binary failed");
-    workspace().join("target/release/boarding")
-}
-
 /// One `boarding gateway serve` process.
 struct Replica {
-    child: Child,
+    /// Kills the process when the replica is dropped.
+    _served: ServedGateway,
     addr: String,
     pin: Pin,
     metrics: String,
@@ -65,33 +52,17 @@ struct Replica {
 
 impl Replica {
     fn start(bin: &Path, store_args: &[String]) -> Self {
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .args(["gateway", "serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .args(["--max-handshakes", "1024", "--max-handshakes-per-source", "1024"])
             .args(["--max-sessions-per-client", "1024"])
             .args(store_args)
-            .env("BOARDING_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut addr, mut pin, mut metrics) = (None, None, None);
-        while addr.is_none() {
-            let line = lines.next().expect("the gateway printed its address").unwrap();
-            if let Some(p) = line.strip_prefix("pin: ") {
-                pin = Some(p.parse().unwrap());
-            }
-            if let Some(a) = line.strip_prefix("listening on ") {
-                addr = Some(a.to_owned());
-            }
-            if let Some(m) = line.strip_prefix("metrics on http://").and_then(|m| m.strip_suffix("/metrics")) {
-                metrics = Some(m.to_owned());
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        Self { child, addr: addr.unwrap(), pin: pin.unwrap(), metrics: metrics.unwrap() }
+            .env("BOARDING_LOG", "warn");
+        let served = ServedGateway::start(command);
+        let (addr, pin) = (served.addr.clone(), served.pin);
+        let metrics = served.metrics.clone().expect("the replica printed its metrics address");
+        Self { _served: served, addr, pin, metrics }
     }
 
     /// The gateway's `boarding_store_retries_total`.
@@ -105,13 +76,6 @@ impl Replica {
             .find_map(|l| l.strip_prefix("boarding_store_retries_total "))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0.0)
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -142,15 +106,6 @@ fn insert_all<S: Store>(store: &S, records: Vec<TokenRecord>) {
             }
         }
     });
-}
-
-fn executor(threads: usize) -> Arc<smol::Executor<'static>> {
-    let ex = Arc::new(smol::Executor::new());
-    for _ in 0..threads {
-        let ex = Arc::clone(&ex);
-        std::thread::spawn(move || smol::block_on(ex.run(std::future::pending::<()>())));
-    }
-    ex
 }
 
 /// Runs `AGENTS` workers, each repeating `op` until `PHASE` is over or `op` says there
@@ -338,7 +293,7 @@ fn row(setup: &str, f: &Figures) {
 }
 
 fn main() {
-    let bin = binary();
+    let bin = release_binary();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let ex = executor(cores);
     println!(

@@ -16,10 +16,9 @@
 //! 127.0.0.0/8; every phase is bounded in time and stops by itself.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -28,6 +27,7 @@ use boarding::client::SavedKeyring;
 use boarding::identity::ClientId;
 use boarding::pin::Pin;
 use boarding::token::BootstrapToken;
+use boarding_benches::process::{ServedGateway, executor, release_binary};
 use boarding_smol::{Agent, AgentConfig, KeyringStore, MemoryKeyringStore};
 use smol::Async;
 use smol::io::AsyncWriteExt;
@@ -35,23 +35,8 @@ use smol::io::AsyncWriteExt;
 /// How long each throughput phase runs.
 const PHASE: Duration = Duration::from_secs(3);
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
-}
-
-/// Builds the release binary (a no-op when it is up to date) and returns its path.
-fn binary() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "-q", "-p", "boarding-cli", "--manifest-path"])
-        .arg(workspace().join("Cargo.toml"))
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building the release boarding binary failed");
-    workspace().join("target/release/boarding")
-}
-
 struct GatewayProcess {
-    child: Child,
+    served: ServedGateway,
     addr: String,
     pin: Pin,
     dir: tempfile::TempDir,
@@ -67,28 +52,13 @@ impl GatewayProcess {
             .arg(&data)
             .args(["--threads", &threads.to_string()])
             .args(["--max-handshakes", "1024", "--max-handshakes-per-source", "1024"])
-            .args(["--max-sessions-per-client", "1024"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .args(["--max-sessions-per-client", "1024"]);
         if memory {
             command.arg("--memory");
         }
-        let mut child = command.spawn().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut addr, mut pin) = (None, None);
-        while addr.is_none() {
-            let line = lines.next().expect("the gateway printed its address").unwrap();
-            if let Some(p) = line.strip_prefix("pin: ") {
-                pin = Some(p.parse().unwrap());
-            }
-            if let Some(a) = line.strip_prefix("listening on ") {
-                addr = Some(a.to_owned());
-            }
-        }
-        // Keep draining stdout so the gateway never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
-        Self { child, addr: addr.unwrap(), pin: pin.unwrap(), dir }
+        let served = ServedGateway::start(command);
+        let (addr, pin) = (served.addr.clone(), served.pin);
+        Self { served, addr, pin, dir }
     }
 
     fn data(&self) -> PathBuf {
@@ -106,14 +76,7 @@ impl GatewayProcess {
     }
 
     fn usage(&self) -> Usage {
-        Usage::of(self.child.id())
-    }
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Usage::of(self.served.child.id())
     }
 }
 
@@ -151,15 +114,6 @@ impl Usage {
     fn since(self, before: Self) -> Self {
         Self { cpu: self.cpu.saturating_sub(before.cpu), written: self.written.saturating_sub(before.written) }
     }
-}
-
-fn executor(threads: usize) -> Arc<smol::Executor<'static>> {
-    let ex = Arc::new(smol::Executor::new());
-    for _ in 0..threads {
-        let ex = Arc::clone(&ex);
-        std::thread::spawn(move || smol::block_on(ex.run(std::future::pending::<()>())));
-    }
-    ex
 }
 
 /// Runs `concurrency` workers, each repeating `op` until `PHASE` is over; returns the
@@ -392,7 +346,7 @@ async fn hold(from: Ipv4Addr, to: SocketAddr, count: usize, rate: u32, hello: Op
 fn main() {
     // `cargo bench` passes `--bench`; any other argument is a filter criterion would
     // take, which this harness does not support: run everything.
-    let bin = binary();
+    let bin = release_binary();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let ex = executor(cores);
     println!("boarding gateway serve (release) on {cores} cores, agents in this process on {cores} threads");

@@ -6,6 +6,8 @@
 //! Each fixture checks once, outside any timed loop, that what it opens equals what
 //! it sealed.
 
+pub mod process;
+
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::sync::Arc;
