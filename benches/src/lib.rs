@@ -400,6 +400,7 @@ impl HandshakeFixture {
                 },
                 confirmed: true,
                 created_at: 0,
+                attested: None,
             },
             store: Arc::new(MemoryStore::new()),
         };

@@ -36,7 +36,7 @@
 //! * a keyring the gateway holds as confirmed is the one the agent persisted;
 //! * replayed evidence never gets a join past the gateway's validator: its binding is
 //!   another session's, so the gateway refuses it with `AttestationRefused` before any
-//!   redemption; a completed join carries the agent's attested identity, a resume none;
+//!   redemption; a completed join carries the agent's attested identity, and so does a resume;
 //! * a fair network always brings every connection to quiescence within a bound.
 //!
 //! At the end of each case the network settles and every agent tries once more over
@@ -439,7 +439,9 @@ impl System {
         let peer = c.pair.peer.clone().unwrap_or_else(|| panic!("established without a peer"));
         let me = &self.agents[agent];
         let attested = peer.attested().map(|a| a.name().to_owned());
-        assert_eq!(attested, (!peer.resumed()).then(|| me.id.as_str().to_owned()), "wrong attested identity");
+        // Every join is attested with its client id; a resume carries the identity
+        // attested at the join that created its keyring.
+        assert_eq!(attested.as_deref(), Some(me.id.as_str()), "wrong attested identity");
         assert_eq!(peer.client_id(), &me.id, "the gateway accepted another identity");
         assert_eq!(peer.token_id(), self.tokens[me.token].id(), "the gateway recorded another token");
         match self.world.store.keyring(&me.id) {

@@ -96,10 +96,31 @@ pub struct AttestFailed;
 /// Who the gateway's application says the client is, from its evidence: a name (the
 /// certificate subject of an `x509pop` attestation, for example) and attributes.
 /// Within the limits below by construction.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "StoredAttestedIdentity")]
 pub struct AttestedIdentity {
     name: String,
     attributes: BTreeMap<String, String>,
+}
+
+/// An attested identity as a store keeps it (in a keyring record), checked against the
+/// limits again when it is read back.
+#[derive(serde::Deserialize)]
+struct StoredAttestedIdentity {
+    name: String,
+    #[serde(default)]
+    attributes: BTreeMap<String, String>,
+}
+
+impl TryFrom<StoredAttestedIdentity> for AttestedIdentity {
+    type Error = AttestedIdentityError;
+
+    fn try_from(stored: StoredAttestedIdentity) -> Result<Self, Self::Error> {
+        stored
+            .attributes
+            .iter()
+            .try_fold(Self::new(&stored.name)?, |identity, (key, value)| identity.with_attribute(key, value))
+    }
 }
 
 impl AttestedIdentity {

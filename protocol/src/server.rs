@@ -180,9 +180,10 @@ impl VerifiedClient {
     pub fn labels(&self) -> &BTreeMap<String, String> {
         &self.labels
     }
-    /// Who the gateway's application attested the client to be at this join, from its
-    /// evidence (`None` if it attested nothing, and on a resume: a resume proves the
-    /// keyring, the attestation was the join's).
+    /// Who the gateway's application attested the client to be, from its evidence at
+    /// the join (`None` if it attested nothing). A resume carries the identity attested
+    /// at the join that created its keyring, kept in the keyring record like the labels:
+    /// the resume proves that keyring, which only that attested join obtained.
     pub fn attested(&self) -> Option<&AttestedIdentity> {
         self.attested.as_ref()
     }
@@ -460,6 +461,7 @@ impl Server {
                         client_id: peer.client_id.clone(),
                         keyring: s.secrets.keyring.clone(),
                         now: self.context.now,
+                        attested: peer.attested.clone(),
                     })));
                     Ok(State::AwaitRedeem(AwaitRedeem {
                         transcript: s.transcript,
@@ -733,7 +735,8 @@ impl Context {
             client_id: record.client_id.clone(),
             token_id: record.token_id,
             labels: record.labels.clone(),
-            attested: None,
+            // Attested at the join that created this keyring.
+            attested: record.attested.clone(),
             resumed: true,
         };
         if record.confirmed {

@@ -20,6 +20,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::UnixTime;
+use crate::attestation::AttestedIdentity;
 use crate::identity::ClientId;
 use crate::keys::{Keyring, KeyringId};
 use crate::token::{TokenId, TokenRecord, TokenUnusable};
@@ -90,6 +91,9 @@ pub struct RedeemRequest {
     pub keyring: Keyring,
     /// The current time.
     pub now: UnixTime,
+    /// The identity the gateway's application attested at this join, if any: kept with
+    /// the keyring, so every resume with it carries it too.
+    pub attested: Option<AttestedIdentity>,
 }
 
 /// A gateway's stored keyring for one client.
@@ -107,6 +111,10 @@ pub struct KeyringRecord {
     pub confirmed: bool,
     /// When it was created.
     pub created_at: UnixTime,
+    /// The identity the gateway's application attested at join, if any (absent in
+    /// records written before attestation existed: read as none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attested: Option<AttestedIdentity>,
 }
 
 /// A successful redemption.
@@ -386,6 +394,7 @@ pub fn decide_redemption(
             keyring: request.keyring.clone(),
             confirmed: false,
             created_at: request.now,
+            attested: request.attested.clone(),
         },
     })
 }
@@ -415,7 +424,13 @@ mod tests {
     }
 
     fn request(token: &TokenRecord, now: UnixTime) -> RedeemRequest {
-        RedeemRequest { token_id: token.id(), client_id: ClientId::new("n1").unwrap(), keyring: keyring(1), now }
+        RedeemRequest {
+            token_id: token.id(),
+            client_id: ClientId::new("n1").unwrap(),
+            keyring: keyring(1),
+            now,
+            attested: None,
+        }
     }
 
     #[test]

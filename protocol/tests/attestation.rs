@@ -100,11 +100,14 @@ fn a_valid_attestation_joins_and_the_verified_client_carries_the_attested_identi
     assert_eq!(attested.attributes().get("key").map(String::as_str), Some("node-a's"));
     assert_eq!(pair.info.clone().unwrap().ticket, b"ticket for node-a");
     assert_eq!(world.store.token(token.id()).unwrap().use_count, 1);
-    // A resume proves the keyring: it attests nothing and asks for no evidence.
+    // A resume proves the keyring: it asks for no evidence, and carries the identity
+    // attested at the join, kept in the keyring record.
+    let stored = world.store.keyring(peer.client_id()).unwrap();
+    assert_eq!(stored.attested.as_ref(), Some(attested));
     let mut resume = world.resume_pair(&pair.saved.clone().unwrap()).with_attester(|_| panic!("asked to attest"));
     assert!(resume.drive().both_established());
     assert!(resume.bindings.is_empty() && resume.admissions.is_empty());
-    assert_eq!(resume.peer.unwrap().attested(), None);
+    assert_eq!(resume.peer.unwrap().attested(), Some(attested));
 }
 
 #[test]

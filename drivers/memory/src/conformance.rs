@@ -70,7 +70,13 @@ fn keyring(b: u8) -> Keyring {
 }
 
 fn redeem(token_id: TokenId, client_id: &str, ring: u8) -> StorageRequest {
-    StorageRequest::Redeem(RedeemRequest { token_id, client_id: client(client_id), keyring: keyring(ring), now: NOW })
+    StorageRequest::Redeem(RedeemRequest {
+        token_id,
+        client_id: client(client_id),
+        keyring: keyring(ring),
+        now: NOW,
+        attested: None,
+    })
 }
 
 fn redeemed<S: ConformanceStore>(store: &S, request: StorageRequest) -> Result<Redemption, RedeemRefusal> {

@@ -668,7 +668,7 @@ impl Validator for NameEveryone {
 }
 
 #[test]
-fn an_attested_name_rule_admits_the_attested_join_and_the_header_carries_the_name() {
+fn an_attested_name_rule_admits_the_attested_client_in_its_join_and_its_resumes() {
     run(async {
         let upstream = Upstream::start(Mode::Echo).await;
         let services = Services::new().with_service(
@@ -695,10 +695,21 @@ fn an_attested_name_rule_admits_the_attested_join_and_the_header_carries_the_nam
         assert_eq!(seen.attested.as_deref(), Some("node-7.example"));
         assert_eq!(seen.session, 0, "a join's session");
         assert_eq!(seen.labels.get("role").map(String::as_str), Some("db"));
-        // A resumed session carries no attested identity: the rule does not match it.
+        // A resumed session carries the identity attested at the join that created its
+        // keyring: the rule matches it too, and the header says it is a resume.
         let saved = keyrings.load_keyring().await.unwrap().unwrap();
-        let (local, _keep) = pair().await;
-        assert_eq!(refusal(agent.forward(&world.addr, saved, "attested", local).await), Refusal::NotAllowed);
+        let (local, remote) = pair().await;
+        let forwarding = smol::spawn({
+            let (agent, addr) = (agent.clone(), world.addr.clone());
+            async move { agent.forward(&addr, saved, "attested", remote).await }
+        });
+        let (report, echoed) = exchange(local, b"resumed").await;
+        assert_eq!(echoed, b"resumed");
+        assert!(forwarding.await.is_ok());
+        let seen = upstream.seen.recv().await.unwrap();
+        assert_eq!(report, seen.report());
+        assert_eq!(seen.attested.as_deref(), Some("node-7.example"));
+        assert_eq!(seen.session, 1, "a resumed session");
         world.serving.shutdown().await;
     });
 }

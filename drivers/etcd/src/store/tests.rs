@@ -26,6 +26,7 @@ fn redeem(record: &TokenRecord, client: &str, ring: u8) -> StorageRequest {
         client_id: ClientId::new(client).unwrap(),
         keyring: Keyring { c2s: SymmetricKey::from_bytes([ring; 32]), s2c: SymmetricKey::from_bytes([ring; 32]) },
         now: 1_700_000_000,
+        attested: None,
     })
 }
 

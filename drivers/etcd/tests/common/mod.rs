@@ -66,6 +66,7 @@ pub fn redeem(record: &TokenRecord, client_id: &str, ring: u8, now: u64) -> Stor
         client_id: client(client_id),
         keyring: keyring(ring),
         now,
+        attested: None,
     })
 }
 

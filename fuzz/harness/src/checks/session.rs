@@ -24,7 +24,7 @@
 //! * on the channel, only the next genuine frame is ever accepted as data;
 //! * no two sessions share an attestation binding; evidence that does not commit to
 //!   the session's binding (a replay) is refused with `AttestationRefused`, and the
-//!   verified client of a join carries the attested identity;
+//!   verified client of a join, and of a resume, carries the identity attested at the join;
 //! * the token is charged exactly once per client id it binds (a retry is free, a
 //!   refused admission costs nothing), never beyond its uses, and a confirmed keyring
 //!   never changes and is one an agent acknowledged persisting.
@@ -366,7 +366,9 @@ impl Net {
         assert_eq!(peer.token_id(), self.token.id(), "the gateway verified another token");
         assert_eq!(peer.resumed(), !join);
         let attested = peer.attested().map(|a| a.name().to_owned());
-        assert_eq!(attested.as_deref(), join.then(|| conn.client_id.as_str()), "the attested identity is wrong");
+        // Every join here is attested with its client id; a resume carries the identity
+        // attested at the join that created its keyring.
+        assert_eq!(attested.as_deref(), Some(conn.client_id.as_str()), "the attested identity is wrong");
         assert_eq!(client.info.resumed, !join);
         assert_eq!(client.info.server_pin, self.world.config.pin());
         assert_eq!(client.info.suite, server.channel.suite());
