@@ -14,7 +14,8 @@
 
 use boarding::messages::{
     AlertMessage, ClientAuth, ClientFinished, ClientHello, HandshakeMessage, MAC_LEN, MAX_CHALLENGES, MAX_EVIDENCE,
-    MAX_OFFERS, MAX_TICKET, NONCE_LEN, ResumeChallenge, ResumeFinished, ResumeHello, ServerChallenge, ServerFinished,
+    MAX_OFFERS, MAX_REQUEST, MAX_TICKET, NONCE_LEN, ResumeChallenge, ResumeFinished, ResumeHello, ResumeTicket,
+    ServerChallenge, ServerFinished,
 };
 use boarding::token::{BootstrapToken, TokenId};
 use proptest::collection::vec;
@@ -103,15 +104,15 @@ pub fn server_challenge() -> impl Strategy<Value = ServerChallenge> {
 
 /// Any `ClientAuth`.
 pub fn client_auth() -> impl Strategy<Value = ClientAuth> {
-    (token_id(), wire_client_id(), bytes32(), bytes_between(0, MAX_EVIDENCE), wire_jws()).prop_map(
-        |(token_id, client_id, ephemeral, evidence, proof)| ClientAuth {
+    (token_id(), wire_client_id(), bytes32(), bytes_between(0, MAX_EVIDENCE), bytes_between(0, MAX_REQUEST), wire_jws())
+        .prop_map(|(token_id, client_id, ephemeral, evidence, request, proof)| ClientAuth {
             token_id,
             client_id,
             ephemeral,
             evidence,
+            request,
             proof,
-        },
-    )
+        })
 }
 
 /// Any `ServerFinished`.
@@ -142,7 +143,10 @@ pub fn handshake_message() -> impl Strategy<Value = HandshakeMessage> {
         any::<[u8; MAC_LEN]>().prop_map(|mac| HandshakeMessage::ClientFinished(ClientFinished { mac })),
         resume_hello().prop_map(HandshakeMessage::ResumeHello),
         resume_challenge().prop_map(HandshakeMessage::ResumeChallenge),
-        any::<[u8; MAC_LEN]>().prop_map(|mac| HandshakeMessage::ResumeFinished(ResumeFinished { mac })),
+        (bytes_between(0, MAX_REQUEST), any::<[u8; MAC_LEN]>())
+            .prop_map(|(request, mac)| HandshakeMessage::ResumeFinished(ResumeFinished { request, mac })),
+        (bytes_between(0, MAX_TICKET), any::<[u8; MAC_LEN]>())
+            .prop_map(|(ticket, mac)| HandshakeMessage::ResumeTicket(ResumeTicket { ticket, mac })),
         any::<u8>().prop_map(|code| HandshakeMessage::Alert(AlertMessage { code })),
     ]
 }

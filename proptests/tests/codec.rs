@@ -21,7 +21,8 @@ use boarding::jws::{
 };
 use boarding::messages::{
     AlertMessage, ClientAuth, ClientFinished, ClientHello, FrameType, HandshakeMessage, MAX_OFFERS, Message,
-    ResumeChallenge, ResumeFinished, ResumeHello, ServerChallenge, ServerFinished, encode_frame, peek_handshake_frame,
+    ResumeChallenge, ResumeFinished, ResumeHello, ResumeTicket, ServerChallenge, ServerFinished, encode_frame,
+    peek_handshake_frame,
 };
 use boarding::pin::Pin;
 use boarding::server::Server;
@@ -80,6 +81,7 @@ fn decode_everything(bytes: &[u8]) -> Result<(), TestCaseError> {
         ResumeHello,
         ResumeChallenge,
         ResumeFinished,
+        ResumeTicket,
         AlertMessage
     );
     let text = String::from_utf8_lossy(bytes);
@@ -126,6 +128,7 @@ proptest! {
             HandshakeMessage::ResumeHello(x) => round_trip(x, HandshakeMessage::ResumeHello)?,
             HandshakeMessage::ResumeChallenge(x) => round_trip(x, HandshakeMessage::ResumeChallenge)?,
             HandshakeMessage::ResumeFinished(x) => round_trip(x, HandshakeMessage::ResumeFinished)?,
+            HandshakeMessage::ResumeTicket(x) => round_trip(x, HandshakeMessage::ResumeTicket)?,
             HandshakeMessage::Alert(x) => round_trip(x, HandshakeMessage::Alert)?,
         }
         let frame = m.to_frame();

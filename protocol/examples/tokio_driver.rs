@@ -71,7 +71,7 @@ async fn client_handshake(
                     // request's binding with a key its gateway trusts.
                     let _ = client.handle_evidence(Ok(Vec::new()));
                 }
-                Output::Request(ClientRequest::PersistKeyring(keyring)) => {
+                Output::Request(ClientRequest::PersistKeyring { saved: keyring, .. }) => {
                     // A real agent writes the keyring to disk (and syncs it) here.
                     *saved = Some(keyring);
                     // A failure would come out of `poll_output` as `Failed`.
@@ -106,6 +106,10 @@ async fn server_handshake(
                 }
                 Output::Request(ServerRequest::Admit(_)) => {
                     let _ = server.handle_admission(Admission::admit());
+                }
+                Output::Request(ServerRequest::Ticket(_)) => {
+                    // This gateway answers no resume requests: an empty ticket.
+                    let _ = server.handle_ticket(Vec::new());
                 }
                 Output::Established(_) => return Ok(server.into_session()?),
                 Output::Failed(e) => return Err(e.into()),

@@ -8,16 +8,22 @@
 //! * [`ClientRequest::Attest`] once the gateway's challenge verified: produce attestation
 //!   evidence bound to the session's [`AttestationBinding`] (or none: empty evidence)
 //!   and answer with [`Client::handle_evidence`]. The `ClientAuth` leaves only then.
-//! * [`ClientRequest::PersistKeyring`] before it confirms: store the keyring durably,
-//!   then call [`Client::handle_persisted`] with the outcome, so a crash can never leave
-//!   the gateway holding a confirmed keyring the agent lost. A keyring that could not be
-//!   stored fails the join with [`LocalFailure::Persist`] and tells the gateway
-//!   `Internal`.
+//! * [`ClientRequest::PersistKeyring`] before it confirms: store the keyring (and what
+//!   the join's ticket carries that the agent keeps, a certificate say) durably, then call
+//!   [`Client::handle_persisted`] with the outcome, so a crash can never leave the gateway
+//!   holding a confirmed keyring the agent lost. A keyring that could not be stored fails
+//!   the join with [`LocalFailure::Persist`] and tells the gateway `Internal`.
+//!
+//! A join or a resume may carry an application **request** ([`JoinConfig::with_request`],
+//! [`ResumeConfig::with_request`]; a certificate signing request, say), which the gateway's
+//! application answers with a ticket: a join's in `ServerFinished`, a resume's in a
+//! `ResumeTicket` that only a resume with a request gets ([`SessionInfo::ticket`]).
 //!
 //! ```text
 //! join:   ExpectChallenge -ServerChallenge-> AwaitEvidence -evidence-> ExpectServerFinished
 //!           -ServerFinished-> AwaitPersist -persisted-> Established
 //! resume: ExpectResumeChallenge -ResumeChallenge-> Established
+//!           (with a request: -ResumeChallenge-> ExpectResumeTicket -ResumeTicket-> Established)
 //! any error -> failed (its alert, then Output::Failed; the error is returned on every later call)
 //! ```
 
@@ -35,11 +41,12 @@ use crate::jws::{
     JwsError, challenge_header, challenge_header_prefix, header_starts_with, hs256_detached, verify_eddsa_detached,
 };
 use crate::keys::{
-    EphemeralSecret, JoinSecrets, Keyring, SessionKeys, finished_mac, join_secrets, resume_secrets, verify_finished,
+    EphemeralSecret, JoinSecrets, Keyring, SessionKeys, SymmetricKey, finished_mac, join_secrets, resume_secrets,
+    verify_finished,
 };
 use crate::messages::{
-    ClientAuth, ClientFinished, ClientHello, FrameType, HandshakeMessage, MAX_EVIDENCE, Message, ResumeChallenge,
-    ResumeFinished, ResumeHello, ServerChallenge, ServerFinished,
+    ClientAuth, ClientFinished, ClientHello, FrameType, HandshakeMessage, MAX_EVIDENCE, MAX_REQUEST, Message,
+    ResumeChallenge, ResumeFinished, ResumeHello, ResumeTicket, ServerChallenge, ServerFinished,
 };
 use crate::pin::Pin;
 use crate::suite::{MacSuite, SUPPORTED_VERSIONS};
@@ -54,12 +61,21 @@ pub struct JoinConfig {
     client_id: ClientId,
     suites: Vec<MacSuite>,
     name_token: bool,
+    request: Vec<u8>,
+}
+
+/// Checks an application request against the protocol's limit, before any handshake.
+fn checked_request(request: Vec<u8>) -> Result<Vec<u8>, LocalFailure> {
+    if request.len() > MAX_REQUEST {
+        return Err(LocalFailure::RequestTooLong { len: request.len() });
+    }
+    Ok(request)
 }
 
 impl JoinConfig {
     /// Join with `token`, accepting a gateway whose identity matches any of `pins`.
     pub fn new(token: BootstrapToken, pins: Vec<Pin>, client_id: ClientId) -> Self {
-        Self { token, pins, client_id, suites: MacSuite::ALL.to_vec(), name_token: true }
+        Self { token, pins, client_id, suites: MacSuite::ALL.to_vec(), name_token: true, request: Vec::new() }
     }
 
     /// The client id this configuration joins as.
@@ -79,6 +95,18 @@ impl JoinConfig {
     pub fn without_token_id(mut self) -> Self {
         self.name_token = false;
         self
+    }
+
+    /// Sends this application request with the join (in `ClientAuth`, covered by the
+    /// token proof): the gateway's application sees it at admission and answers in the
+    /// join's ticket. A certificate signing request, say.
+    ///
+    /// # Errors
+    ///
+    /// [`LocalFailure::RequestTooLong`] for a request longer than [`MAX_REQUEST`].
+    pub fn with_request(mut self, request: Vec<u8>) -> Result<Self, LocalFailure> {
+        self.request = checked_request(request)?;
+        Ok(self)
     }
 }
 
@@ -101,12 +129,26 @@ pub struct SavedKeyring {
 pub struct ResumeConfig {
     saved: SavedKeyring,
     suites: Vec<MacSuite>,
+    request: Vec<u8>,
 }
 
 impl ResumeConfig {
     /// Resume with a saved keyring, offering every suite.
     pub fn new(saved: SavedKeyring) -> Self {
-        Self { saved, suites: MacSuite::ALL.to_vec() }
+        Self { saved, suites: MacSuite::ALL.to_vec(), request: Vec::new() }
+    }
+
+    /// Sends this application request with the resume (in `ResumeFinished`, under the
+    /// keyring's MAC): the gateway's application answers it in a `ResumeTicket`, which
+    /// the resume then waits for. A certificate signing request to renew a certificate,
+    /// say. An empty request is none.
+    ///
+    /// # Errors
+    ///
+    /// [`LocalFailure::RequestTooLong`] for a request longer than [`MAX_REQUEST`].
+    pub fn with_request(mut self, request: Vec<u8>) -> Result<Self, LocalFailure> {
+        self.request = checked_request(request)?;
+        Ok(self)
     }
 
     /// The MAC suites to offer, most preferred first.
@@ -128,8 +170,14 @@ pub enum ClientRequest {
         /// This session's binding (`spec/PROTOCOL.md` §7.3); no other session has it.
         binding: AttestationBinding,
     },
-    /// Store this keyring durably, then call [`Client::handle_persisted`].
-    PersistKeyring(SavedKeyring),
+    /// Store this keyring durably, with what the agent keeps of the join's ticket, then
+    /// call [`Client::handle_persisted`].
+    PersistKeyring {
+        /// The keyring to store.
+        saved: SavedKeyring,
+        /// The join's ticket, verified under the gateway's `ServerFinished` MAC.
+        ticket: Vec<u8>,
+    },
 }
 
 /// What the agent state machine wants done next.
@@ -147,7 +195,8 @@ pub struct SessionInfo {
     pub server_pin: Pin,
     /// The negotiated MAC suite.
     pub suite: MacSuite,
-    /// The ticket the gateway sent with the join (empty on resume).
+    /// The ticket the gateway sent: a join's (maybe empty), or a resume's answer to its
+    /// request (empty for a resume without one).
     pub ticket: Vec<u8>,
     /// Whether this was a resume.
     pub resumed: bool,
@@ -206,6 +255,16 @@ struct ExpectResumeChallenge {
     hello: ResumeHello,
     transcript: Transcript,
     ephemeral: EphemeralSecret,
+    request: Vec<u8>,
+}
+
+/// A resume that sent a request waits for the gateway's answer to it.
+#[derive(Debug)]
+struct ExpectResumeTicket {
+    transcript: Transcript,
+    session: SessionKeys,
+    ticket_key: SymmetricKey,
+    info: SessionInfo,
 }
 
 #[derive(Debug)]
@@ -221,6 +280,7 @@ enum State {
     ExpectServerFinished(ExpectServerFinished),
     AwaitPersist(AwaitPersist),
     ExpectResumeChallenge(ExpectResumeChallenge),
+    ExpectResumeTicket(ExpectResumeTicket),
     Established(Established),
 }
 
@@ -232,6 +292,7 @@ impl HandshakeState for State {
             Self::ExpectServerFinished(_) => "ExpectServerFinished",
             Self::AwaitPersist(_) => "AwaitPersist",
             Self::ExpectResumeChallenge(_) => "ExpectResumeChallenge",
+            Self::ExpectResumeTicket(_) => "ExpectResumeTicket",
             Self::Established(_) => "Established",
         }
     }
@@ -241,6 +302,7 @@ impl HandshakeState for State {
             Self::ExpectChallenge(_) => Some(&[FrameType::ServerChallenge]),
             Self::ExpectServerFinished(_) => Some(&[FrameType::ServerFinished]),
             Self::ExpectResumeChallenge(_) => Some(&[FrameType::ResumeChallenge]),
+            Self::ExpectResumeTicket(_) => Some(&[FrameType::ResumeTicket]),
             Self::AwaitEvidence(_) | Self::AwaitPersist(_) | Self::Established(_) => None,
         }
     }
@@ -297,8 +359,13 @@ impl Client {
         let frame = hello.to_frame();
         let mut transcript = Transcript::new();
         transcript.add_frame(&frame);
-        let state =
-            State::ExpectResumeChallenge(ExpectResumeChallenge { saved: config.saved, hello, transcript, ephemeral });
+        let state = State::ExpectResumeChallenge(ExpectResumeChallenge {
+            saved: config.saved,
+            hello,
+            transcript,
+            ephemeral,
+            request: config.request,
+        });
         Self { machine: Machine::new(state, Some(frame)) }
     }
 
@@ -422,6 +489,7 @@ fn on_frame(state: State, frame: Frame, message: HandshakeMessage, outbox: &mut 
         (State::ExpectResumeChallenge(s), HandshakeMessage::ResumeChallenge(m)) => {
             on_resume_challenge(s, m, &frame, outbox)
         }
+        (State::ExpectResumeTicket(s), HandshakeMessage::ResumeTicket(m)) => on_resume_ticket(s, m, outbox),
         // The frame type was checked against the state before decoding.
         (state, _) => Err(PeerMisbehaved::UnexpectedMessage {
             expected: state.expected().unwrap_or(&[]),
@@ -464,6 +532,7 @@ fn on_challenge(
         client_id: s.config.client_id.as_str().as_bytes().to_vec(),
         ephemeral: s.ephemeral.public(),
         evidence: Vec::new(),
+        request: Vec::new(),
         proof: alloc::string::String::new(),
     };
     // The evidence commits to everything before it: both nonces, the gateway's key,
@@ -477,6 +546,7 @@ fn on_evidence(s: AwaitEvidence, evidence: Vec<u8>, outbox: &mut ClientOutbox) -
     let AwaitEvidence { config, mut transcript, dh, mut auth, server_pin, suite } = s;
     let token = &config.token;
     auth.evidence = evidence;
+    auth.request = config.request.clone();
     let th_proof = transcript.hash_partial(FrameType::ClientAuth as u8, &auth.signed_part());
     auth.proof = hs256_detached(&th_proof, token.id().as_str(), token.secret().expose());
     let auth_frame = auth.to_frame();
@@ -504,8 +574,8 @@ fn on_server_finished(
     }
     let mut transcript = s.transcript;
     transcript.add_frame(&frame.bytes);
-    let info = SessionInfo { server_pin: s.saved.server_pin, suite: s.suite, ticket: m.ticket, resumed: false };
-    outbox.request(ClientRequest::PersistKeyring(s.saved));
+    let info = SessionInfo { server_pin: s.saved.server_pin, suite: s.suite, ticket: m.ticket.clone(), resumed: false };
+    outbox.request(ClientRequest::PersistKeyring { saved: s.saved, ticket: m.ticket });
     Ok(State::AwaitPersist(AwaitPersist { transcript, secrets: s.secrets, info }))
 }
 
@@ -525,10 +595,32 @@ fn on_resume_challenge(
     }
     let mut transcript = s.transcript;
     transcript.add_frame(&frame.bytes);
-    let th = transcript.hash_partial(FrameType::ResumeFinished as u8, &[]);
-    let finished = ResumeFinished { mac: finished_mac(&secrets.client_finished, &th) };
-    outbox.transmit(finished.to_frame());
+    let mut finished = ResumeFinished { request: s.request, mac: [0; 32] };
+    let th = transcript.hash_partial(FrameType::ResumeFinished as u8, &finished.signed_part());
+    finished.mac = finished_mac(&secrets.client_finished, &th);
+    let frame = finished.to_frame();
+    transcript.add_frame(&frame);
+    outbox.transmit(frame);
     let info = SessionInfo { server_pin: s.saved.server_pin, suite, ticket: Vec::new(), resumed: true };
+    if !finished.request.is_empty() {
+        let session = secrets.session.clone();
+        return Ok(State::ExpectResumeTicket(ExpectResumeTicket {
+            transcript,
+            session,
+            ticket_key: secrets.ticket.clone(),
+            info,
+        }));
+    }
     outbox.established(info.clone());
     Ok(State::Established(Established { session: secrets.session.clone(), info }))
+}
+
+fn on_resume_ticket(s: ExpectResumeTicket, m: ResumeTicket, outbox: &mut ClientOutbox) -> Result<State, Error> {
+    let th = s.transcript.hash_partial(FrameType::ResumeTicket as u8, &m.signed_part());
+    if !verify_finished(&s.ticket_key, &th, &m.mac) {
+        return Err(PeerMisbehaved::BadGatewayProof.into());
+    }
+    let info = SessionInfo { ticket: m.ticket, ..s.info };
+    outbox.established(info.clone());
+    Ok(State::Established(Established { session: s.session, info }))
 }

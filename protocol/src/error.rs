@@ -179,7 +179,8 @@ pub enum LocalFailure {
     Storage,
     /// The agent could not store its keyring durably, so it does not confirm it.
     Persist,
-    /// The application's join ticket is longer than the protocol allows.
+    /// The application's ticket (a join's or a resume's) is longer than the protocol
+    /// allows.
     TicketTooLong {
         /// Its length.
         len: usize,
@@ -188,6 +189,12 @@ pub enum LocalFailure {
     Attestation,
     /// The agent's attestation evidence is longer than the protocol allows.
     EvidenceTooLong {
+        /// Its length.
+        len: usize,
+    },
+    /// The agent's application request is longer than the protocol allows (refused
+    /// when it is configured, before any handshake starts).
+    RequestTooLong {
         /// Its length.
         len: usize,
     },
@@ -375,11 +382,14 @@ impl fmt::Display for LocalFailure {
             Self::Storage => f.write_str("the storage backend failed"),
             Self::Persist => f.write_str("the keyring could not be stored, so it was not confirmed"),
             Self::TicketTooLong { len } => {
-                write!(f, "the join ticket is {len} bytes, the limit is {}", crate::messages::MAX_TICKET)
+                write!(f, "the ticket is {len} bytes, the limit is {}", crate::messages::MAX_TICKET)
             }
             Self::Attestation => f.write_str("the agent's attester could not produce evidence for this session"),
             Self::EvidenceTooLong { len } => {
                 write!(f, "the attestation evidence is {len} bytes, the limit is {}", crate::messages::MAX_EVIDENCE)
+            }
+            Self::RequestTooLong { len } => {
+                write!(f, "the request is {len} bytes, the limit is {}", crate::messages::MAX_REQUEST)
             }
             Self::Interrupted => f.write_str("a handshake step was interrupted by a panic"),
         }

@@ -47,6 +47,8 @@ pub mod labels {
     pub const RESUME_SERVER_FINISHED: &[u8] = b"boarding v1 resume server finished";
     /// Key of the `ResumeFinished` MAC.
     pub const RESUME_CLIENT_FINISHED: &[u8] = b"boarding v1 resume client finished";
+    /// Key of the `ResumeTicket` MAC.
+    pub const RESUME_TICKET: &[u8] = b"boarding v1 resume ticket";
     /// Label of a keyring's public fingerprint (SHA-256, not HKDF).
     pub const KEYRING_ID: &[u8] = b"boarding v1 keyring id";
     /// HKDF-Expand info of the attestation binding (over `TH_EV`, not a key: it is public).
@@ -154,6 +156,7 @@ pub(crate) struct ResumeSecrets {
     pub session: SessionKeys,
     pub server_finished: SymmetricKey,
     pub client_finished: SymmetricKey,
+    pub ticket: SymmetricKey,
 }
 
 /// An ephemeral X25519 secret, drawn from the caller's RNG, zeroized on drop.
@@ -251,6 +254,7 @@ pub(crate) fn resume_secrets(
         session: SessionKeys { c2s: x(labels::RESUME_C2S), s2c: x(labels::RESUME_S2C) },
         server_finished: x(labels::RESUME_SERVER_FINISHED),
         client_finished: x(labels::RESUME_CLIENT_FINISHED),
+        ticket: x(labels::RESUME_TICKET),
     }
 }
 

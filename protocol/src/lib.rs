@@ -109,7 +109,7 @@
 //!             Output::Transmit(bytes) => to_server.push(bytes),
 //!             // Nothing to attest: empty evidence (an attester signs `binding`).
 //!             Output::Request(ClientRequest::Attest { binding: _ }) => client.handle_evidence(Ok(Vec::new()))?,
-//!             Output::Request(ClientRequest::PersistKeyring(saved)) => {
+//!             Output::Request(ClientRequest::PersistKeyring { saved, .. }) => {
 //!                 keyring = Some(saved); // store it durably here
 //!                 client.handle_persisted(Ok(()))?;
 //!             }
@@ -122,6 +122,7 @@
 //!         match out {
 //!             Output::Transmit(bytes) => to_client.push(bytes),
 //!             Output::Request(ServerRequest::Admit(_)) => server.handle_admission(Admission::admit())?,
+//!             Output::Request(ServerRequest::Ticket(_)) => server.handle_ticket(Vec::new())?,
 //!             Output::Request(ServerRequest::Storage(request)) => server.handle_storage(match request {
 //!                 StorageRequest::LookupToken { .. } | StorageRequest::UnexpiredTokens { .. } =>
 //!                     StorageAnswer::Tokens(vec![record.clone()]),

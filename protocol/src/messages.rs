@@ -27,8 +27,11 @@ pub const MAX_OFFERS: usize = 16;
 pub const MAX_CHALLENGES: usize = 16;
 /// Largest attestation evidence, in bytes.
 pub const MAX_EVIDENCE: usize = 8 * 1024;
-/// Largest join ticket, in bytes.
+/// Largest ticket (a join's or a resume's), in bytes.
 pub const MAX_TICKET: usize = 4 * 1024;
+/// Largest application request carried with a join or a resume (a certificate signing
+/// request, say), in bytes.
+pub const MAX_REQUEST: usize = 4 * 1024;
 /// Length of a nonce.
 pub const NONCE_LEN: usize = 32;
 /// Length of a finished MAC.
@@ -54,6 +57,8 @@ pub enum FrameType {
     ResumeChallenge = 0x07,
     /// Resume, message 3 (C→S).
     ResumeFinished = 0x08,
+    /// Resume, message 4 (S→C), only after a resume that carried a request.
+    ResumeTicket = 0x09,
     /// A handshake abort (either way, unauthenticated).
     Alert = 0x15,
     /// Channel data.
@@ -78,6 +83,7 @@ impl FrameType {
             0x06 => Self::ResumeHello,
             0x07 => Self::ResumeChallenge,
             0x08 => Self::ResumeFinished,
+            0x09 => Self::ResumeTicket,
             0x15 => Self::Alert,
             0x17 => Self::Data,
             0x18 => Self::Close,
@@ -292,7 +298,7 @@ impl Message for ServerChallenge {
     }
 }
 
-/// Join message 3: the client's id, share, evidence and token proof.
+/// Join message 3: the client's id, share, evidence, request and token proof.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientAuth {
     /// The token the proof is keyed with.
@@ -303,6 +309,9 @@ pub struct ClientAuth {
     pub ephemeral: [u8; 32],
     /// Attestation evidence (0 to 8 KiB, opaque to the protocol).
     pub evidence: Vec<u8>,
+    /// The application's request (0 to 4 KiB, opaque to the protocol): what the
+    /// gateway's application answers in the ticket, a certificate signing request say.
+    pub request: Vec<u8>,
     /// Detached HS256 JWS keyed by the token secret over the transcript hash.
     pub proof: String,
 }
@@ -329,6 +338,7 @@ impl Message for ClientAuth {
     fn encode_signed_part(&self, out: &mut Vec<u8>) {
         self.encode_bound_part(out);
         put_bytes_u16(out, &self.evidence);
+        put_bytes_u16(out, &self.request);
     }
     fn encode_proof(&self, out: &mut Vec<u8>) {
         put_bytes_u16(out, self.proof.as_bytes());
@@ -340,37 +350,74 @@ impl Message for ClientAuth {
         let client_id = read_client_id(&mut r)?;
         let ephemeral = r.array("client ephemeral")?;
         let evidence = r.bytes_u16("evidence", 0, MAX_EVIDENCE)?.to_vec();
+        let request = r.bytes_u16("request", 0, MAX_REQUEST)?.to_vec();
         let proof = read_jws(&mut r, "proof")?;
         r.finish("ClientAuth")?;
-        Ok(Self { token_id, client_id, ephemeral, evidence, proof })
+        Ok(Self { token_id, client_id, ephemeral, evidence, request, proof })
     }
 }
 
-/// Join message 4: the ticket and the gateway's key confirmation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerFinished {
-    /// Application payload for the new client (0 to 4 KiB).
-    pub ticket: Vec<u8>,
-    /// HMAC-SHA256 with the server-finished key.
-    pub mac: [u8; MAC_LEN],
+/// A message that is one length-prefixed field (a ticket or a request) and a MAC.
+macro_rules! field_and_mac_message {
+    ($(#[$doc:meta])* $name:ident, $ty:expr, $field:ident, $max:expr, $field_doc:literal, $mac_name:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name {
+            #[doc = $field_doc]
+            pub $field: Vec<u8>,
+            /// HMAC-SHA256 over the transcript.
+            pub mac: [u8; MAC_LEN],
+        }
+
+        impl Message for $name {
+            const TYPE: FrameType = $ty;
+            fn encode_signed_part(&self, out: &mut Vec<u8>) {
+                put_bytes_u16(out, &self.$field);
+            }
+            fn encode_proof(&self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.mac);
+            }
+            fn decode(body: &[u8]) -> Result<Self, DecodeError> {
+                let mut r = Reader::new(body);
+                let $field = r.bytes_u16(stringify!($field), 0, $max)?.to_vec();
+                let mac = r.array($mac_name)?;
+                r.finish(stringify!($name))?;
+                Ok(Self { $field, mac })
+            }
+        }
+    };
 }
 
-impl Message for ServerFinished {
-    const TYPE: FrameType = FrameType::ServerFinished;
-    fn encode_signed_part(&self, out: &mut Vec<u8>) {
-        put_bytes_u16(out, &self.ticket);
-    }
-    fn encode_proof(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.mac);
-    }
-    fn decode(body: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(body);
-        let ticket = r.bytes_u16("ticket", 0, MAX_TICKET)?.to_vec();
-        let mac = r.array("server finished mac")?;
-        r.finish("ServerFinished")?;
-        Ok(Self { ticket, mac })
-    }
-}
+field_and_mac_message!(
+    /// Join message 4: the ticket and the gateway's key confirmation.
+    ServerFinished,
+    FrameType::ServerFinished,
+    ticket,
+    MAX_TICKET,
+    "Application payload for the new client (0 to 4 KiB).",
+    "server finished mac"
+);
+
+field_and_mac_message!(
+    /// Resume message 3: the client's request (empty for none) and key confirmation.
+    ResumeFinished,
+    FrameType::ResumeFinished,
+    request,
+    MAX_REQUEST,
+    "The application's request (0 to 4 KiB; empty: no `ResumeTicket` follows).",
+    "resume finished mac"
+);
+
+field_and_mac_message!(
+    /// Resume message 4, sent only when the `ResumeFinished` carried a request: the
+    /// application's answer, under the gateway's MAC.
+    ResumeTicket,
+    FrameType::ResumeTicket,
+    ticket,
+    MAX_TICKET,
+    "The application's answer to the request (0 to 4 KiB).",
+    "resume ticket mac"
+);
 
 /// A message that is a MAC and nothing else.
 macro_rules! mac_only_message {
@@ -403,13 +450,6 @@ mac_only_message!(
     ClientFinished,
     FrameType::ClientFinished,
     "client finished mac"
-);
-
-mac_only_message!(
-    /// Resume message 3: the client's key confirmation.
-    ResumeFinished,
-    FrameType::ResumeFinished,
-    "resume finished mac"
 );
 
 /// Resume message 1.
@@ -520,6 +560,7 @@ pub enum HandshakeMessage {
     ResumeHello(ResumeHello),
     ResumeChallenge(ResumeChallenge),
     ResumeFinished(ResumeFinished),
+    ResumeTicket(ResumeTicket),
     Alert(AlertMessage),
 }
 
@@ -540,6 +581,7 @@ impl HandshakeMessage {
             FrameType::ResumeHello => Self::ResumeHello(ResumeHello::decode(body)?),
             FrameType::ResumeChallenge => Self::ResumeChallenge(ResumeChallenge::decode(body)?),
             FrameType::ResumeFinished => Self::ResumeFinished(ResumeFinished::decode(body)?),
+            FrameType::ResumeTicket => Self::ResumeTicket(ResumeTicket::decode(body)?),
             FrameType::Alert => Self::Alert(AlertMessage::decode(body)?),
             FrameType::Data | FrameType::Close => return Err(DecodeError::UnknownType(frame_type as u8)),
         })
@@ -574,6 +616,7 @@ impl HandshakeMessage {
             Self::ResumeHello(m) => m.to_frame(),
             Self::ResumeChallenge(m) => m.to_frame(),
             Self::ResumeFinished(m) => m.to_frame(),
+            Self::ResumeTicket(m) => m.to_frame(),
             Self::Alert(m) => m.to_frame(),
         }
     }

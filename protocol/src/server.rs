@@ -4,7 +4,8 @@
 //! [`Server::handle_input`] with the current time, drain [`Server::poll_output`] until
 //! it returns `None`, carry out each [`ServerRequest`] and answer it
 //! ([`Server::handle_storage`] for storage, [`Server::handle_admission`] for the
-//! application's admission decision). When [`Output::Established`] appears,
+//! application's admission decision, [`Server::handle_ticket`] for its answer to a
+//! resume's request). When [`Output::Established`] appears,
 //! [`Server::into_session`] yields the channel and the client's [`VerifiedClient`]
 //! identity.
 //!
@@ -13,7 +14,8 @@
 //!           -ClientAuth-> AwaitAdmission -admitted-> AwaitRedeem -redeemed-> ExpectClientFinished
 //!           -ClientFinished-> AwaitConfirm -confirmed-> Established
 //! resume: ExpectHello -ResumeHello-> AwaitKeyring -keyring-> ExpectResumeFinished
-//!           -ResumeFinished-> [AwaitConfirm, if unconfirmed] -> Established
+//!           -ResumeFinished-> [AwaitTicket, if it carried a request] -> [AwaitConfirm, if unconfirmed]
+//!           -> Established
 //! any error -> failed (its alert, then Output::Failed; the error is returned on every later call)
 //! ```
 //!
@@ -41,7 +43,7 @@ use crate::keys::{
 };
 use crate::messages::{
     ClientAuth, ClientFinished, ClientHello, FrameType, HandshakeMessage, MAX_CHALLENGES, MAX_TICKET, Message,
-    NONCE_LEN, ResumeChallenge, ResumeFinished, ResumeHello, ServerChallenge, ServerFinished,
+    NONCE_LEN, ResumeChallenge, ResumeFinished, ResumeHello, ResumeTicket, ServerChallenge, ServerFinished,
 };
 use crate::pin::Pin;
 use crate::storage::{
@@ -102,6 +104,19 @@ pub enum ServerRequest {
     /// evidence, if it requires any), and answer with [`Server::handle_admission`].
     /// Comes before redemption: a refusal charges nothing.
     Admit(AdmissionRequest),
+    /// A resume carried an application request: ask the application for its answer
+    /// (a renewed certificate, say) and answer with [`Server::handle_ticket`]. Comes only
+    /// after the client proved its keyring.
+    Ticket(TicketRequest),
+}
+
+/// A resumed client's application request, once its keyring is proven.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketRequest {
+    /// Who asks: the client the resume verified.
+    pub client: VerifiedClient,
+    /// The request (opaque to the protocol; never empty).
+    pub request: Vec<u8>,
 }
 
 /// What the application decides admission on: everything the handshake has verified
@@ -116,6 +131,9 @@ pub struct AdmissionRequest {
     pub labels: BTreeMap<String, String>,
     /// Attestation evidence the agent sent (opaque; empty if none).
     pub evidence: Vec<u8>,
+    /// The application request the agent sent (opaque; empty if none), answered in the
+    /// ticket.
+    pub request: Vec<u8>,
     /// The session's attestation binding, computed from the gateway's own transcript:
     /// evidence made for this session commits to it, evidence from any other session
     /// names another one (`spec/PROTOCOL.md` §7.3).
@@ -266,6 +284,16 @@ struct ExpectResumeFinished {
     suite: MacSuite,
 }
 
+/// A verified resume waits for the application's answer to its request.
+#[derive(Debug)]
+struct AwaitTicket {
+    transcript: Transcript,
+    secrets: ResumeSecrets,
+    peer: VerifiedClient,
+    record: KeyringRecord,
+    suite: MacSuite,
+}
+
 #[derive(Debug)]
 struct AwaitConfirm {
     session: SessionKeys,
@@ -290,6 +318,7 @@ enum State {
     ExpectClientFinished(ExpectClientFinished),
     AwaitKeyring(AwaitKeyring),
     ExpectResumeFinished(ExpectResumeFinished),
+    AwaitTicket(AwaitTicket),
     AwaitConfirm(AwaitConfirm),
     Established(Established),
 }
@@ -305,6 +334,7 @@ impl HandshakeState for State {
             Self::ExpectClientFinished(_) => "ExpectClientFinished",
             Self::AwaitKeyring(_) => "AwaitKeyring",
             Self::ExpectResumeFinished(_) => "ExpectResumeFinished",
+            Self::AwaitTicket(_) => "AwaitTicket",
             Self::AwaitConfirm(_) => "AwaitConfirm",
             Self::Established(_) => "Established",
         }
@@ -320,6 +350,7 @@ impl HandshakeState for State {
             | Self::AwaitAdmission(_)
             | Self::AwaitRedeem(_)
             | Self::AwaitKeyring(_)
+            | Self::AwaitTicket(_)
             | Self::AwaitConfirm(_)
             | Self::Established(_) => None,
         }
@@ -478,6 +509,31 @@ impl Server {
         self.process()
     }
 
+    /// Answers a [`ServerRequest::Ticket`] with the application's answer to the
+    /// resume's request (empty to give none), sent in `ResumeTicket`. Called when no
+    /// ticket is pending, it is [`Error::Misuse`] and changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Misuse`] if no ticket is pending (nothing changes);
+    /// [`LocalFailure::TicketTooLong`] for a ticket longer than [`MAX_TICKET`]; or the
+    /// error the handshake had already failed with.
+    pub fn handle_ticket(&mut self, ticket: Vec<u8>) -> Result<(), Error> {
+        self.machine.answer(
+            "handle_ticket",
+            |state| matches!(state, State::AwaitTicket(_)),
+            |state, outbox| match state {
+                State::AwaitTicket(_) if ticket.len() > MAX_TICKET => {
+                    Err(LocalFailure::TicketTooLong { len: ticket.len() }.into())
+                }
+                State::AwaitTicket(s) => Ok(on_ticket(s, ticket, outbox)),
+                // Unreachable: `pending` admitted only AwaitTicket.
+                state => Ok(state),
+            },
+        )?;
+        self.process()
+    }
+
     fn process(&mut self) -> Result<(), Error> {
         let context = &mut self.context;
         self.machine.process(&mut |state, frame, message, outbox| context.on_frame(state, frame, message, outbox))
@@ -535,7 +591,7 @@ impl Context {
             (State::ExpectClientAuth(s), HandshakeMessage::ClientAuth(m)) => self.on_client_auth(s, m, &frame, outbox),
             (State::ExpectClientFinished(s), HandshakeMessage::ClientFinished(m)) => on_client_finished(s, m, outbox),
             (State::ExpectResumeFinished(s), HandshakeMessage::ResumeFinished(m)) => {
-                self.on_resume_finished(s, m, outbox)
+                self.on_resume_finished(s, m, &frame, outbox)
             }
             // The frame type was checked against the state before decoding.
             (state, _) => Err(PeerMisbehaved::UnexpectedMessage {
@@ -664,6 +720,7 @@ impl Context {
             token_id: auth.token_id,
             labels: record.labels.clone(),
             evidence: auth.evidence,
+            request: auth.request,
             binding,
         }));
         Ok(State::AwaitAdmission(AwaitAdmission { transcript, secrets, peer, suite: s.negotiated.suite }))
@@ -717,9 +774,10 @@ impl Context {
         &mut self,
         s: ExpectResumeFinished,
         m: ResumeFinished,
+        frame: &Frame,
         outbox: &mut ServerOutbox,
     ) -> Result<State, Error> {
-        let th = s.transcript.hash_partial(FrameType::ResumeFinished as u8, &[]);
+        let th = s.transcript.hash_partial(FrameType::ResumeFinished as u8, &m.signed_part());
         let valid = verify_finished(&s.secrets.client_finished, &th, &m.mac);
         let record = match (s.record, valid) {
             (Some(record), true) => record,
@@ -739,16 +797,47 @@ impl Context {
             attested: record.attested.clone(),
             resumed: true,
         };
-        if record.confirmed {
-            outbox.established(peer.clone());
-            return Ok(State::Established(Established { session: s.secrets.session.clone(), peer, suite: s.suite }));
+        let mut transcript = s.transcript;
+        transcript.add_frame(&frame.bytes);
+        if !m.request.is_empty() {
+            outbox.request(ServerRequest::Ticket(TicketRequest { client: peer.clone(), request: m.request }));
+            return Ok(State::AwaitTicket(AwaitTicket {
+                transcript,
+                secrets: s.secrets,
+                peer,
+                record,
+                suite: s.suite,
+            }));
         }
-        outbox.request(ServerRequest::Storage(StorageRequest::ConfirmKeyring {
-            client_id: record.client_id.clone(),
-            keyring_id: record.keyring.id(),
-        }));
-        Ok(State::AwaitConfirm(AwaitConfirm { session: s.secrets.session.clone(), peer, suite: s.suite }))
+        Ok(resumed(&record, s.secrets.session.clone(), peer, s.suite, outbox))
     }
+}
+
+/// A verified resume: established at once, or once its unconfirmed keyring is confirmed.
+fn resumed(
+    record: &KeyringRecord,
+    session: SessionKeys,
+    peer: VerifiedClient,
+    suite: MacSuite,
+    outbox: &mut ServerOutbox,
+) -> State {
+    if record.confirmed {
+        outbox.established(peer.clone());
+        return State::Established(Established { session, peer, suite });
+    }
+    outbox.request(ServerRequest::Storage(StorageRequest::ConfirmKeyring {
+        client_id: record.client_id.clone(),
+        keyring_id: record.keyring.id(),
+    }));
+    State::AwaitConfirm(AwaitConfirm { session, peer, suite })
+}
+
+fn on_ticket(s: AwaitTicket, ticket: Vec<u8>, outbox: &mut ServerOutbox) -> State {
+    let mut answer = ResumeTicket { ticket, mac: [0; 32] };
+    let th = s.transcript.hash_partial(FrameType::ResumeTicket as u8, &answer.signed_part());
+    answer.mac = finished_mac(&s.secrets.ticket, &th);
+    outbox.transmit(answer.to_frame());
+    resumed(&s.record, s.secrets.session.clone(), s.peer, s.suite, outbox)
 }
 
 fn on_redeemed(

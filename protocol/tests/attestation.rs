@@ -229,6 +229,7 @@ fn evidence_relayed_with_another_share_and_token_is_refused() {
         client_id: stolen.client_id.clone(),
         ephemeral: attacker_share.public(),
         evidence: stolen.evidence.clone(),
+        request: Vec::new(),
         proof: String::new(),
     };
     let mut transcript = Transcript::new();

@@ -115,7 +115,7 @@ fn drain_client(client: &mut Client, answers: &Answers, log: &mut Vec<Out>, wire
                 log.push(Out::Request("Attest"));
                 let _ = client.handle_evidence(answers.evidence.clone());
             }
-            Output::Request(ClientRequest::PersistKeyring(_)) => {
+            Output::Request(ClientRequest::PersistKeyring { .. }) => {
                 log.push(Out::Request("PersistKeyring"));
                 let _ = client.handle_persisted(answers.persist);
             }
@@ -151,6 +151,11 @@ fn drain_server(
             Output::Request(ServerRequest::Admit(_)) => {
                 log.push(Out::Request("Admit"));
                 let _ = server.handle_admission(answers.admission.clone());
+            }
+            Output::Request(ServerRequest::Ticket(request)) => {
+                log.push(Out::Request("Ticket"));
+                // Echoes the request, so a test sees it arrive and come back.
+                let _ = server.handle_ticket(request.request);
             }
             Output::Established(_) => log.push(Out::Established),
             Output::Failed(e) => log.push(Out::Failed(e)),

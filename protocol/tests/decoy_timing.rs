@@ -128,7 +128,7 @@ fn a_wrong_resume_mac_costs_the_same_for_known_and_unknown_clients() {
         Probe { hello: hello_of(&known), expected: PeerMisbehaved::BadClientProof.into() },
         Probe { hello: hello_of(&unknown), expected: Refusal::UnknownClient.into() },
     ];
-    let finished = ResumeFinished { mac: [0x5a; 32] }.to_frame();
+    let finished = ResumeFinished { request: Vec::new(), mac: [0x5a; 32] }.to_frame();
     let bad_proof = AlertMessage { code: Alert::BadProof.code() }.to_frame();
     let mut rng = ChaCha20Rng::seed_from_u64(7);
 

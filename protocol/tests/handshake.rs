@@ -521,7 +521,8 @@ fn oversized_truncated_and_trailing_input() {
 
     // A message of the wrong type for the state.
     let mut pair = world.join_pair("o", &token);
-    let err = pair.server.handle_input(0, &ResumeFinished { mac: [0; 32] }.to_frame()).unwrap_err();
+    let err =
+        pair.server.handle_input(0, &ResumeFinished { request: Vec::new(), mac: [0; 32] }.to_frame()).unwrap_err();
     assert_eq!(
         err,
         Error::PeerMisbehaved(PeerMisbehaved::UnexpectedMessage {
@@ -620,6 +621,7 @@ fn non_contributory_shares_are_refused() {
         client_id: b"z3".to_vec(),
         ephemeral: [0; 32],
         evidence: vec![],
+        request: vec![],
         proof: String::new(),
     };
     let th = transcript.hash_partial(FrameType::ClientAuth as u8, &auth.signed_part());
@@ -738,7 +740,10 @@ fn resume_for_an_unknown_client_gets_an_indistinguishable_decoy() {
                 pair.server.handle_storage(world.store.answer(&req)).unwrap();
             }
         }
-        let err = pair.server.handle_input(world.now, &ResumeFinished { mac: [1; 32] }.to_frame()).unwrap_err();
+        let err = pair
+            .server
+            .handle_input(world.now, &ResumeFinished { request: Vec::new(), mac: [1; 32] }.to_frame())
+            .unwrap_err();
         let Some(Output::Transmit(alert_bytes)) = pair.server.poll_output() else { panic!() };
         seen.push((challenge.len(), challenge[..9].to_vec(), alert_bytes, err.alert()));
         local.push(err);

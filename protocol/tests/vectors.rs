@@ -6,8 +6,8 @@
 //!
 //! The file is self-contained: its `inputs` name everything a handshake depends on
 //! besides randomness (versions and suites offered, the gateway's suite preference,
-//! the named- or unnamed-token flow, the evidence, the ticket the gateway's
-//! application admits with, the token record), and each flow lists the random values
+//! the named- or unnamed-token flow, the evidence, the requests and the tickets the
+//! applications exchange, the token record), and each flow lists the random values
 //! each side draws. [`the_committed_inputs_and_randomness_reproduce_the_wire_bytes`]
 //! reads only the file and replays it.
 //!
@@ -61,6 +61,12 @@ struct Inputs {
     evidence: Vec<u8>,
     /// The ticket the gateway's application admits the client with.
     ticket: Vec<u8>,
+    /// The application request in the ClientAuth.
+    request: Vec<u8>,
+    /// The application request of the second resume (in its ResumeFinished).
+    resume_request: Vec<u8>,
+    /// The gateway application's answer to it (in the ResumeTicket).
+    resume_ticket: Vec<u8>,
     /// The gateway's record of the token.
     token_max_uses: u32,
     token_expires_at: Option<u64>,
@@ -81,6 +87,9 @@ impl Inputs {
             token_named: true,
             evidence: Vec::new(),
             ticket: Vec::new(),
+            request: b"join request".to_vec(),
+            resume_request: b"resume request".to_vec(),
+            resume_ticket: b"resume ticket".to_vec(),
             token_max_uses: 1,
             token_expires_at: None,
         }
@@ -102,6 +111,9 @@ impl Inputs {
             "token_named_in_hello": self.token_named,
             "evidence": h(&self.evidence),
             "ticket": h(&self.ticket),
+            "request": h(&self.request),
+            "resume_request": h(&self.resume_request),
+            "resume_ticket": h(&self.resume_ticket),
             "token_max_uses": self.token_max_uses,
             "token_expires_at": self.token_expires_at,
         })
@@ -136,6 +148,9 @@ impl Inputs {
             token_named: v["token_named_in_hello"].as_bool().expect("inputs.token_named_in_hello is a bool"),
             evidence: unhex(&v["evidence"]),
             ticket: unhex(&v["ticket"]),
+            request: unhex(&v["request"]),
+            resume_request: unhex(&v["resume_request"]),
+            resume_ticket: unhex(&v["resume_ticket"]),
             token_max_uses: u32::try_from(v["token_max_uses"].as_u64().unwrap()).unwrap(),
             token_expires_at: v["token_expires_at"].as_u64(),
         };
@@ -146,8 +161,10 @@ impl Inputs {
     fn join_config(&self) -> JoinConfig {
         let token: BootstrapToken = self.token.parse().unwrap();
         let pin = ServerIdentity::from_seed(self.identity_seed).pin();
-        let config =
-            JoinConfig::new(token, vec![pin], ClientId::new(&self.client_id).unwrap()).with_suites(&self.suites);
+        let config = JoinConfig::new(token, vec![pin], ClientId::new(&self.client_id).unwrap())
+            .with_suites(&self.suites)
+            .with_request(self.request.clone())
+            .unwrap();
         if self.token_named { config } else { config.without_token_id() }
     }
 
@@ -208,7 +225,7 @@ fn run(mut client: Client, mut server: Server, store: &mut Records, now: u64, in
                     bindings.0 = Some(binding);
                     client.handle_evidence(Ok(inputs.evidence.clone())).unwrap();
                 }
-                Output::Request(ClientRequest::PersistKeyring(s)) => {
+                Output::Request(ClientRequest::PersistKeyring { saved: s, .. }) => {
                     saved = Some(s);
                     client.handle_persisted(Ok(())).unwrap();
                 }
@@ -225,8 +242,13 @@ fn run(mut client: Client, mut server: Server, store: &mut Records, now: u64, in
                 Output::Request(ServerRequest::Storage(req)) => server.handle_storage(store.answer(&req)).unwrap(),
                 Output::Request(ServerRequest::Admit(request)) => {
                     assert_eq!(request.evidence, inputs.evidence, "the gateway's application gets the evidence");
+                    assert_eq!(request.request, inputs.request, "the gateway's application gets the request");
                     bindings.1 = Some(request.binding);
                     server.handle_admission(Admission::with_ticket(inputs.ticket.clone())).unwrap();
+                }
+                Output::Request(ServerRequest::Ticket(request)) => {
+                    assert_eq!(request.request, inputs.resume_request, "the resume's request reaches the gateway");
+                    server.handle_ticket(inputs.resume_ticket.clone()).unwrap();
                 }
                 Output::Established(_) => {}
                 Output::Failed(e) => panic!("the gateway failed: {e}"),
@@ -325,6 +347,7 @@ fn check_join_messages(inputs: &Inputs, f: &[&[u8]]) {
     assert_eq!(challenge.suite, inputs.negotiated().code(), "the gateway's preferred suite among those offered");
     let HandshakeMessage::ClientAuth(auth) = decode(f[2]) else { panic!("ClientAuth third") };
     assert_eq!(auth.evidence, inputs.evidence, "evidence");
+    assert_eq!(auth.request, inputs.request, "request");
     assert_eq!(auth.client_id, inputs.client_id.as_bytes(), "client id");
     let HandshakeMessage::ServerFinished(finished) = decode(f[3]) else { panic!("ServerFinished fourth") };
     assert_eq!(finished.ticket, inputs.ticket, "the admission's ticket");
@@ -379,8 +402,10 @@ fn generate(inputs: &Inputs) -> Value {
     let s_eph_pub: [u8; 32] = f[1][5 + 68..5 + 100].try_into().unwrap();
     let dh = x25519(c_eph, &s_eph_pub);
     let th_challenge = partial(&f[..1], f[1], 100);
-    // ClientAuth signed part: token id 6, client id 1+len, ephemeral 32, evidence 2+len.
-    let th_proof = partial(&f[..2], f[2], 6 + 1 + client_id.len() + 32 + 2 + inputs.evidence.len());
+    // ClientAuth signed part: token id 6, client id 1+len, ephemeral 32, evidence 2+len,
+    // request 2+len.
+    let th_proof =
+        partial(&f[..2], f[2], 6 + 1 + client_id.len() + 32 + 2 + inputs.evidence.len() + 2 + inputs.request.len());
     // The attestation binding: HKDF-Expand over the transcript up to the evidence (the
     // ClientAuth's token id, client id and ephemeral share, after its type byte).
     let th_ev = partial(&f[..2], f[2], 6 + 1 + client_id.len() + 32);
@@ -440,22 +465,50 @@ fn generate(inputs: &Inputs) -> Value {
         "first_data_frame_c2s": frames_of_channel(&session, payload),
     });
 
-    // Resume: the client draws its ephemeral, then its nonce.
-    let mut crng = ChaCha20Rng::seed_from_u64(CLIENT_SEED + 10);
-    let mut srng = ChaCha20Rng::seed_from_u64(SERVER_SEED + 10);
-    let mut c_draw = ChaCha20Rng::seed_from_u64(CLIENT_SEED + 10);
-    let mut s_draw = ChaCha20Rng::seed_from_u64(SERVER_SEED + 10);
+    let resume_json = resume_flow(inputs, &saved, &mut store, 10, &[]);
+    let resume_with_request_json = resume_flow(inputs, &saved, &mut store, 20, &inputs.resume_request);
+
+    json!({
+        "description": "Boarding protocol v1 test vectors: a join, a resume, and a resume with a request \
+            (answered in a ResumeTicket), from fixed seeds. Secrets are included so that an independent \
+            implementation can check every step.",
+        "inputs": inputs.to_json(),
+        "join": join_json,
+        "resume": resume_json,
+        "resume_with_request": resume_with_request_json,
+        "alerts": alert_frames(),
+    })
+}
+
+/// One resume of the join's keyring, with `request` (empty: none), from seeds offset by
+/// `seed_offset`; checked against the spec's formulas.
+fn resume_flow(inputs: &Inputs, saved: &SavedKeyring, store: &mut Records, seed_offset: u64, request: &[u8]) -> Value {
+    let pin = ServerIdentity::from_seed(inputs.identity_seed).pin();
+    let client_id = inputs.client_id.as_str();
+    let suite = inputs.negotiated();
+    let payload = &inputs.payload[..];
+    let keyring = (*saved.keyring.c2s.expose(), *saved.keyring.s2c.expose());
+    // The client draws its ephemeral, then its nonce.
+    let mut crng = ChaCha20Rng::seed_from_u64(CLIENT_SEED + seed_offset);
+    let mut srng = ChaCha20Rng::seed_from_u64(SERVER_SEED + seed_offset);
+    let mut c_draw = ChaCha20Rng::seed_from_u64(CLIENT_SEED + seed_offset);
+    let mut s_draw = ChaCha20Rng::seed_from_u64(SERVER_SEED + seed_offset);
     let (mut rc_eph, mut rc_nonce, mut rs_nonce, mut rs_eph) = ([0u8; 32], [0u8; 32], [0u8; 32], [0u8; 32]);
     c_draw.fill_bytes(&mut rc_eph);
     c_draw.fill_bytes(&mut rc_nonce);
     s_draw.fill_bytes(&mut rs_nonce);
     s_draw.fill_bytes(&mut rs_eph);
-    let resume = ResumeConfig::new(saved.clone()).with_suites(&inputs.suites);
-    let Run { frames, bindings, .. } =
-        run(Client::resume(resume, &mut crng), Server::new(config, &mut srng), &mut store, inputs.now, inputs);
+    let resume = ResumeConfig::new(saved.clone()).with_suites(&inputs.suites).with_request(request.to_vec()).unwrap();
+    let Run { frames, bindings, client, .. } = run(
+        Client::resume(resume, &mut crng),
+        Server::new(inputs.server_config(), &mut srng),
+        store,
+        inputs.now,
+        inputs,
+    );
     assert_eq!(bindings, (None, None), "a resume attests nothing");
     let f: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
-    assert_eq!(f.len(), 3);
+    assert_eq!(f.len(), if request.is_empty() { 3 } else { 4 }, "a ResumeTicket answers a request, only");
     let HandshakeMessage::ResumeChallenge(rc) = HandshakeMessage::decode_frame(f[1]).unwrap() else { panic!() };
     assert_eq!(rc.suite, suite.code(), "the resume negotiates like the join");
     let rs_eph_pub: [u8; 32] = f[1][5 + 36..5 + 68].try_into().unwrap();
@@ -468,30 +521,36 @@ fn generate(inputs: &Inputs) -> Value {
     let k = |label: &str| expand(&prk, label, client_id, pin.as_bytes());
     let (sf_key, cf_key) = (k("boarding v1 resume server finished"), k("boarding v1 resume client finished"));
     assert_eq!(&f[1][f[1].len() - 32..], &hmac(&sf_key, &th_rc));
-    let th_rf = partial(&f[..2], f[2], 0);
-    assert_eq!(&f[2][5..], &hmac(&cf_key, &th_rf));
+    // ResumeFinished signed part: the request, 2+len.
+    let th_rf = partial(&f[..2], f[2], 2 + request.len());
+    assert_eq!(&f[2][f[2].len() - 32..], &hmac(&cf_key, &th_rf));
     let session = SessionKeys {
         c2s: SymmetricKey::from_bytes(k("boarding v1 resume c2s")),
         s2c: SymmetricKey::from_bytes(k("boarding v1 resume s2c")),
     };
-    let resume_json = json!({
-        "frames": { "resume_hello": h(f[0]), "resume_challenge": h(f[1]), "resume_finished": h(f[2]) },
+    let mut frames_json = json!({ "resume_hello": h(f[0]), "resume_challenge": h(f[1]), "resume_finished": h(f[2]) });
+    let mut transcript_json = json!({ "resume_challenge_signed": h(&th_rc), "resume_finished_signed": h(&th_rf) });
+    let mut keys_json = json!({ "server": h(&sf_key), "client": h(&cf_key) });
+    if let Some(ticket_frame) = f.get(3) {
+        // ResumeTicket signed part: the ticket, 2+len, under its own key.
+        let ticket_key = k("boarding v1 resume ticket");
+        let th_rt = partial(&f[..3], ticket_frame, 2 + inputs.resume_ticket.len());
+        assert_eq!(&ticket_frame[ticket_frame.len() - 32..], &hmac(&ticket_key, &th_rt));
+        let info = client.session_info().unwrap();
+        assert_eq!(info.ticket, inputs.resume_ticket, "the agent receives the ticket");
+        frames_json["resume_ticket"] = json!(h(ticket_frame));
+        transcript_json["resume_ticket_signed"] = json!(h(&th_rt));
+        keys_json["ticket"] = json!(h(&ticket_key));
+    }
+    json!({
+        "frames": frames_json,
         "client_nonce": h(&rc_nonce), "client_ephemeral_secret": h(&rc_eph),
         "server_nonce": h(&rs_nonce), "server_ephemeral_secret": h(&rs_eph),
         "dh": h(&dh),
-        "transcript": { "resume_challenge_signed": h(&th_rc), "resume_finished_signed": h(&th_rf) },
+        "transcript": transcript_json,
         "session": { "c2s": h(session.c2s.expose()), "s2c": h(session.s2c.expose()) },
-        "finished_keys": { "server": h(&sf_key), "client": h(&cf_key) },
+        "finished_keys": keys_json,
         "first_data_frame_c2s": frames_of_channel(&session, payload),
-    });
-
-    json!({
-        "description": "Boarding protocol v1 test vectors: a join and a resume from fixed seeds. \
-            Secrets are included so that an independent implementation can check every step.",
-        "inputs": inputs.to_json(),
-        "join": join_json,
-        "resume": resume_json,
-        "alerts": alert_frames(),
     })
 }
 
@@ -597,12 +656,23 @@ fn the_committed_inputs_and_randomness_reproduce_the_wire_bytes() {
     assert_eq!(h(saved.keyring.c2s.expose()), join["keyring"]["c2s"].as_str().unwrap());
     assert_eq!(h(saved.keyring.s2c.expose()), join["keyring"]["s2c"].as_str().unwrap());
 
-    let resume = &file["resume"];
-    let mut crng = Replay::new(&[unhex(&resume["client_ephemeral_secret"]), unhex(&resume["client_nonce"])]);
-    let mut srng = Replay::new(&[unhex(&resume["server_nonce"]), unhex(&resume["server_ephemeral_secret"]), decoy]);
-    let client = Client::resume(ResumeConfig::new(saved).with_suites(&inputs.suites), &mut crng);
-    let server = Server::new(config, &mut srng);
-    assert!(crng.exhausted() && srng.exhausted(), "each side draws exactly what the vectors list");
-    let Run { frames, .. } = run(client, server, &mut store, inputs.now, &inputs);
-    assert_eq!(frames, frames_of(resume, &["resume_hello", "resume_challenge", "resume_finished"]), "resume frames");
+    for (flow, request, names) in [
+        ("resume", &[][..], &["resume_hello", "resume_challenge", "resume_finished"][..]),
+        (
+            "resume_with_request",
+            &inputs.resume_request[..],
+            &["resume_hello", "resume_challenge", "resume_finished", "resume_ticket"][..],
+        ),
+    ] {
+        let resume = &file[flow];
+        let mut crng = Replay::new(&[unhex(&resume["client_ephemeral_secret"]), unhex(&resume["client_nonce"])]);
+        let mut srng =
+            Replay::new(&[unhex(&resume["server_nonce"]), unhex(&resume["server_ephemeral_secret"]), decoy.clone()]);
+        let config_for = ResumeConfig::new(saved.clone()).with_suites(&inputs.suites);
+        let client = Client::resume(config_for.with_request(request.to_vec()).unwrap(), &mut crng);
+        let server = Server::new(config.clone(), &mut srng);
+        assert!(crng.exhausted() && srng.exhausted(), "each side draws exactly what the vectors list");
+        let Run { frames, .. } = run(client, server, &mut store, inputs.now, &inputs);
+        assert_eq!(frames, frames_of(resume, names), "{flow} frames");
+    }
 }

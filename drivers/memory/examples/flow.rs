@@ -36,7 +36,12 @@ fn describe(frame: &[u8]) -> String {
             format!("ResumeHello     client id {:?}", String::from_utf8_lossy(&m.client_id))
         }
         Ok(HandshakeMessage::ResumeChallenge(m)) => format!("ResumeChallenge mac {}…", hex(&m.mac[..8])),
-        Ok(HandshakeMessage::ResumeFinished(m)) => format!("ResumeFinished  mac {}…", hex(&m.mac[..8])),
+        Ok(HandshakeMessage::ResumeFinished(m)) => {
+            format!("ResumeFinished  request {} bytes mac {}…", m.request.len(), hex(&m.mac[..8]))
+        }
+        Ok(HandshakeMessage::ResumeTicket(m)) => {
+            format!("ResumeTicket    ticket {:?} mac {}…", String::from_utf8_lossy(&m.ticket), hex(&m.mac[..8]))
+        }
         Ok(HandshakeMessage::Alert(a)) => format!("Alert           code {}", a.code),
         Err(e) => format!("(undecodable: {e})"),
     }

@@ -34,7 +34,7 @@ use boarding::client::{
 use boarding::handshake::Output;
 use boarding::identity::{ClientId, ServerIdentity};
 use boarding::server::{
-    Admission, AdmissionRequest, Server, ServerConfig, ServerRequest, ServerSession, VerifiedClient,
+    Admission, AdmissionRequest, Server, ServerConfig, ServerRequest, ServerSession, TicketRequest, VerifiedClient,
 };
 use boarding::storage::{KeyringRecord, Records, StorageAnswer, StorageRequest};
 use boarding::token::{BootstrapToken, TokenId, TokenRecord};
@@ -143,6 +143,9 @@ pub type StorageHook = Box<dyn FnMut(&StorageRequest) -> StorageAction + Send>;
 
 /// An admission hook: the gateway application's decision for each join.
 pub type AdmissionHook = Box<dyn FnMut(&AdmissionRequest) -> Admission + Send>;
+
+/// A ticket hook: the gateway application's answer to a resume's request.
+pub type TicketHook = Box<dyn FnMut(&TicketRequest) -> Vec<u8> + Send>;
 
 /// An attestation hook: the agent application's evidence for a session's binding, or
 /// `Err(AttestFailed)` if its attester fails.
@@ -332,6 +335,13 @@ pub struct Pair {
     pub held_attest: bool,
     /// Every admission request the gateway made, in order.
     pub admissions: Vec<AdmissionRequest>,
+    /// The gateway application's answer to a resume's request (by default: an empty
+    /// ticket).
+    pub ticketer: TicketHook,
+    /// Every ticket request the gateway made, in order.
+    pub ticket_requests: Vec<TicketRequest>,
+    /// The ticket the agent was asked to persist with its keyring at join.
+    pub saved_ticket: Option<Vec<u8>>,
     /// What to do with each storage request.
     pub storage: StorageHook,
     /// Every storage request the gateway made, in order.
@@ -388,6 +398,9 @@ impl Pair {
             hold_attest: false,
             held_attest: false,
             admissions: Vec::new(),
+            ticketer: Box::new(|_| Vec::new()),
+            ticket_requests: Vec::new(),
+            saved_ticket: None,
             storage: Box::new(|_| StorageAction::Answer),
             requests: Vec::new(),
             held_storage: None,
@@ -411,6 +424,12 @@ impl Pair {
     /// Installs a storage hook.
     pub fn with_storage(mut self, hook: impl FnMut(&StorageRequest) -> StorageAction + Send + 'static) -> Self {
         self.storage = Box::new(hook);
+        self
+    }
+
+    /// Installs a ticket hook: the answer to each resume's request.
+    pub fn with_tickets(mut self, hook: impl FnMut(&TicketRequest) -> Vec<u8> + Send + 'static) -> Self {
+        self.ticketer = Box::new(hook);
         self
     }
 
@@ -519,7 +538,10 @@ impl Pair {
                             let _ = self.client.handle_evidence(evidence);
                         }
                     }
-                    Output::Request(ClientRequest::PersistKeyring(saved)) => self.on_persist(saved),
+                    Output::Request(ClientRequest::PersistKeyring { saved, ticket }) => {
+                        self.saved_ticket = Some(ticket);
+                        self.on_persist(saved);
+                    }
                     Output::Established(info) => self.info = Some(info),
                     Output::Failed(e) => self.client_failure = Some(e),
                 }
@@ -534,6 +556,12 @@ impl Pair {
                         self.admissions.push(request);
                         // A failure is an output too: the loop above records it.
                         let _ = self.server.handle_admission(admission);
+                    }
+                    Output::Request(ServerRequest::Ticket(request)) => {
+                        let ticket = (self.ticketer)(&request);
+                        self.ticket_requests.push(request);
+                        // A failure is an output too: the loop above records it.
+                        let _ = self.server.handle_ticket(ticket);
                     }
                     Output::Established(peer) => self.peer = Some(peer),
                     Output::Failed(e) => self.server_failure = Some(e),

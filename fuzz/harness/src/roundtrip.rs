@@ -15,7 +15,8 @@ use boarding::jws::{
 use boarding::keys::{SessionKeys, SymmetricKey};
 use boarding::messages::{
     AlertMessage, ClientAuth, ClientFinished, ClientHello, HandshakeMessage, MAX_CHALLENGES, MAX_EVIDENCE, MAX_OFFERS,
-    MAX_TICKET, Message, ResumeChallenge, ResumeFinished, ResumeHello, ServerChallenge, ServerFinished,
+    MAX_REQUEST, MAX_TICKET, Message, ResumeChallenge, ResumeFinished, ResumeHello, ResumeTicket, ServerChallenge,
+    ServerFinished,
 };
 use boarding::pin::Pin;
 use boarding::suite::MacSuite;
@@ -81,16 +82,29 @@ pub fn within_limits(m: &HandshakeMessage) -> bool {
         HandshakeMessage::ServerChallenge(c) => {
             (1..=MAX_CHALLENGES).contains(&c.challenges.len()) && c.challenges.iter().all(|s| jws_ok(s))
         }
-        HandshakeMessage::ClientAuth(a) => id_ok(&a.client_id) && a.evidence.len() <= MAX_EVIDENCE && jws_ok(&a.proof),
+        HandshakeMessage::ClientAuth(a) => {
+            id_ok(&a.client_id)
+                && a.evidence.len() <= MAX_EVIDENCE
+                && a.request.len() <= MAX_REQUEST
+                && jws_ok(&a.proof)
+        }
         HandshakeMessage::ServerFinished(f) => f.ticket.len() <= MAX_TICKET,
+        HandshakeMessage::ResumeFinished(f) => f.request.len() <= MAX_REQUEST,
+        HandshakeMessage::ResumeTicket(t) => t.ticket.len() <= MAX_TICKET,
         HandshakeMessage::ResumeHello(h) => list_ok(&h.versions) && list_ok(&h.suites) && id_ok(&h.client_id),
         _ => true,
     }
 }
 
+/// Up to 64 bytes from the fuzzer, or now and then a field of `fill` right at `max` or
+/// one byte past it (so the limit itself is exercised).
+fn limited_bytes(u: &mut Unstructured<'_>, max: usize, fill: u8) -> Result<Vec<u8>> {
+    if u.ratio(1u8, 32)? { Ok(vec![fill; max + u.int_in_range(0..=1)?]) } else { bytes(u, 0, 64) }
+}
+
 /// Builds any handshake message from the fuzzer's bytes.
 pub fn any_message(u: &mut Unstructured<'_>) -> Result<HandshakeMessage> {
-    Ok(match u.int_in_range(0u8..=8)? {
+    Ok(match u.int_in_range(0u8..=9)? {
         0 => HandshakeMessage::ClientHello(ClientHello {
             versions: u16_list(u)?,
             suites: u16_list(u)?,
@@ -117,6 +131,7 @@ pub fn any_message(u: &mut Unstructured<'_>) -> Result<HandshakeMessage> {
             } else {
                 bytes(u, 0, 64)?
             },
+            request: limited_bytes(u, MAX_REQUEST, 0x3c)?,
             proof: jws_text(u)?,
         }),
         3 => HandshakeMessage::ServerFinished(ServerFinished {
@@ -138,7 +153,14 @@ pub fn any_message(u: &mut Unstructured<'_>) -> Result<HandshakeMessage> {
             ephemeral: u.arbitrary()?,
             mac: u.arbitrary()?,
         }),
-        7 => HandshakeMessage::ResumeFinished(ResumeFinished { mac: u.arbitrary()? }),
+        7 => HandshakeMessage::ResumeFinished(ResumeFinished {
+            request: limited_bytes(u, MAX_REQUEST, 0x3c)?,
+            mac: u.arbitrary()?,
+        }),
+        8 => HandshakeMessage::ResumeTicket(ResumeTicket {
+            ticket: limited_bytes(u, MAX_TICKET, 0x5a)?,
+            mac: u.arbitrary()?,
+        }),
         _ => HandshakeMessage::Alert(AlertMessage { code: u.arbitrary()? }),
     })
 }
@@ -153,6 +175,7 @@ fn body_of(m: &HandshakeMessage) -> Vec<u8> {
         HandshakeMessage::ResumeHello(x) => x.encode_body(),
         HandshakeMessage::ResumeChallenge(x) => x.encode_body(),
         HandshakeMessage::ResumeFinished(x) => x.encode_body(),
+        HandshakeMessage::ResumeTicket(x) => x.encode_body(),
         HandshakeMessage::Alert(x) => x.encode_body(),
     }
 }

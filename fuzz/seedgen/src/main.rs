@@ -18,7 +18,10 @@ use boarding::Alert;
 use boarding::channel::MAX_PAYLOAD;
 use boarding::jws::{challenge_header_prefix, hs256_header};
 use boarding::keys::labels;
-use boarding::messages::{AlertMessage, FrameType, HandshakeMessage, MAX_EVIDENCE, MAX_TICKET, Message, encode_frame};
+use boarding::messages::{
+    AlertMessage, FrameType, HandshakeMessage, MAX_EVIDENCE, MAX_TICKET, Message, ResumeFinished, ResumeTicket,
+    encode_frame,
+};
 use boarding::suite::{MacSuite, VERSION_1};
 use boarding::transcript::TRANSCRIPT_LABEL;
 use boarding_fuzz_harness::checks::TARGETS;
@@ -62,6 +65,7 @@ fn decoder_target(frame: &[u8]) -> Option<&'static str> {
         HandshakeMessage::ResumeHello(_) => "decode_resume_hello",
         HandshakeMessage::ResumeChallenge(_) => "decode_resume_challenge",
         HandshakeMessage::ResumeFinished(_) => "decode_resume_finished",
+        HandshakeMessage::ResumeTicket(_) => "decode_resume_ticket",
         HandshakeMessage::Alert(_) => "decode_alert",
     })
 }
@@ -93,6 +97,19 @@ fn parsers(corpus: &mut Corpus) {
             Ok(HandshakeMessage::ClientAuth(m)) => add(corpus, "jws_parse_verify", format!("{name}-proof"), m.proof),
             _ => {}
         }
+    }
+    // A resume with a request (the honest flows send none): its ResumeFinished and the
+    // ResumeTicket that answers it.
+    for message in [
+        HandshakeMessage::ResumeFinished(ResumeFinished { request: b"resume request".to_vec(), mac: [0x3c; 32] }),
+        HandshakeMessage::ResumeTicket(ResumeTicket { ticket: b"resume ticket".to_vec(), mac: [0x5a; 32] }),
+        HandshakeMessage::ResumeTicket(ResumeTicket { ticket: Vec::new(), mac: [0; 32] }),
+    ] {
+        let frame = message.to_frame();
+        let target = decoder_target(&frame).unwrap_or_else(|| panic!("no decoder target for {message:?}"));
+        let name = format!("with-request-{}", frame[5..].len());
+        add(corpus, "frame_decode", name.clone(), frame.clone());
+        add(corpus, target, name, frame[5..].to_vec());
     }
     for alert in
         [Alert::Malformed, Alert::BadProof, Alert::Internal, Alert::AdmissionRefused, Alert::AttestationRefused]

@@ -33,6 +33,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("decode_resume_hello", parsers::resume_hello),
     ("decode_resume_challenge", parsers::resume_challenge),
     ("decode_resume_finished", parsers::resume_finished),
+    ("decode_resume_ticket", parsers::resume_ticket),
     ("decode_alert", parsers::alert),
     ("channel_open", channel::open_frames),
     ("client_states", client::client_states),

@@ -11,8 +11,8 @@ use boarding::jws::{
 };
 use boarding::messages::{
     AlertMessage, ClientAuth, ClientFinished, ClientHello, FRAME_HEADER_LEN, FrameType, HandshakeMessage,
-    MAX_HANDSHAKE_BODY, Message, ResumeChallenge, ResumeFinished, ResumeHello, ServerChallenge, ServerFinished,
-    encode_frame, peek_handshake_frame,
+    MAX_HANDSHAKE_BODY, Message, ResumeChallenge, ResumeFinished, ResumeHello, ResumeTicket, ServerChallenge,
+    ServerFinished, encode_frame, peek_handshake_frame,
 };
 use boarding::pin::Pin;
 use boarding::token::{BootstrapToken, TokenId, TokenSecret};
@@ -234,6 +234,10 @@ pub fn resume_challenge(data: &[u8]) {
 /// `ResumeFinished` decoding.
 pub fn resume_finished(data: &[u8]) {
     message::<ResumeFinished>(data, HandshakeMessage::ResumeFinished);
+}
+/// `ResumeTicket` decoding.
+pub fn resume_ticket(data: &[u8]) {
+    message::<ResumeTicket>(data, HandshakeMessage::ResumeTicket);
 }
 /// `Alert` decoding.
 pub fn alert(data: &[u8]) {
