@@ -113,8 +113,84 @@ where
     IO: AsyncRead + AsyncWrite + Unpin,
     K: KeyringStore + ?Sized,
 {
-    let client = Client::join(JoinConfig::new(token, pins.to_vec(), client_id), &mut os_rng());
-    let endpoint = AgentEndpoint { client, keyrings: Some(keyrings), attester, cause: None };
+    let config = JoinConfig::new(token, pins.to_vec(), client_id);
+    join_with(io, config, pins, keyrings, max_payload, attester, None).await
+}
+
+/// What a join that asks for a certificate sends, and the key it asks for.
+#[cfg(feature = "ca")]
+pub(crate) struct CertificateAsk {
+    pub(crate) key: crate::certificate::NodeKey,
+    pub(crate) request: Vec<u8>,
+}
+
+#[cfg(feature = "ca")]
+impl CertificateAsk {
+    /// A fresh key, and the request for a certificate for it naming `client_id`.
+    pub(crate) fn new(client_id: &ClientId) -> Result<Self, Error> {
+        let failed = |e: crate::certificate::CertificateError| Error::Certificate {
+            client_id: client_id.clone(),
+            reason: format!("cannot make the signing request: {e}"),
+        };
+        let key = crate::certificate::NodeKey::generate().map_err(failed)?;
+        let csr = key.signing_request(client_id).map_err(failed)?;
+        let request = crate::ticket::Request { csr: Some(csr) }.encode()?;
+        Ok(Self { key, request })
+    }
+}
+
+/// Without the `ca` feature no join asks for a certificate.
+#[cfg(not(feature = "ca"))]
+pub(crate) enum CertificateAsk {}
+
+/// The node certificate in a ticket, for the key that asked for it.
+#[cfg(feature = "ca")]
+pub(crate) fn certificate_from_ticket(
+    key: &crate::certificate::NodeKey,
+    client_id: &ClientId,
+    ticket: &[u8],
+) -> Result<crate::certificate::NodeCertificate, Error> {
+    let ticket = crate::ticket::Ticket::decode(ticket)?;
+    let failed = |reason: String| Error::Certificate { client_id: client_id.clone(), reason };
+    let der = ticket.certificate.ok_or_else(|| failed("the gateway's ticket carries no certificate".into()))?;
+    key.with_certificate(der).map_err(|e| failed(e.to_string()))
+}
+
+/// The one join: `config` (with a certificate request in `ask`, if any) over `io`.
+async fn join_with<IO, K>(
+    io: IO,
+    config: JoinConfig,
+    pins: &[Pin],
+    keyrings: &K,
+    max_payload: usize,
+    attester: Option<&dyn Attester>,
+    ask: Option<&CertificateAsk>,
+) -> Result<AgentSession<IO>, Error>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+    K: KeyringStore + ?Sized,
+{
+    #[cfg(feature = "ca")]
+    let config = match ask {
+        Some(ask) => {
+            let client_id = config.client_id().clone();
+            config
+                .with_request(ask.request.clone())
+                .map_err(|e| Error::Certificate { client_id, reason: e.to_string() })?
+        }
+        None => config,
+    };
+    let client = Client::join(config, &mut os_rng());
+    let endpoint = AgentEndpoint {
+        client,
+        keyrings: Some(keyrings),
+        attester,
+        #[cfg(feature = "ca")]
+        node_key: ask.map(|a| &a.key),
+        cause: None,
+    };
+    #[cfg(not(feature = "ca"))]
+    let _ = ask;
     drive(io, endpoint, max_payload).await.map_err(|e| pin_error(e, pins))
 }
 
@@ -130,8 +206,33 @@ pub async fn resume<IO>(io: IO, saved: SavedKeyring, max_payload: usize) -> Resu
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let client = Client::resume(ResumeConfig::new(saved), &mut os_rng());
-    let endpoint = AgentEndpoint::<MemoryKeyringStore> { client, keyrings: None, attester: None, cause: None };
+    resume_with(io, saved, max_payload, Vec::new()).await
+}
+
+/// The one resume: `saved`, with an application `request` (empty: none) whose answer
+/// the session's [`SessionInfo::ticket`](boarding::client::SessionInfo::ticket) holds.
+async fn resume_with<IO>(
+    io: IO,
+    saved: SavedKeyring,
+    max_payload: usize,
+    request: Vec<u8>,
+) -> Result<AgentSession<IO>, Error>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let client_id = saved.client_id.clone();
+    let config = ResumeConfig::new(saved)
+        .with_request(request)
+        .map_err(|e| Error::Certificate { client_id, reason: e.to_string() })?;
+    let client = Client::resume(config, &mut os_rng());
+    let endpoint = AgentEndpoint::<MemoryKeyringStore> {
+        client,
+        keyrings: None,
+        attester: None,
+        #[cfg(feature = "ca")]
+        node_key: None,
+        cause: None,
+    };
     drive(io, endpoint, max_payload).await
 }
 
@@ -155,6 +256,10 @@ pub struct Agent {
     config: AgentConfig,
     tls_configs: Arc<Mutex<TlsConfigs>>,
     attester: Option<Arc<dyn Attester>>,
+    /// Whether joins ask for a node certificate and resumes renew it.
+    certificates: bool,
+    /// The agent's clock for certificate renewal (`None`: the system's).
+    clock: Option<Arc<dyn Fn() -> boarding::UnixTime + Send + Sync>>,
 }
 
 #[cfg(feature = "tls")]
@@ -163,6 +268,7 @@ impl std::fmt::Debug for Agent {
         f.debug_struct("Agent")
             .field("config", &self.config)
             .field("attester", &self.attester.as_ref().map(|_| "<attester>"))
+            .field("certificates", &self.certificates)
             .finish_non_exhaustive()
     }
 }
@@ -171,7 +277,31 @@ impl std::fmt::Debug for Agent {
 impl Agent {
     /// An agent with these limits.
     pub fn new(config: AgentConfig) -> Self {
-        Self { config, tls_configs: Arc::default(), attester: None }
+        Self { config, tls_configs: Arc::default(), attester: None, certificates: false, clock: None }
+    }
+
+    /// Asks for a node certificate (the kubelet's TLS bootstrap): each join sends a
+    /// signing request for a fresh key, and the key and the certificate the gateway's CA
+    /// issues are stored in the keyring store ([`KeyringStore::save_certificate`]) before
+    /// the join is confirmed. [`Agent::connect`] renews the certificate once it is two
+    /// thirds through its lifetime (or asks for one if the store holds none), and stores
+    /// the new one before it returns the session.
+    #[cfg(feature = "ca")]
+    pub fn with_certificate(mut self) -> Self {
+        self.certificates = true;
+        self
+    }
+
+    /// Reads the time for certificate renewal from `clock` (Unix seconds) instead of the
+    /// system clock: for tests with a virtual clock.
+    pub fn with_clock(mut self, clock: impl Fn() -> boarding::UnixTime + Send + Sync + 'static) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    #[cfg_attr(not(feature = "ca"), allow(dead_code))]
+    fn now(&self) -> boarding::UnixTime {
+        self.clock.as_ref().map_or_else(crate::unix_now, |clock| clock())
     }
 
     /// Attests each join with `attester` (evidence bound to that session, for the
@@ -204,11 +334,15 @@ impl Agent {
     ) -> Result<AgentSession<AgentStream>, Error> {
         self.retrying(|| async {
             let work = async {
+                #[cfg(feature = "ca")]
+                let ask = if self.certificates { Some(CertificateAsk::new(&client_id)?) } else { None };
+                #[cfg(not(feature = "ca"))]
+                let ask: Option<CertificateAsk> = None;
                 let tls = self.tls(gateway, pins).await?;
                 let attester = self.attester.as_deref();
-                let session =
-                    join(tls, token.clone(), pins, client_id.clone(), keyrings, self.config.max_payload, attester)
-                        .await?;
+                let config = JoinConfig::new(token.clone(), pins.to_vec(), client_id.clone());
+                let max = self.config.max_payload;
+                let session = join_with(tls, config, pins, keyrings, max, attester, ask.as_ref()).await?;
                 Ok(self.with_keepalive(session))
             };
             deadline(self.config.handshake_timeout, "join", work).await
@@ -253,7 +387,37 @@ impl Agent {
             .load_keyring()
             .await?
             .ok_or_else(|| Error::NotJoined { location: "the agent's keyring store".into() })?;
+        #[cfg(feature = "ca")]
+        if self.certificates {
+            let current = keyrings.load_certificate().await?;
+            if current.as_ref().is_none_or(|c| c.renewal_due(self.now())) {
+                return self.renewing(gateway, saved, keyrings).await;
+            }
+        }
         self.connect_with(gateway, saved).await
+    }
+
+    /// A resume that asks for a new certificate, stored before the session is returned.
+    /// A gateway that issues none leaves the current certificate in place (and says why
+    /// in the log); a store that cannot keep the new one fails the resume.
+    #[cfg(feature = "ca")]
+    async fn renewing<K: KeyringStore + ?Sized>(
+        &self,
+        gateway: &str,
+        saved: SavedKeyring,
+        keyrings: &K,
+    ) -> Result<AgentSession<AgentStream>, Error> {
+        let client_id = saved.client_id.clone();
+        let ask = CertificateAsk::new(&client_id)?;
+        let session = self.resume_over_tls(gateway, saved, ask.request.clone()).await?;
+        match certificate_from_ticket(&ask.key, &client_id, &session.peer().ticket) {
+            Ok(certificate) => {
+                keyrings.save_certificate(&certificate).await?;
+                tracing::info!(%client_id, not_after = certificate.not_after(), "renewed the node certificate");
+            }
+            Err(e) => tracing::warn!(%client_id, error = %e, "the node certificate was not renewed"),
+        }
+        Ok(session)
     }
 
     /// Connects to `gateway` and resumes with `saved`.
@@ -263,10 +427,19 @@ impl Agent {
     /// As [`Agent::join`] for reaching the gateway and TLS (checked against the pin in
     /// `saved`), then any error of [`resume`].
     pub async fn connect_with(&self, gateway: &str, saved: SavedKeyring) -> Result<AgentSession<AgentStream>, Error> {
+        self.resume_over_tls(gateway, saved, Vec::new()).await
+    }
+
+    async fn resume_over_tls(
+        &self,
+        gateway: &str,
+        saved: SavedKeyring,
+        request: Vec<u8>,
+    ) -> Result<AgentSession<AgentStream>, Error> {
         self.retrying(|| async {
             let work = async {
                 let tls = self.tls(gateway, &[saved.server_pin]).await?;
-                let session = resume(tls, saved.clone(), self.config.max_payload).await?;
+                let session = resume_with(tls, saved.clone(), self.config.max_payload, request.clone()).await?;
                 Ok(self.with_keepalive(session))
             };
             deadline(self.config.handshake_timeout, "resume", work).await

@@ -190,6 +190,19 @@ pub enum Error {
     #[cfg(feature = "forward")]
     #[error(transparent)]
     Forward(#[from] crate::forward::ForwardError),
+    /// A node certificate could not be issued, read or stored: the request or the
+    /// certificate was unusable, or this gateway issues no certificates.
+    #[error("the certificate of client {client_id}: {reason}")]
+    Certificate {
+        /// The client it is for.
+        client_id: boarding::identity::ClientId,
+        /// Why.
+        reason: String,
+    },
+    /// A request or ticket is not in this driver's parts format (`spec/PROTOCOL.md`
+    /// §7.10): the peer is not a reference driver, or it misbehaved.
+    #[error(transparent)]
+    Parts(#[from] crate::ticket::PartsError),
     /// A gateway address could not be resolved.
     #[error("cannot resolve the gateway address {addr:?}: {reason}; use host:port, for example 127.0.0.1:7443")]
     Address {

@@ -40,6 +40,7 @@ use smol::io::{AsyncRead, AsyncWrite};
 use smol::net::{TcpListener, TcpStream};
 use smol::{Executor, Task};
 
+use crate::certificate::CertificateSigner;
 use crate::error::Error;
 use crate::handshake::{Admit, AdmitAll, Attempt, Clock, GatewayEndpoint, IgnoreEvidence, Validator, drive};
 use crate::metrics::{GatewayMetrics, HandshakeKind, Refused, SessionEnd, outcome};
@@ -232,6 +233,7 @@ pub struct Gateway<S> {
     inner: Arc<Inner<S>>,
     admit: Arc<dyn Admit>,
     validator: Arc<dyn Validator>,
+    signer: Option<Arc<dyn CertificateSigner>>,
     clock: Clock,
 }
 
@@ -241,6 +243,7 @@ impl<S> Clone for Gateway<S> {
             inner: Arc::clone(&self.inner),
             admit: Arc::clone(&self.admit),
             validator: Arc::clone(&self.validator),
+            signer: self.signer.clone(),
             clock: Arc::clone(&self.clock),
         }
     }
@@ -302,6 +305,7 @@ impl<S: Store> Gateway<S> {
             }),
             admit: Arc::new(AdmitAll),
             validator: Arc::new(IgnoreEvidence),
+            signer: None,
             clock: Arc::new(crate::unix_now),
         })
     }
@@ -324,6 +328,33 @@ impl<S: Store> Gateway<S> {
     pub fn with_validator(mut self, validator: impl Validator) -> Self {
         self.validator = Arc::new(validator);
         self
+    }
+
+    /// Signs the node certificates agents ask for (at join, and at a resume that renews
+    /// one) with `signer`, into their tickets. Without one, a join that asks for a
+    /// certificate is refused (`AdmissionRefused`, nothing charged) and a renewal gets
+    /// none. Applies like [`Gateway::with_admission`].
+    pub fn with_certificates(mut self, signer: impl CertificateSigner) -> Self {
+        self.signer = Some(Arc::new(signer));
+        self
+    }
+
+    /// This gateway's own certificate authority, its key derived from the identity
+    /// (see [`CertificateAuthority`](crate::certificate::CertificateAuthority)), issuing
+    /// under `policy`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TlsSetup`] if the CA cannot be made, or the policy's lifetime is unusable
+    /// (zero, or ending past the year 9999).
+    #[cfg(feature = "ca")]
+    pub fn certificate_authority(
+        &self,
+        policy: crate::certificate::CertificatePolicy,
+    ) -> Result<crate::certificate::CertificateAuthority, Error> {
+        crate::certificate::CertificateAuthority::for_identity(self.inner.protocol.identity())
+            .and_then(|ca| ca.with_policy(policy))
+            .map_err(|e| Error::TlsSetup(format!("the client certificate authority: {e}")))
     }
 
     /// The clock handshakes read (Unix seconds): token expiry, and the time the
@@ -514,6 +545,7 @@ impl<S: Store> Gateway<S> {
             store: &self.inner.store,
             admit: &*self.admit,
             validator: &*self.validator,
+            signer: self.signer.as_deref(),
             clock: &*self.clock,
             metrics: &self.inner.metrics,
             attempt,

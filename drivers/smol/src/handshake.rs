@@ -11,18 +11,22 @@ use std::time::Instant;
 use boarding::UnixTime;
 use boarding::attestation::{AttestFailed, AttestationBinding, AttestedIdentity};
 use boarding::channel::{Channel, Side};
-use boarding::client::{Client, ClientRequest, ClientSession, PersistFailed, SessionInfo};
+use boarding::client::{Client, ClientRequest, ClientSession, PersistFailed, SavedKeyring, SessionInfo};
 use boarding::handshake::Output;
 use boarding::identity::ClientId;
-use boarding::server::{Admission, AdmissionRequest, Server, ServerRequest, ServerSession, VerifiedClient};
+use boarding::server::{
+    Admission, AdmissionRequest, Server, ServerRequest, ServerSession, TicketRequest, VerifiedClient,
+};
 use boarding::storage::{StorageAnswer, StorageRequest};
 use boarding::token::TokenId;
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::certificate::{CertificateSigner, NodeSubject};
 use crate::error::Error;
 use crate::metrics::{GatewayMetrics, HandshakeKind, operation_label};
 use crate::session::{READ_CHUNK, Session};
 use crate::store::{KeyringStore, Store};
+use crate::ticket::{Request, Ticket};
 
 /// One side of a handshake as the loop sees it: the core's state machine and how
 /// this driver answers its requests.
@@ -106,9 +110,12 @@ pub struct JoinRequest<'a> {
 /// The gateway application's decision on one join.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Admit the client with this join ticket (at most 4 KiB), sent to it in
-    /// `ServerFinished`: one per join, made from the client id, the labels and the
-    /// attested identity.
+    /// Admit the client with this join ticket, sent to it in `ServerFinished`: one per
+    /// join, made from the client id, the labels and the attested identity. It travels
+    /// as the application part of a [`Ticket`](crate::ticket::Ticket) (with the node's
+    /// certificate, if it asked for one), so the agent reads it with
+    /// [`Ticket::decode`](crate::ticket::Ticket::decode); with a certificate, both
+    /// together fit in 4 KiB.
     Admit {
         /// The ticket (may be empty).
         ticket: Vec<u8>,
@@ -290,6 +297,8 @@ pub(crate) struct GatewayEndpoint<'a, S: ?Sized> {
     pub(crate) store: &'a S,
     pub(crate) admit: &'a dyn Admit,
     pub(crate) validator: &'a dyn Validator,
+    /// The CA that signs agents' certificate requests (`None`: this gateway issues none).
+    pub(crate) signer: Option<&'a dyn CertificateSigner>,
     pub(crate) clock: &'a (dyn Fn() -> UnixTime + Send + Sync),
     pub(crate) metrics: &'a GatewayMetrics,
     pub(crate) attempt: &'a mut Attempt,
@@ -321,13 +330,61 @@ impl<S: ?Sized> GatewayEndpoint<'_, S> {
             labels: &request.labels,
             attested: attested.as_ref(),
         };
-        match self.admit.admit(&join) {
-            Decision::Admit { ticket } => Admission::Admit { ticket, attested },
+        let decision = self.admit.admit(&join);
+        let subject =
+            NodeSubject { client_id: &request.client_id, labels: &request.labels, attested: attested.as_ref() };
+        let ticket = match decision {
+            Decision::Admit { ticket } => self.ticket(&request.request, ticket, &subject),
             Decision::Refuse => {
                 self.metrics.admission_refused();
+                return Admission::Refuse;
+            }
+        };
+        match ticket {
+            Ok(ticket) => Admission::Admit { ticket, attested },
+            // The request could not be answered: refused before redemption, so the
+            // agent is charged nothing and may retry once the gateway can.
+            Err(e) => {
+                self.metrics.admission_refused();
+                self.cause = Some(e);
                 Admission::Refuse
             }
         }
+    }
+
+    /// The ticket for a join or a resume: the application's part, and the certificate
+    /// for the request's CSR if it carried one.
+    fn ticket(&self, request: &[u8], application: Vec<u8>, subject: &NodeSubject<'_>) -> Result<Vec<u8>, Error> {
+        let request = Request::decode(request)?;
+        let certificate = match (request.csr, self.signer) {
+            (None, _) => None,
+            (Some(csr), Some(signer)) => {
+                let der = signer.sign(&csr, subject, (self.clock)()).map_err(|e| Error::Certificate {
+                    client_id: subject.client_id.clone(),
+                    reason: format!("its signing request was refused: {e}"),
+                })?;
+                Some(der)
+            }
+            (Some(_), None) => {
+                return Err(Error::Certificate {
+                    client_id: subject.client_id.clone(),
+                    reason: "it asked for a certificate, and this gateway has no certificate authority".into(),
+                });
+            }
+        };
+        Ok(Ticket { application, certificate }.encode()?)
+    }
+
+    /// The answer to a resume's request (a certificate renewal): empty if it cannot be
+    /// given, which the agent reports while keeping its current certificate.
+    fn resume_ticket(&self, request: &TicketRequest) -> Vec<u8> {
+        let client = &request.client;
+        let subject =
+            NodeSubject { client_id: client.client_id(), labels: client.labels(), attested: client.attested() };
+        self.ticket(&request.request, Vec::new(), &subject).unwrap_or_else(|e| {
+            tracing::warn!(client_id = %client.client_id(), error = %e, "a resume's request was not answered");
+            Vec::new()
+        })
     }
 }
 
@@ -352,6 +409,10 @@ impl<S: Store + ?Sized> Endpoint for GatewayEndpoint<'_, S> {
                 self.attempt.client_id = Some(request.client_id.clone());
                 let admission = self.admission(&request);
                 let _ = self.server.handle_admission(admission);
+            }
+            ServerRequest::Ticket(request) => {
+                let ticket = self.resume_ticket(&request);
+                let _ = self.server.handle_ticket(ticket);
             }
             ServerRequest::Storage(request) => {
                 self.attempt.note(&request);
@@ -391,7 +452,32 @@ pub(crate) struct AgentEndpoint<'a, K: ?Sized> {
     pub(crate) keyrings: Option<&'a K>,
     /// Who produces the join's evidence (`None`: empty evidence).
     pub(crate) attester: Option<&'a dyn Attester>,
+    /// The key whose certificate the join asked for: the ticket's certificate is
+    /// stored with it before the keyring (`None`: the join asked for none).
+    #[cfg(feature = "ca")]
+    pub(crate) node_key: Option<&'a crate::certificate::NodeKey>,
     pub(crate) cause: Option<Error>,
+}
+
+impl<K: KeyringStore + ?Sized> AgentEndpoint<'_, K> {
+    /// Stores what the join brought (the certificate, if one was asked for, then the
+    /// keyring): all of it durably before the confirmation leaves. A crash in between
+    /// leaves an unconfirmed keyring at the gateway, which a retry replaces.
+    async fn persist(&self, saved: &SavedKeyring, ticket: &[u8]) -> Result<(), Error> {
+        #[cfg(feature = "ca")]
+        if let Some(key) = self.node_key {
+            let certificate = crate::agent::certificate_from_ticket(key, &saved.client_id, ticket)?;
+            if let Some(store) = self.keyrings {
+                store.save_certificate(&certificate).await?;
+            }
+        }
+        #[cfg(not(feature = "ca"))]
+        let _ = ticket;
+        if let Some(store) = self.keyrings {
+            store.save_keyring(saved).await?;
+        }
+        Ok(())
+    }
 }
 
 impl<K: KeyringStore + ?Sized> Endpoint for AgentEndpoint<'_, K> {
@@ -420,18 +506,13 @@ impl<K: KeyringStore + ?Sized> Endpoint for AgentEndpoint<'_, K> {
                 let _ = self.client.handle_evidence(evidence);
                 return;
             }
-            ClientRequest::PersistKeyring(saved) => saved,
+            ClientRequest::PersistKeyring { saved, ticket } => (saved, ticket),
         };
-        // Durably stored before the confirmation leaves: a crash here leaves an
-        // unconfirmed keyring at the gateway, which a retry replaces.
-        let stored = match self.keyrings {
-            Some(store) => store.save_keyring(&saved).await,
-            None => Ok(()),
-        };
-        let outcome = match stored {
+        let (saved, ticket) = saved;
+        let outcome = match self.persist(&saved, &ticket).await {
             Ok(()) => Ok(()),
             Err(e) => {
-                self.cause = Some(e.into());
+                self.cause = Some(e);
                 Err(PersistFailed)
             }
         };

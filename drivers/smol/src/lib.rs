@@ -43,6 +43,11 @@
 //!   its own to a named service; the gateway checks the service's rule against the
 //!   verified client, connects to the upstream and writes a PROXY protocol v2 header with
 //!   the client's identity before any byte of the agent's (`spec/FORWARDING.md`).
+//! * **Client certificates** (the [`certificate`] module): an agent that asks
+//!   ([`Agent::with_certificate`]) sends a signing request with its join; the gateway's CA
+//!   ([`Gateway::with_certificates`]) signs it into the join's [`ticket::Ticket`], and the
+//!   agent stores key and certificate before it confirms. A resume past two thirds of the
+//!   certificate's lifetime renews it.
 //!
 //! Errors ([`Error`], [`StoreError`]) name the cause; a pin mismatch, for example,
 //! shows the presented pin and the expected ones. What to do about an error in a given
@@ -62,6 +67,9 @@
 //!   remain without it.
 //! * **`forward`**: the `forward` module (services behind the gateway), with ppp; its
 //!   TCP helpers (`Agent::forward`, `forward::serve_services`) need `tls` too.
+//! * **`ca`**: client certificates at join (the [`certificate`] module's
+//!   `CertificateAuthority` and `NodeKey`), with rcgen and x509-parser.
+//!   [`certificate::NodeCertificate`] and the [`ticket`] parts remain without it.
 //!
 //! ## Example: a gateway and an agent on loopback
 //!
@@ -124,6 +132,7 @@ pub mod admin;
 pub mod agent;
 #[cfg(feature = "attest")]
 pub mod attest;
+pub mod certificate;
 mod error;
 #[cfg(feature = "forward")]
 pub mod forward;
@@ -136,6 +145,7 @@ pub mod metrics;
 mod redb_store;
 mod session;
 mod store;
+pub mod ticket;
 #[cfg(feature = "tls")]
 pub mod tls;
 

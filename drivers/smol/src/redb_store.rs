@@ -35,6 +35,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
+use crate::certificate::NodeCertificate;
 use crate::error::StoreError;
 use crate::store::{KeyringStore, Store};
 
@@ -44,6 +45,8 @@ const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
 const AGENT: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("agent");
 const IDENTITY_KEY: &str = "identity-seed";
 const AGENT_KEY: &str = "keyring";
+/// The node certificate's key in the agent table (next to its keyring).
+const CERTIFICATE_KEY: &str = "node certificate";
 
 /// The gateway database's file name inside a data directory.
 pub const GATEWAY_DB: &str = "gateway.redb";
@@ -711,6 +714,31 @@ impl KeyringStore for RedbKeyringStore {
                 let txn = db.begin_read().map_err(db_error(path))?;
                 let table = txn.open_table(AGENT).map_err(db_error(path))?;
                 get(path, &table, AGENT_KEY, "agent keyring")
+            })
+            .await
+    }
+
+    async fn save_certificate(&self, certificate: &NodeCertificate) -> Result<()> {
+        let certificate = certificate.clone();
+        self.db
+            .run(move |db, path| {
+                let txn = begin_write(db, path)?;
+                {
+                    let mut table = txn.open_table(AGENT).map_err(db_error(path))?;
+                    let bytes = encode(path, "node certificate", &certificate)?;
+                    table.insert(CERTIFICATE_KEY, bytes.as_slice()).map_err(db_error(path))?;
+                }
+                txn.commit().map_err(db_error(path))
+            })
+            .await
+    }
+
+    async fn load_certificate(&self) -> Result<Option<NodeCertificate>> {
+        self.db
+            .run(|db, path| {
+                let txn = db.begin_read().map_err(db_error(path))?;
+                let table = txn.open_table(AGENT).map_err(db_error(path))?;
+                get(path, &table, CERTIFICATE_KEY, "node certificate")
             })
             .await
     }

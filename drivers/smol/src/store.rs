@@ -15,6 +15,7 @@ use boarding::identity::{ClientId, ServerIdentity};
 use boarding::storage::{KeyringRecord, Records, StorageAnswer, StorageRequest};
 use boarding::token::{BootstrapToken, TokenId, TokenRecord};
 
+use crate::certificate::NodeCertificate;
 use crate::error::{Error, StoreError};
 use crate::os_rng;
 
@@ -121,13 +122,33 @@ fn token_record(token: BootstrapToken, template: &TokenTemplate) -> Result<Token
     Ok(record)
 }
 
-/// An agent's storage: the one keyring it joined with.
+/// An agent's storage: the one keyring it joined with, and the node certificate if it
+/// asked for one.
 pub trait KeyringStore: Send + Sync {
     /// Stores the keyring durably (it must survive a crash right after this returns).
     fn save_keyring(&self, saved: &SavedKeyring) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The stored keyring, if the agent has joined.
     fn load_keyring(&self) -> impl Future<Output = Result<Option<SavedKeyring>, StoreError>> + Send;
+
+    /// Stores the node's key and certificate durably, replacing any earlier one (an
+    /// agent that asks for certificates calls it before it confirms its join, and after a
+    /// resume that renewed the certificate). A store that keeps none (the default)
+    /// refuses, and the join or resume that needed it fails.
+    fn save_certificate(&self, certificate: &NodeCertificate) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = certificate;
+        async {
+            Err(StoreError::Backend {
+                store: "keyring",
+                source: "this keyring store keeps no node certificates".into(),
+            })
+        }
+    }
+
+    /// The stored key and certificate, if the agent has one (the default: none).
+    fn load_certificate(&self) -> impl Future<Output = Result<Option<NodeCertificate>, StoreError>> + Send {
+        async { Ok(None) }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -190,10 +211,11 @@ impl Store for MemoryStore {
     }
 }
 
-/// An agent's keyring in memory (lost when the process ends).
+/// An agent's keyring (and node certificate) in memory, lost when the process ends.
 #[derive(Debug, Default)]
 pub struct MemoryKeyringStore {
     saved: Mutex<Option<SavedKeyring>>,
+    certificate: Mutex<Option<NodeCertificate>>,
 }
 
 impl MemoryKeyringStore {
@@ -211,5 +233,14 @@ impl KeyringStore for MemoryKeyringStore {
 
     async fn load_keyring(&self) -> Result<Option<SavedKeyring>, StoreError> {
         Ok(lock(&self.saved).clone())
+    }
+
+    async fn save_certificate(&self, certificate: &NodeCertificate) -> Result<(), StoreError> {
+        *lock(&self.certificate) = Some(certificate.clone());
+        Ok(())
+    }
+
+    async fn load_certificate(&self) -> Result<Option<NodeCertificate>, StoreError> {
+        Ok(lock(&self.certificate).clone())
     }
 }

@@ -194,7 +194,9 @@ impl Harness {
         let keyrings = MemoryKeyringStore::new();
         let mut session =
             agent.join(&self.addr, self.token.clone(), &[self.gateway.pin()], id(client), &keyrings).await?;
-        assert_eq!(session.peer().ticket, format!("ticket for {client}").into_bytes(), "the node's own ticket");
+        let ticket = boarding_smol::ticket::Ticket::decode(&session.peer().ticket).unwrap();
+        assert_eq!(ticket.application, format!("ticket for {client}").into_bytes(), "the node's own ticket");
+        assert_eq!(ticket.certificate, None, "no certificate was asked for");
         session.send(b"attested").await.unwrap();
         assert_eq!(session.recv().await.unwrap().as_deref(), Some(&b"attested"[..]));
         session.close().await.unwrap();
@@ -393,7 +395,8 @@ fn a_gateway_that_requires_attestation_refuses_an_agent_without_evidence() {
         let pins = [harness.gateway.pin()];
         let agent = Agent::default();
         let session = agent.join(&harness.addr, harness.token.clone(), &pins, id("node-1"), &keyrings).await.unwrap();
-        assert_eq!(session.peer().ticket, b"ticket for ");
+        let ticket = boarding_smol::ticket::Ticket::decode(&session.peer().ticket).unwrap();
+        assert_eq!(ticket.application, b"ticket for ");
         session.close().await.unwrap();
         assert_eq!(*harness.admitted.lock().unwrap(), [(id("node-1"), None)]);
         harness.stop().await;
