@@ -38,6 +38,8 @@ pub struct Cli {
 }
 
 /// The top-level commands.
+// Parsed once per run: the size of `Gateway`'s options does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a gateway and an agent in this process on loopback, printing every step.
@@ -278,6 +280,8 @@ pub enum GatewayCommand {
         #[command(flatten)]
         attest: AttestServeArgs,
         #[command(flatten)]
+        certificates: CertificateServeArgs,
+        #[command(flatten)]
         services: ServiceArgs,
         #[command(flatten)]
         etcd: EtcdArgs,
@@ -298,6 +302,42 @@ pub enum GatewayCommand {
         #[command(flatten)]
         data: GatewayData,
     },
+    /// Print the certificate (PEM) of the gateway's client CA: what services trust to
+    /// verify the node certificates `gateway serve --issue-certificates` signs.
+    ///
+    /// The CA's key is derived from the gateway's identity, so every replica of a fleet
+    /// and every restart has the same CA, and this prints the same certificate each
+    /// time. The data directory must hold a gateway; with --store etcd, the fleet must
+    /// exist.
+    Ca {
+        #[command(flatten)]
+        data: GatewayData,
+    },
+}
+
+/// Node certificates, as `gateway serve` takes them.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Node certificates (the kubelet's TLS bootstrap)")]
+pub struct CertificateServeArgs {
+    /// Sign the certificate an agent asks for at its join (`agent join --certificate`)
+    /// with the gateway's client CA (`gateway ca` prints it), and renew it at a resume
+    /// past two thirds of its lifetime. The certificate names the client id (its CN and
+    /// its one DNS name) and is for TLS client authentication. Without this flag, a join
+    /// that asks for a certificate is refused (and charged nothing).
+    #[arg(long)]
+    pub issue_certificates: bool,
+    /// How long a node certificate is valid (from five minutes before its issue, for
+    /// clocks that run behind).
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub cert_lifetime: Duration,
+    /// Put the value of this token label into the certificate's organization (O), as
+    /// Kubernetes reads a client's groups from O; a token without the label gives none.
+    #[arg(long, value_name = "KEY", requires = "issue_certificates")]
+    pub cert_organization_label: Option<String>,
+    /// Put the name the join's attestation showed (`--attest-ca`) into the
+    /// certificate's organizational unit (OU).
+    #[arg(long, requires = "issue_certificates")]
+    pub cert_attested_unit: bool,
 }
 
 /// Services behind the gateway, as `gateway serve` takes them.
@@ -546,6 +586,26 @@ pub enum AgentCommand {
         /// (`openssl genpkey`) or, for P-256, SEC1 PEM (`openssl ecparam -genkey`).
         #[arg(long, value_name = "FILE", requires = "attest_cert")]
         attest_key: Option<PathBuf>,
+        /// Ask for a node certificate: the join sends a signing request for a fresh
+        /// ECDSA P-256 key, and the key and the certificate the gateway's CA issues
+        /// (`gateway serve --issue-certificates`) are stored in --data-dir before the
+        /// join completes. `agent cert` prints them; later resumes renew the certificate
+        /// once it is two thirds through its lifetime.
+        #[arg(long)]
+        certificate: bool,
+        #[command(flatten)]
+        dir: AgentDir,
+    },
+    /// Print the node certificate (PEM) this agent holds, or with --key its private
+    /// key.
+    ///
+    /// The certificate goes to stdout, its validity and renewal time to stderr. The key
+    /// is printed only when asked, for a file only its user can read:
+    /// `(umask 077; boarding agent cert --key > node.key)`.
+    Cert {
+        /// Print the private key (PKCS#8 PEM) instead of the certificate.
+        #[arg(long)]
+        key: bool,
         #[command(flatten)]
         dir: AgentDir,
     },

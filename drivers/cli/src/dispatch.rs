@@ -26,11 +26,13 @@ pub async fn run(command: Command) -> Result<()> {
                 memory,
                 metrics_listen,
                 attest,
+                certificates,
                 services,
                 etcd,
             } => {
                 let config = limits.config();
                 let validator = ops::validator(&attest)?;
+                let certificates = ops::certificate_policy(&certificates)?;
                 let services = ops::services(&services)?;
                 let kind = match (store, memory) {
                     (Some(kind), _) => kind,
@@ -57,10 +59,12 @@ pub async fn run(command: Command) -> Result<()> {
                     Some(addr) => Some(crate::observe::Observer::start(addr).await?),
                     None => None,
                 };
-                serve(&listen, on, identity.as_deref(), config, observer, validator, services).await
+                let admission = ops::Admission { validator, certificates };
+                serve(&listen, on, identity.as_deref(), config, observer, admission, services).await
             }
             GatewayCommand::Init { data } => gateway_init(&data).await,
             GatewayCommand::Pin { data } => gateway_pin(&data).await,
+            GatewayCommand::Ca { data } => ops::gateway_ca(&data).await,
         },
         Command::Token { command } => match command {
             TokenCommand::Create {
@@ -91,7 +95,7 @@ pub async fn run(command: Command) -> Result<()> {
             ClientsCommand::Revoke { data, id } => clients_revoke(&data, id).await,
         },
         Command::Agent { command } => match command {
-            AgentCommand::Join { gateway, token, token_file, pin, id, attest_cert, attest_key, dir } => {
+            AgentCommand::Join { gateway, token, token_file, pin, id, attest_cert, attest_key, certificate, dir } => {
                 // Checked before the token is read, so a bad --id never consumes stdin.
                 let id = match id {
                     Some(id) => id,
@@ -99,8 +103,9 @@ pub async fn run(command: Command) -> Result<()> {
                 };
                 let attester = ops::attester(attest_cert.as_deref(), attest_key.as_deref())?;
                 let token = secret::agent_token(token.as_ref(), token_file.as_ref())?;
-                ops::agent_join(&gateway, token, &pin, id, &dir.data_dir, attester).await
+                ops::agent_join(&gateway, token, &pin, id, &dir.data_dir, attester, certificate).await
             }
+            AgentCommand::Cert { key, dir } => ops::agent_cert(&dir.data_dir, key).await,
             AgentCommand::Send { gateway, dir, message } => ops::agent_send(&gateway, &dir.data_dir, &message).await,
             AgentCommand::Forward { gateway, listen, service, max_streams, dir } => {
                 ops::agent_forward(&gateway, &listen, &service, max_streams, &dir.data_dir).await

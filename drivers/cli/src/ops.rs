@@ -12,6 +12,7 @@ use boarding_smol::admin::{
     ADMIN_SOCKET, AdminClient, AdminErrorKind, AdminRequest, AdminResponse, AdminServer, ClientView, TokenView,
 };
 use boarding_smol::attest::{X509Attester, X509Validator};
+use boarding_smol::certificate::{CertificatePolicy, ca_certificate_pem};
 use boarding_smol::forward::{Duplex, ServiceName, Services, serve_services};
 use boarding_smol::{
     Agent, Gateway, GatewayConfig, KeyringStore, MemoryStore, RedbKeyringStore, RedbStore, Store, StoreError,
@@ -19,7 +20,7 @@ use boarding_smol::{
 };
 use smol::stream::StreamExt;
 
-use crate::cli::{AttestServeArgs, DataStore, EtcdArgs, GatewayData, ServiceArgs, Ttl};
+use crate::cli::{AttestServeArgs, CertificateServeArgs, DataStore, EtcdArgs, GatewayData, ServiceArgs, Ttl};
 use crate::error::{CliError, Result};
 use crate::fleet::{self, AnyStore, Fleet};
 use crate::observe::Observer;
@@ -121,6 +122,21 @@ impl GatewayAccess {
                 other => Err(Self::unexpected(other)),
             },
             Self::Direct(store) => Ok(store.identity_or_insert(ServerIdentity::generate(&mut os_rng())).await?.pin()),
+        }
+    }
+
+    /// The certificate (PEM) of the gateway's client CA.
+    pub async fn ca_certificate(&mut self) -> Result<String> {
+        match self {
+            Self::Admin(client, _) => match Self::ask(client, AdminRequest::CaCertificate {}).await? {
+                AdminResponse::CaCertificate(pem) => Ok(pem),
+                other => Err(Self::unexpected(other)),
+            },
+            Self::Direct(store) => {
+                let identity = store.identity_or_insert(ServerIdentity::generate(&mut os_rng())).await?;
+                ca_certificate_pem(&identity)
+                    .map_err(|e| CliError::Unexpected(format!("cannot make the gateway's client CA: {e}")))
+            }
         }
     }
 
@@ -288,7 +304,7 @@ pub async fn serve(
     identity_file: Option<&Path>,
     config: GatewayConfig,
     observer: Option<Observer>,
-    validator: Option<X509Validator>,
+    admission: Admission,
     services: Option<Services>,
 ) -> Result<()> {
     match on {
@@ -317,7 +333,7 @@ pub async fn serve(
                 Origin::Loaded => println!("loaded the gateway identity from {}", dir.display()),
                 Origin::File => println!("using the gateway identity from {}", identity_file_name(identity_file)),
             }
-            let gateway = attested(Gateway::new(identity, store, config)?, validator);
+            let gateway = admission.apply(Gateway::new(identity, store, config)?)?;
             run_gateway(listen, Some(dir), gateway, observer, services).await
         }
         ServeOn::Memory(dir) => {
@@ -332,7 +348,7 @@ pub async fn serve(
             } else {
                 println!("created a new in-memory gateway identity (nothing is kept at exit)");
             }
-            let gateway = attested(Gateway::new(identity, store, config)?, validator);
+            let gateway = admission.apply(Gateway::new(identity, store, config)?)?;
             run_gateway(listen, Some(dir), gateway, observer, services).await
         }
         ServeOn::Etcd(args) => {
@@ -351,7 +367,7 @@ pub async fn serve(
                     identity_file_name(identity_file)
                 ),
             }
-            let gateway = attested(Gateway::new(identity, store, config)?, validator);
+            let gateway = admission.apply(Gateway::new(identity, store, config)?)?;
             // Revocations anywhere in the fleet end the client's sessions here too.
             let follower = boarding_etcd::follow_revocations(&gateway).await?;
             tracing::info!(prefix = gateway.store().prefix(), "following the fleet's revocations in etcd");
@@ -362,12 +378,47 @@ pub async fn serve(
     }
 }
 
-/// The gateway, judging attestation evidence with `validator` if there is one.
-fn attested<S: Store>(gateway: Gateway<S>, validator: Option<X509Validator>) -> Gateway<S> {
-    match validator {
-        Some(validator) => gateway.with_validator(validator),
-        None => gateway,
+/// What `gateway serve` does with a join besides checking its token: judge its
+/// attestation, and sign the certificate it asks for.
+pub struct Admission {
+    /// The `x509pop` validator of --attest-ca, if given.
+    pub validator: Option<X509Validator>,
+    /// The policy of --issue-certificates, if given.
+    pub certificates: Option<CertificatePolicy>,
+}
+
+impl Admission {
+    /// The gateway, judging evidence with the validator and signing node certificates
+    /// with its own CA under the policy, if there are any.
+    fn apply<S: Store>(self, gateway: Gateway<S>) -> Result<Gateway<S>> {
+        let gateway = match self.validator {
+            Some(validator) => gateway.with_validator(validator),
+            None => gateway,
+        };
+        let Some(policy) = self.certificates else { return Ok(gateway) };
+        let lifetime = humantime::format_duration(policy.lifetime);
+        let ca = gateway.certificate_authority(policy).map_err(|e| CliError::Usage(format!("--cert-lifetime: {e}")))?;
+        println!("certificates: issuing node certificates valid for {lifetime} (`boarding gateway ca` prints the CA)");
+        Ok(gateway.with_certificates(ca))
     }
+}
+
+/// The node-certificate policy `gateway serve --issue-certificates` asks for, if it does.
+pub fn certificate_policy(args: &CertificateServeArgs) -> Result<Option<CertificatePolicy>> {
+    if !args.issue_certificates {
+        return Ok(None);
+    }
+    if args.cert_lifetime < Duration::from_secs(60) {
+        return Err(CliError::Usage(format!(
+            "--cert-lifetime {} is too short: a node certificate must be valid for at least a minute",
+            humantime::format_duration(args.cert_lifetime)
+        )));
+    }
+    Ok(Some(CertificatePolicy {
+        lifetime: args.cert_lifetime,
+        organization_label: args.cert_organization_label.clone(),
+        attested_unit: args.cert_attested_unit,
+    }))
 }
 
 /// The `x509pop` validator `gateway serve --attest-ca` asks for, if it does.
@@ -706,6 +757,12 @@ pub async fn gateway_pin(data: &GatewayData) -> Result<()> {
     out(pin)
 }
 
+/// `gateway ca`: the certificate of the gateway's client CA, in PEM.
+pub async fn gateway_ca(data: &GatewayData) -> Result<()> {
+    let pem = GatewayAccess::open(data, Create::No).await?.ca_certificate().await?;
+    out_raw(&pem)
+}
+
 /// This host's name as a client id, the default of `agent join --id`: its first label,
 /// in lowercase, as kubeadm names a node after its host.
 pub fn default_client_id() -> Result<ClientId> {
@@ -728,6 +785,7 @@ pub async fn agent_join(
     id: ClientId,
     dir: &Path,
     attester: Option<X509Attester>,
+    certificate: bool,
 ) -> Result<()> {
     let store = RedbKeyringStore::agent_in(dir)?;
     if let Some(saved) = store.load_keyring().await? {
@@ -744,7 +802,18 @@ pub async fn agent_join(
         Some(attester) => Agent::default().with_attester(attester),
         None => Agent::default(),
     };
-    let session = agent.join(gateway, token, pins, id.clone(), &store).await?;
+    let agent = if certificate { agent.with_certificate() } else { agent };
+    let session = match agent.join(gateway, token, pins, id.clone(), &store).await {
+        Ok(session) => session,
+        Err(e) if certificate && e.peer_alert() == Some(boarding::Alert::AdmissionRefused) => {
+            note(
+                "note: this join asked for a certificate (--certificate); a gateway refuses that unless it serves \
+                 with --issue-certificates",
+            );
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let joined = session.peer().clone();
     session.close().await?;
     out(format_args!(
@@ -753,7 +822,41 @@ pub async fn agent_join(
         millis(started.elapsed()),
         joined.suite,
         store.path().display()
-    ))
+    ))?;
+    if let Some(held) = store.load_certificate().await? {
+        note(format_args!(
+            "node certificate stored, valid until {}; `boarding agent cert --data-dir {}` prints it",
+            format_time(held.not_after()),
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// `agent cert`: the node certificate this agent holds (or, with `key`, its key), PEM.
+pub async fn agent_cert(dir: &Path, key: bool) -> Result<()> {
+    let store = existing_agent_store(dir)?;
+    let held = store.load_certificate().await?.ok_or_else(|| {
+        CliError::DataDir(format!(
+            "{} holds no node certificate: this agent joined without --certificate, or its gateway issues none; \
+             a resume (`boarding agent send`) asks for one once the gateway serves with --issue-certificates",
+            store.path().display()
+        ))
+    })?;
+    note(format_args!(
+        "valid from {} until {}; a resume renews it from {}",
+        format_time(held.not_before()),
+        format_time(held.not_after()),
+        format_time(held.renew_at())
+    ));
+    if key { out_raw(held.key_pem()) } else { out_raw(&held.certificate_pem()) }
+}
+
+/// The agent for a command that resumes with `store`: one that renews the node
+/// certificate when it is due, if the agent holds one.
+async fn resuming_agent(store: &RedbKeyringStore) -> Result<Agent> {
+    let agent = Agent::default();
+    Ok(if store.load_certificate().await?.is_some() { agent.with_certificate() } else { agent })
 }
 
 /// A failed resume as the agent's operator should read it. A gateway that no longer
@@ -819,9 +922,10 @@ pub async fn agent_forward(
     let saved = saved_keyring(dir).await?;
     let client = saved.client_id.clone();
     // One resume first: a gateway that does not know this agent is said at once, not at
-    // the first connection.
-    let probe =
-        Agent::default().connect_with(gateway, saved.clone()).await.map_err(|e| resume_error(e, gateway, &client))?;
+    // the first connection; it also renews the node certificate if that is due.
+    let store = existing_agent_store(dir)?;
+    let probe = resuming_agent(&store).await?.connect(gateway, &store).await;
+    let probe = probe.map_err(|e| resume_error(e, gateway, &client))?;
     let _ = probe.close().await;
     let listener = smol::net::TcpListener::bind(listen).await.map_err(|source| CliError::Io {
         context: format!("cannot listen on {listen} (is something else listening there? choose another --listen)"),
@@ -846,6 +950,7 @@ pub async fn agent_forward(
 pub async fn agent_connect(gateway: &str, service: &ServiceName, dir: &Path) -> Result<()> {
     let saved = saved_keyring(dir).await?;
     let client = saved.client_id.clone();
+    renew_if_due(gateway, dir, &client).await?;
     let stream = Duplex::new(smol::Unblock::new(std::io::stdin()), smol::Unblock::new(std::io::stdout()));
     match Agent::default().forward(gateway, saved, service.as_str(), stream).await {
         Ok(transfer) => {
@@ -853,6 +958,20 @@ pub async fn agent_connect(gateway: &str, service: &ServiceName, dir: &Path) -> 
             Ok(())
         }
         Err(e) => Err(resume_error(e, gateway, &client)),
+    }
+}
+
+/// Renews the node certificate with a resume of its own, if the agent holds one and it
+/// is due (the stream's own session then carries only the stream).
+async fn renew_if_due(gateway: &str, dir: &Path, client: &ClientId) -> Result<()> {
+    let store = existing_agent_store(dir)?;
+    match store.load_certificate().await? {
+        Some(held) if held.renewal_due(unix_now()) => {
+            let session = Agent::default().with_certificate().connect(gateway, &store).await;
+            let _ = session.map_err(|e| resume_error(e, gateway, client))?.close().await;
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }
 
@@ -864,8 +983,8 @@ pub async fn agent_send(gateway: &str, dir: &Path, message: &str) -> Result<()> 
         .await?
         .ok_or_else(|| boarding_smol::Error::NotJoined { location: store.path().display().to_string() })?;
     let client = saved.client_id.clone();
-    let mut session =
-        Agent::default().connect_with(gateway, saved).await.map_err(|e| resume_error(e, gateway, &client))?;
+    let agent = resuming_agent(&store).await?;
+    let mut session = agent.connect(gateway, &store).await.map_err(|e| resume_error(e, gateway, &client))?;
     session.send(message.as_bytes()).await?;
     let reply = session
         .recv()

@@ -154,3 +154,141 @@ fn attestation_flags_are_checked_before_anything_runs() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("does not match"), "{}", stderr(&o));
 }
+
+/// The README's commands of "A client certificate at join", as written: the lines of
+/// the block after `heading` that start with `$ ` (continuations joined), and the
+/// output lines the README shows for them.
+fn readme_block(heading: &str) -> (Vec<String>, Vec<String>) {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = readme.split_once(heading).unwrap_or_else(|| panic!("README has no {heading:?}")).1;
+    let mut commands: Vec<String> = Vec::new();
+    let mut outputs = Vec::new();
+    let mut in_block = false;
+    for line in section.lines() {
+        let Some(code) = line.strip_prefix("    ") else {
+            if in_block && !line.is_empty() {
+                break;
+            }
+            continue;
+        };
+        in_block = true;
+        let continues = commands.last().is_some_and(|c| c.ends_with('\\'));
+        if continues {
+            let last = commands.last_mut().unwrap();
+            last.pop();
+            last.push_str(code.trim_start());
+        } else if let Some(command) = code.strip_prefix("$ ") {
+            commands.push(command.to_owned());
+        } else {
+            outputs.push(code.to_owned());
+        }
+    }
+    (commands, outputs)
+}
+
+#[test]
+fn the_readme_join_with_attestation_and_a_certificate_runs_as_pasted() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    for line in README_CA_AND_NODE.trim().lines() {
+        assert!(readme.contains(&format!("    {line}\n")), "the README no longer shows {line:?}");
+    }
+    sh(d, README_CA_AND_NODE);
+    let (commands, outputs) = readme_block("### A client certificate at join");
+    assert_eq!(commands.len(), 7, "{commands:?}");
+    // The gateway's own command, on a free port instead of 7443.
+    let serve = commands[0].strip_prefix("boarding gateway serve --data-dir gw ").expect("the serve command first");
+    // The harness runs it elsewhere: a file it names is the one in the scratch directory.
+    let args: Vec<String> = serve
+        .split(' ')
+        .map(|arg| if d.join(arg).is_file() { d.join(arg).display().to_string() } else { arg.to_owned() })
+        .collect();
+    let gateway = GatewayProcess::start_with(&d.join("gw"), &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let bin_dir = Path::new(common::BIN).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let script = commands[1..].join("\n").replace("127.0.0.1:7443", &gateway.addr);
+    let out = Command::new("sh")
+        .arg("-ec")
+        .arg(&script)
+        .current_dir(d)
+        .env("PATH", path)
+        .env("PIN", &gateway.pin)
+        .env("BOARDING_LOG", "warn")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{script}\nfailed:\n{printed}\n{}", String::from_utf8_lossy(&out.stderr));
+    for expected in &outputs {
+        assert!(
+            printed.lines().any(|l| l == expected),
+            "the README shows {expected:?}; the commands printed {printed}"
+        );
+    }
+    // What the commands left: a certificate for node-1's new key, from the gateway's CA.
+    let subject = Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-ext", "subjectAltName", "-in", "node-1-client.pem"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    let subject = String::from_utf8_lossy(&subject.stdout);
+    assert!(subject.contains("CN = node-1") && subject.contains("DNS:node-1"), "{subject}");
+    let key_mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(d.join("node-1-client.key")).unwrap().permissions());
+    assert_eq!(key_mode & 0o077, 0, "the key file is the user's alone");
+    let key = std::fs::read_to_string(d.join("node-1-client.key")).unwrap();
+    assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"), "{}", &key[..20.min(key.len())]);
+    // The key is the certificate's: openssl derives the same public key from both.
+    let from_cert = Command::new("openssl")
+        .args(["x509", "-noout", "-pubkey", "-in", "node-1-client.pem"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    let from_key =
+        Command::new("openssl").args(["pkey", "-pubout", "-in", "node-1-client.key"]).current_dir(d).output().unwrap();
+    assert_eq!(from_cert.stdout, from_key.stdout);
+    // The same CA with the gateway stopped (from the database) as through its admin socket.
+    let gw = d.join("gw");
+    let running = ok(&["gateway", "ca", "--data-dir", gw.to_str().unwrap()]);
+    gateway.kill();
+    assert_eq!(ok(&["gateway", "ca", "--data-dir", gw.to_str().unwrap()]), running);
+    assert_eq!(std::fs::read_to_string(d.join("gateway-ca.pem")).unwrap(), running);
+}
+
+#[test]
+fn a_join_that_asks_for_a_certificate_is_refused_by_a_gateway_that_issues_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let gw = d.join("gw");
+    let gateway = GatewayProcess::start(&gw);
+    let token = ok(&["token", "create", "--data-dir", gw.to_str().unwrap()]);
+    std::fs::write(d.join("token"), token.trim()).unwrap();
+    let agent = d.join("agent");
+    let o = boarding(&[
+        "agent",
+        "join",
+        "--gateway",
+        &gateway.addr,
+        "--pin",
+        &gateway.pin,
+        "--token-file",
+        d.join("token").to_str().unwrap(),
+        "--id",
+        "asks",
+        "--data-dir",
+        agent.to_str().unwrap(),
+        "--certificate",
+    ]);
+    assert_eq!(o.status.code(), Some(4), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("--issue-certificates"), "the note names the gateway's flag: {}", stderr(&o));
+    let tokens = ok(&["token", "list", "--data-dir", gw.to_str().unwrap(), "--output", "json"]);
+    let tokens: serde_json::Value = serde_json::from_str(&tokens).unwrap();
+    assert_eq!(tokens[0]["use_count"], 0, "the refused join was charged: {tokens}");
+    // An agent with no certificate says so, and what to do.
+    let o = boarding(&["agent", "cert", "--data-dir", agent.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    // The certificate flags need --issue-certificates.
+    let o = boarding(&["gateway", "serve", "--cert-organization-label", "group"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    gateway.kill();
+}

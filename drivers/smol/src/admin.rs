@@ -45,6 +45,9 @@ pub const MAX_REQUEST_LINE: usize = 64 * 1024;
 pub enum AdminRequest {
     /// The gateway's pin.
     Pin {},
+    /// The certificate (PEM) of the gateway's client CA, which signs the node
+    /// certificates agents ask for (public: for the services that verify them).
+    CaCertificate {},
     /// Create a token (the response carries its secret, once).
     TokenCreate {
         /// When it expires (Unix seconds); `None` never.
@@ -140,6 +143,8 @@ impl From<&KeyringRecord> for ClientView {
 pub enum AdminResponse {
     /// The pin.
     Pin(Pin),
+    /// The client CA's certificate, PEM.
+    CaCertificate(String),
     /// A new token: shown this once.
     Created {
         /// The whole token, secret included.
@@ -225,6 +230,13 @@ async fn execute<S: Store>(gateway: &Gateway<S>, request: AdminRequest) -> Resul
     let store_error = |e: Error| AdminError { kind: AdminErrorKind::Store, message: e.to_string() };
     match request {
         AdminRequest::Pin {} => Ok(AdminResponse::Pin(gateway.pin())),
+        #[cfg(feature = "ca")]
+        AdminRequest::CaCertificate {} => gateway
+            .certificate_authority(crate::certificate::CertificatePolicy::default())
+            .map(|ca| AdminResponse::CaCertificate(ca.certificate_pem()))
+            .map_err(|e| AdminError { kind: AdminErrorKind::Store, message: e.to_string() }),
+        #[cfg(not(feature = "ca"))]
+        AdminRequest::CaCertificate {} => Err(bad_request("this gateway was built without its client CA (`ca`)")),
         AdminRequest::TokenCreate { expires_at, max_uses, labels, description, token } => {
             let template = TokenTemplate { expires_at, max_uses, labels, description };
             let created = match token {

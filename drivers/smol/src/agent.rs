@@ -125,6 +125,8 @@ pub(crate) struct CertificateAsk {
 }
 
 #[cfg(feature = "ca")]
+// Without `tls` no `Agent` asks.
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
 impl CertificateAsk {
     /// A fresh key, and the request for a certificate for it naming `client_id`.
     pub(crate) fn new(client_id: &ClientId) -> Result<Self, Error> {
