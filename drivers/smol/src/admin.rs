@@ -1,7 +1,7 @@
 //! The gateway's local admin socket: operator commands against a running gateway.
 //!
 //! A running gateway holds its database open for its whole life, so operator commands
-//! (`token create/list/revoke`, `clients list/revoke`) reach it over a Unix domain
+//! (`token create/list/revoke`, `clients list/revoke`, `gateway pin`, `gateway ca`) reach it over a Unix domain
 //! socket in its data directory ([`ADMIN_SOCKET`]), mode 0600 inside the 0700
 //! directory. The gateway checks each peer's credentials and refuses a peer of another
 //! user. The format is JSON lines, one request and one response per line, versioned

@@ -481,6 +481,25 @@ mod authority {
         }
 
         #[test]
+        fn the_ca_key_is_the_spec_derivation_of_the_identity_seed() {
+            // spec/PROTOCOL.md §7.10, recomputed with the primitives alone.
+            let seed = [7u8; 32];
+            let mut ca_seed = [0u8; 32];
+            Hkdf::<Sha256>::new(Some(&[0u8; 32]), &seed)
+                .expand(b"boarding v1 client certificate authority", &mut ca_seed)
+                .unwrap();
+            let public = ed25519_dalek::SigningKey::from_bytes(&ca_seed).verifying_key();
+            let ca = CertificateAuthority::for_identity(&ServerIdentity::from_seed(seed)).unwrap();
+            let (_, cert) = x509_parser::parse_x509_certificate(ca.certificate_der()).unwrap();
+            assert_eq!(cert.public_key().subject_public_key.data.as_ref(), public.as_bytes());
+            let pin = ServerIdentity::from_seed(seed).pin().to_string();
+            let digits = pin.strip_prefix("sha256:").unwrap();
+            let expected = format!("O=Boarding, CN=boarding client CA {}", &digits[..16]);
+            assert_eq!(cert.subject().to_string(), expected);
+            assert_eq!(cert.validity().not_after.to_datetime().year(), 9999);
+        }
+
+        #[test]
         fn a_request_gets_the_client_id_the_policy_names_and_the_lifetime() {
             let key = NodeKey::generate().unwrap();
             let client_id = ClientId::new("node-7").unwrap();
