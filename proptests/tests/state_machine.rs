@@ -15,7 +15,8 @@
 //! Transitions: an agent starts a join (with its token, or a forged one with the
 //! right id and a wrong secret, or presenting evidence recorded from any earlier
 //! session instead of its own, as a thief of a token but not of a node key would) or a
-//! resume; the network delivers, drops,
+//! resume (with or without an application request, which the gateway's application
+//! answers in a `ResumeTicket`); the network delivers, drops,
 //! duplicates, reorders or tampers with (flips one bit of) the next message of a
 //! connection, or replays into it a message recorded in another session; the clock
 //! moves past expiries; a token or a client is revoked; the gateway restarts (every
@@ -31,12 +32,15 @@
 //!   (for a first admission) exhausted;
 //! * every pair that both sides report established agrees on keys (frames sealed on
 //!   each side open on the other), on the client id and on the token; the gateway
-//!   never reports success before the agent (key confirmation), and never for a
-//!   forged token;
+//!   never reports success before the agent (key confirmation) but after a resume's
+//!   ResumeFinished that carried a request (that was the agent's confirmation; its
+//!   ResumeTicket follows), and never for a forged token;
 //! * a keyring the gateway holds as confirmed is the one the agent persisted;
 //! * replayed evidence never gets a join past the gateway's validator: its binding is
 //!   another session's, so the gateway refuses it with `AttestationRefused` before any
 //!   redemption; a completed join carries the agent's attested identity, and so does a resume;
+//! * a resume's request reaches the gateway's application only from the holder of the
+//!   keyring, exactly as the agent sent it, and the agent's ticket is the answer to it;
 //! * a fair network always brings every connection to quiescence within a bound.
 //!
 //! At the end of each case the network settles and every agent tries once more over
@@ -106,6 +110,8 @@ enum Transition {
     },
     StartResume {
         agent: usize,
+        /// The resume carries an application request (answered in a `ResumeTicket`).
+        request: bool,
     },
     Deliver {
         agent: usize,
@@ -161,7 +167,8 @@ impl fmt::Debug for Transition {
             Self::StartReplayedJoin { agent, pick } => {
                 write!(f, "agent {agent} starts a join presenting recorded evidence #{pick} (mod count)")
             }
-            Self::StartResume { agent } => write!(f, "agent {agent} starts a resume"),
+            Self::StartResume { agent, request: false } => write!(f, "agent {agent} starts a resume"),
+            Self::StartResume { agent, request: true } => write!(f, "agent {agent} starts a resume with a request"),
             Self::Deliver { agent, dir } => write!(f, "deliver the next message {} on agent {agent}'s line", to(dir)),
             Self::Drop { agent, dir } => write!(f, "drop the next message {} on agent {agent}'s line", to(dir)),
             Self::Duplicate { agent, dir } => {
@@ -223,7 +230,7 @@ impl ReferenceStateMachine for Reference {
             4 => (agent.clone(), proptest::bool::weighted(0.15))
                 .prop_map(|(agent, forged)| Transition::StartJoin { agent, forged }),
             1 => (agent.clone(), any::<usize>()).prop_map(|(agent, pick)| Transition::StartReplayedJoin { agent, pick }),
-            2 => agent.clone().prop_map(|agent| Transition::StartResume { agent }),
+            2 => (agent.clone(), any::<bool>()).prop_map(|(agent, request)| Transition::StartResume { agent, request }),
             24 => (agent.clone(), direction()).prop_map(|(agent, dir)| Transition::Deliver { agent, dir }),
             2 => (agent.clone(), direction()).prop_map(|(agent, dir)| Transition::Drop { agent, dir }),
             1 => (agent.clone(), direction()).prop_map(|(agent, dir)| Transition::Duplicate { agent, dir }),
@@ -253,7 +260,7 @@ impl ReferenceStateMachine for Reference {
             | Transition::Replay { agent, .. } => state.connected.get(*agent).copied().unwrap_or(false),
             Transition::StartJoin { agent, .. }
             | Transition::StartReplayedJoin { agent, .. }
-            | Transition::StartResume { agent }
+            | Transition::StartResume { agent, .. }
             | Transition::RevokeClient { agent } => agent_ok(agent),
             Transition::RevokeToken { token } => *token < state.tokens.len(),
             Transition::AdvanceClock { .. } | Transition::RestartGateway | Transition::Settle => true,
@@ -264,7 +271,7 @@ impl ReferenceStateMachine for Reference {
         match transition {
             Transition::StartJoin { agent, .. }
             | Transition::StartReplayedJoin { agent, .. }
-            | Transition::StartResume { agent } => state.connected[*agent] = true,
+            | Transition::StartResume { agent, .. } => state.connected[*agent] = true,
             Transition::AdvanceClock { secs } => state.elapsed += secs,
             Transition::RevokeToken { token } => state.tokens[*token].revoked = true,
             Transition::RestartGateway => state.connected.iter_mut().for_each(|c| *c = false),
@@ -284,6 +291,10 @@ struct Connection {
     replayed: bool,
     /// The agent's client id was revoked while this connection was open.
     revoked_during: bool,
+    /// The resume's application request (empty: none, and for joins).
+    request: Vec<u8>,
+    /// The resume uses a keyring the agent made up (it never joined).
+    made_up: bool,
     /// How many of `pair.log` were copied into the global record.
     recorded: usize,
 }
@@ -310,6 +321,11 @@ struct System {
     established: usize,
     /// Every evidence any agent presented.
     evidence: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+/// The gateway application's answer to a resume's request.
+fn answer(request: &[u8]) -> Vec<u8> {
+    [b"answer to ".as_slice(), request].concat()
 }
 
 /// What an agent's attester presents: evidence committing to its client id and the
@@ -340,6 +356,18 @@ impl System {
     }
 
     fn connect(&mut self, agent: usize, client: Client, forged: bool, replay: Option<usize>) {
+        self.connect_with(agent, client, forged, replay, Vec::new(), false);
+    }
+
+    fn connect_with(
+        &mut self,
+        agent: usize,
+        client: Client,
+        forged: bool,
+        replay: Option<usize>,
+        request: Vec<u8>,
+        made_up: bool,
+    ) {
         self.sync(agent);
         let serial = self.serial;
         self.serial += 1;
@@ -358,20 +386,37 @@ impl System {
                 recorded.lock().unwrap_or_else(|e| e.into_inner()).push(presented.clone());
                 Ok(presented)
             })
-            .with_admission(validate);
-        self.agents[agent].connection =
-            Some(Connection { pair, serial, forged, replayed: is_replay, revoked_during: false, recorded: 0 });
+            .with_admission(validate)
+            .with_tickets(|r| answer(&r.request));
+        self.agents[agent].connection = Some(Connection {
+            pair,
+            serial,
+            forged,
+            replayed: is_replay,
+            revoked_during: false,
+            request,
+            made_up,
+            recorded: 0,
+        });
     }
 
     /// Copies what a connection sent into the record and what its agent persisted
     /// into the agent.
     fn sync(&mut self, agent: usize) {
+        let id = self.agents[agent].id.clone();
         let Some(c) = self.agents[agent].connection.as_mut() else { return };
         c.pair.flush();
         for (dir, bytes) in &c.pair.log[c.recorded..] {
             self.recorded.push((c.serial, *dir, bytes.clone()));
         }
         c.recorded = c.pair.log.len();
+        // A resume's request reaches the application only from the keyring's holder, and
+        // as the agent sent it, however the network tampered.
+        for asked in &c.pair.ticket_requests {
+            assert!(!c.made_up, "a request under a made-up keyring reached the gateway's application");
+            assert_eq!(asked.client.client_id(), &id, "a request for another client");
+            assert_eq!(asked.request, c.request, "the application saw another request than the agent sent");
+        }
         // Replayed evidence names another session's binding: refused before redemption.
         if c.replayed && !c.pair.admissions.is_empty() {
             let request = &c.pair.admissions[0];
@@ -428,11 +473,18 @@ impl System {
         if outcome.server != Standing::Established {
             return;
         }
-        assert_eq!(
-            outcome.client,
-            Standing::Established,
-            "the gateway succeeded before the agent (no key confirmation)"
-        );
+        if outcome.client != Standing::Established {
+            // Only a resume with a request lets the gateway finish first: the agent's
+            // ResumeFinished was its key confirmation, and the ResumeTicket is in
+            // flight, lost or tampered with (the agent then fails, the gateway does not).
+            let resumed = c.pair.peer.as_ref().is_some_and(|p| p.resumed());
+            assert!(
+                resumed && !c.request.is_empty(),
+                "the gateway succeeded before the agent (no key confirmation): {:?}",
+                outcome.client
+            );
+            return;
+        }
         assert!(!c.forged, "established with a forged token secret");
         assert!(!c.replayed, "established with evidence replayed from another session");
         let c = self.agents[agent].connection.take().unwrap_or_else(|| unreachable!());
@@ -459,6 +511,11 @@ impl System {
             let n = tx.seal(payload, &mut frame).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(rx.open(&frame[..n]), Ok(Received::Data(payload)), "session keys disagree");
         };
+        // A resume's request was answered, in its ResumeTicket; no request, no ticket.
+        if peer.resumed() {
+            let expected = if c.request.is_empty() { Vec::new() } else { answer(&c.request) };
+            assert_eq!(client.info.ticket, expected, "the agent got another ticket than its request's answer");
+        }
         cross(&mut client.channel, &mut server.channel, b"up");
         cross(&mut server.channel, &mut client.channel, b"down");
         self.established += 1;
@@ -540,7 +597,8 @@ impl StateMachineTest for Harness {
                 let client = Client::join(config, &mut sys.world.rng());
                 sys.connect(agent, client, false, Some(pick));
             }
-            Transition::StartResume { agent } => {
+            Transition::StartResume { agent, request } => {
+                let made_up = sys.agents[agent].saved.is_none();
                 // An agent that never joined resumes with a keyring of its own making.
                 let saved = sys.agents[agent].saved.clone().unwrap_or_else(|| SavedKeyring {
                     client_id: sys.agents[agent].id.clone(),
@@ -551,8 +609,10 @@ impl StateMachineTest for Harness {
                         s2c: boarding::keys::SymmetricKey::from_bytes([8; 32]),
                     },
                 });
-                let client = Client::resume(ResumeConfig::new(saved), &mut sys.world.rng());
-                sys.connect(agent, client, false, None);
+                let request = if request { format!("renew {}", sys.agents[agent].id).into_bytes() } else { Vec::new() };
+                let config = ResumeConfig::new(saved).with_request(request.clone()).unwrap_or_else(|e| panic!("{e}"));
+                let client = Client::resume(config, &mut sys.world.rng());
+                sys.connect_with(agent, client, false, None, request, made_up);
             }
             Transition::Deliver { agent, dir } => {
                 if let Some(pair) = sys.line(agent) {
