@@ -28,7 +28,7 @@ use boarding::messages::{
 use boarding_memory::Dir;
 
 use super::contract::{check_failure, check_first_frame, probe_client_misuse};
-use super::fixtures::{Flow, Recording, Script, check_emitted, concat, recording};
+use super::fixtures::{Flow, RESUME_TICKET, Recording, Script, check_emitted, concat, recording};
 use super::input::{Input, chunks};
 
 /// The agent states the target reaches.
@@ -46,6 +46,8 @@ pub enum ClientStage {
     JoinEstablished,
     /// Resume sent its hello; waits for the challenge.
     ResumeExpectChallenge,
+    /// Resume sent its `ResumeFinished` with a request; waits for the `ResumeTicket`.
+    ResumeExpectTicket,
     /// Resume complete.
     ResumeEstablished,
     /// Join verified the challenge; waits for the caller's evidence.
@@ -53,9 +55,9 @@ pub enum ClientStage {
 }
 
 impl ClientStage {
-    /// Every stage, indexed by the target's first input byte (modulo 8; the quotient
+    /// Every stage, indexed by the target's first input byte (modulo 9; the quotient
     /// picks the answers, see [`client_states`]).
-    pub const ALL: [ClientStage; 8] = [
+    pub const ALL: [ClientStage; 9] = [
         Self::JoinExpectChallenge,
         Self::UnnamedExpectChallenge,
         Self::JoinExpectServerFinished,
@@ -64,13 +66,14 @@ impl ClientStage {
         Self::ResumeExpectChallenge,
         Self::ResumeEstablished,
         Self::JoinAwaitEvidence,
+        Self::ResumeExpectTicket,
     ];
 
     /// The flow the stage belongs to.
     pub fn flow(self) -> Flow {
         match self {
             Self::UnnamedExpectChallenge => Flow::UnnamedToken,
-            Self::ResumeExpectChallenge | Self::ResumeEstablished => Flow::Resume,
+            Self::ResumeExpectChallenge | Self::ResumeExpectTicket | Self::ResumeEstablished => Flow::Resume,
             _ => Flow::Join,
         }
     }
@@ -81,6 +84,7 @@ impl ClientStage {
             Self::JoinExpectChallenge | Self::UnnamedExpectChallenge => Some(&[FrameType::ServerChallenge]),
             Self::JoinExpectServerFinished => Some(&[FrameType::ServerFinished]),
             Self::ResumeExpectChallenge => Some(&[FrameType::ResumeChallenge]),
+            Self::ResumeExpectTicket => Some(&[FrameType::ResumeTicket]),
             Self::JoinAwaitEvidence | Self::JoinAwaitPersist | Self::JoinEstablished | Self::ResumeEstablished => None,
         }
     }
@@ -90,7 +94,7 @@ impl ClientStage {
         let mut s = Script::new(self.flow());
         match self {
             Self::JoinExpectChallenge | Self::UnnamedExpectChallenge | Self::ResumeExpectChallenge => {}
-            Self::JoinExpectServerFinished => {
+            Self::JoinExpectServerFinished | Self::ResumeExpectTicket => {
                 s.hop_to_server();
                 s.hop_to_client();
             }
@@ -116,7 +120,7 @@ impl ClientStage {
         let rec = recording(self.flow());
         let index = match self {
             Self::JoinExpectChallenge | Self::UnnamedExpectChallenge | Self::ResumeExpectChallenge => 0,
-            Self::JoinExpectServerFinished => 1,
+            Self::JoinExpectServerFinished | Self::ResumeExpectTicket => 1,
             _ => return None,
         };
         Some(&rec.server_sent[index])
@@ -145,15 +149,15 @@ pub fn evidence_stage_byte(plan: EvidencePlan) -> u8 {
         .iter()
         .position(|p| *p == plan)
         .unwrap_or(0);
-    u8::try_from(index + 16 * plan).unwrap_or(0)
+    u8::try_from(index + 2 * ClientStage::ALL.len() * plan).unwrap_or(0)
 }
 
-/// The target's first byte: the stage (modulo 8), whether a pending persist is answered
-/// `Err(PersistFailed)` (bit 0 of the quotient; 0, what the committed seeds use,
-/// acknowledges it) and the evidence plan (bits 1 and 2).
+/// The target's first byte: the stage (modulo the number of stages), whether a pending
+/// persist is answered `Err(PersistFailed)` (bit 0 of the quotient; 0, what the
+/// committed seeds use, acknowledges it) and the evidence plan (bits 1 and 2).
 pub fn stage_byte(stage: ClientStage, persist_fails: bool) -> u8 {
     let index = ClientStage::ALL.iter().position(|s| *s == stage).unwrap_or(0);
-    u8::try_from(index).unwrap_or(0) + if persist_fails { 8 } else { 0 }
+    u8::try_from(index + if persist_fails { ClientStage::ALL.len() } else { 0 }).unwrap_or(0)
 }
 
 /// The target. Input: stage byte (see [`stage_byte`]), fragmentation byte, then the
@@ -161,10 +165,11 @@ pub fn stage_byte(stage: ClientStage, persist_fails: bool) -> u8 {
 pub fn client_states(data: &[u8]) {
     let mut input = Input::new(data);
     let first = input.byte();
-    let stage = ClientStage::ALL[usize::from(first) % ClientStage::ALL.len()];
-    let persist_fails = (first / 8) & 1 == 1;
+    let stages = ClientStage::ALL.len();
+    let stage = ClientStage::ALL[usize::from(first) % stages];
+    let persist_fails = (usize::from(first) / stages) & 1 == 1;
     let plan = [EvidencePlan::Empty, EvidencePlan::Fail, EvidencePlan::Sized, EvidencePlan::TooLong]
-        [usize::from((first / 16) % 4)];
+        [usize::from(first) / (2 * stages) % 4];
     let chunk = input.byte();
     let evidence_len = match plan {
         EvidencePlan::Sized => usize::from(input.u16()) % (MAX_EVIDENCE + 2),
@@ -244,16 +249,33 @@ pub fn client_states(data: &[u8]) {
             }
         }
         ClientStage::ResumeExpectChallenge => {
-            let advanced = script.pair.client.is_established();
+            let advanced =
+                sent.first().is_some_and(|f| matches!(check_emitted(f), HandshakeMessage::ResumeFinished(_)));
             assert!(persisted.is_none(), "a resume asked to persist a keyring");
             if advanced {
                 assert!(head_is_genuine, "accepted a ResumeChallenge the gateway did not send");
-                assert_eq!(sent.first(), Some(&rec.client_sent[1]));
-                let info = script.pair.info.as_ref().unwrap_or_else(|| panic!("established without SessionInfo"));
-                assert!(info.resumed && info.ticket.is_empty());
+                assert_eq!(sent.first(), Some(&rec.client_sent[1]), "the ResumeFinished differs from the honest one");
+            }
+            if script.pair.client.is_established() {
+                // The request's answer too: both messages exactly the gateway's.
+                assert!(stream.starts_with(&concat(&rec.server_sent[..2])), "accepted a forged ResumeTicket");
+                check_resume_ticket(&script);
             }
             if head_is_genuine {
                 assert!(advanced, "the genuine ResumeChallenge was refused");
+            }
+        }
+        ClientStage::ResumeExpectTicket => {
+            let advanced = script.pair.client.is_established();
+            assert!(persisted.is_none(), "a resume asked to persist a keyring");
+            let only_alerts = sent.iter().all(|f| matches!(check_emitted(f), HandshakeMessage::Alert(_)));
+            assert!(only_alerts, "the agent sent a handshake message after its ResumeFinished");
+            if advanced {
+                assert!(head_is_genuine, "accepted a ResumeTicket the gateway did not send");
+                check_resume_ticket(&script);
+            }
+            if head_is_genuine {
+                assert!(advanced, "the genuine ResumeTicket was refused");
             }
         }
         ClientStage::JoinAwaitEvidence => {
@@ -280,6 +302,13 @@ pub fn client_states(data: &[u8]) {
             check_buffered(script, stream);
         }
     }
+}
+
+/// An established resume learned the gateway application's answer to its request.
+fn check_resume_ticket(script: &Script) {
+    let info = script.pair.info.as_ref().unwrap_or_else(|| panic!("established without SessionInfo"));
+    assert!(info.resumed, "a resume established as a join");
+    assert_eq!(info.ticket, RESUME_TICKET, "the agent holds another ticket than the gateway's answer");
 }
 
 /// Whether a state that consumes no frames failed, which only a receive buffer

@@ -11,7 +11,7 @@
 use std::sync::OnceLock;
 
 use boarding::attestation::AttestationBinding;
-use boarding::client::{Client, SavedKeyring};
+use boarding::client::{Client, ResumeConfig, SavedKeyring};
 use boarding::identity::ClientId;
 use boarding::messages::HandshakeMessage;
 use boarding::server::VerifiedClient;
@@ -24,6 +24,10 @@ pub const WORLD_SEED: u64 = 0x0b0a_4d19;
 pub const CLIENT_ID: &str = "node-1";
 /// A client id the gateway has never seen (resumes with it get a decoy).
 pub const UNKNOWN_CLIENT_ID: &str = "node-9";
+/// The application request of the scripted resume (the decoy resume sends none).
+pub const RESUME_REQUEST: &[u8] = b"renew node-1";
+/// The gateway application's answer to it, in the ResumeTicket.
+pub const RESUME_TICKET: &[u8] = b"renewed node-1";
 
 /// Which handshake a script runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +37,8 @@ pub enum Flow {
     /// A join in the unnamed-token flow (no token id in the hello; two tokens are
     /// unexpired).
     UnnamedToken,
-    /// A resume after an honest join.
+    /// A resume after an honest join, with an application request ([`RESUME_REQUEST`],
+    /// answered with [`RESUME_TICKET`] in a ResumeTicket).
     Resume,
     /// A resume under a client id the gateway does not know.
     ResumeUnknown,
@@ -76,7 +81,18 @@ impl Script {
             if flow == Flow::ResumeUnknown {
                 saved.client_id = ClientId::new(UNKNOWN_CLIENT_ID).unwrap_or_else(|e| panic!("{e}"));
             }
-            script.pair = script.world.resume_pair(&saved).with_persist(PersistAction::Hold);
+            script.pair = if flow == Flow::Resume {
+                let config = ResumeConfig::new(saved)
+                    .with_request(RESUME_REQUEST.to_vec())
+                    .unwrap_or_else(|e| panic!("the scripted request: {e}"));
+                script
+                    .world
+                    .pair_with(Client::resume(config, &mut script.world.rng()))
+                    .with_tickets(|_| RESUME_TICKET.to_vec())
+            } else {
+                script.world.resume_pair(&saved)
+            }
+            .with_persist(PersistAction::Hold);
             script.server_got.clear();
         }
         script.pair.flush();
