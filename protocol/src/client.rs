@@ -51,7 +51,7 @@ use crate::messages::{
 use crate::pin::Pin;
 use crate::suite::{MacSuite, SUPPORTED_VERSIONS};
 use crate::token::{BootstrapToken, TokenId};
-use crate::transcript::Transcript;
+use crate::transcript::{ChannelBinding, Transcript};
 
 /// What an agent needs to join.
 #[derive(Debug, Clone)]
@@ -62,6 +62,7 @@ pub struct JoinConfig {
     suites: Vec<MacSuite>,
     name_token: bool,
     request: Vec<u8>,
+    binding: Option<ChannelBinding>,
 }
 
 /// Checks an application request against the protocol's limit, before any handshake.
@@ -75,7 +76,15 @@ fn checked_request(request: Vec<u8>) -> Result<Vec<u8>, LocalFailure> {
 impl JoinConfig {
     /// Join with `token`, accepting a gateway whose identity matches any of `pins`.
     pub fn new(token: BootstrapToken, pins: Vec<Pin>, client_id: ClientId) -> Self {
-        Self { token, pins, client_id, suites: MacSuite::ALL.to_vec(), name_token: true, request: Vec::new() }
+        Self {
+            token,
+            pins,
+            client_id,
+            suites: MacSuite::ALL.to_vec(),
+            name_token: true,
+            request: Vec::new(),
+            binding: None,
+        }
     }
 
     /// The client id this configuration joins as.
@@ -108,6 +117,13 @@ impl JoinConfig {
         self.request = checked_request(request)?;
         Ok(self)
     }
+
+    /// Binds the join to the TLS session it runs in (`spec/PROTOCOL.md` §6.1): the
+    /// gateway must be bound to the same value, or the first proof fails.
+    pub fn with_channel_binding(mut self, binding: ChannelBinding) -> Self {
+        self.binding = Some(binding);
+        self
+    }
 }
 
 /// What an agent keeps after a join: enough to resume for ever.
@@ -130,12 +146,13 @@ pub struct ResumeConfig {
     saved: SavedKeyring,
     suites: Vec<MacSuite>,
     request: Vec<u8>,
+    binding: Option<ChannelBinding>,
 }
 
 impl ResumeConfig {
     /// Resume with a saved keyring, offering every suite.
     pub fn new(saved: SavedKeyring) -> Self {
-        Self { saved, suites: MacSuite::ALL.to_vec(), request: Vec::new() }
+        Self { saved, suites: MacSuite::ALL.to_vec(), request: Vec::new(), binding: None }
     }
 
     /// Sends this application request with the resume (in `ResumeFinished`, under the
@@ -149,6 +166,13 @@ impl ResumeConfig {
     pub fn with_request(mut self, request: Vec<u8>) -> Result<Self, LocalFailure> {
         self.request = checked_request(request)?;
         Ok(self)
+    }
+
+    /// Binds the resume to the TLS session it runs in, as
+    /// [`JoinConfig::with_channel_binding`].
+    pub fn with_channel_binding(mut self, binding: ChannelBinding) -> Self {
+        self.binding = Some(binding);
+        self
     }
 
     /// The MAC suites to offer, most preferred first.
@@ -340,7 +364,7 @@ impl Client {
         };
         let ephemeral = EphemeralSecret::generate(rng);
         let frame = hello.to_frame();
-        let mut transcript = Transcript::new();
+        let mut transcript = Transcript::start(config.binding.as_ref());
         transcript.add_frame(&frame);
         let state = State::ExpectChallenge(ExpectChallenge { config, hello, transcript, ephemeral });
         Self { machine: Machine::new(state, Some(frame)) }
@@ -357,7 +381,7 @@ impl Client {
             ephemeral: ephemeral.public(),
         };
         let frame = hello.to_frame();
-        let mut transcript = Transcript::new();
+        let mut transcript = Transcript::start(config.binding.as_ref());
         transcript.add_frame(&frame);
         let state = State::ExpectResumeChallenge(ExpectResumeChallenge {
             saved: config.saved,

@@ -51,7 +51,7 @@ use crate::storage::{
 };
 use crate::suite::{MacSuite, SUPPORTED_VERSIONS, choose};
 use crate::token::{TokenId, TokenRecord};
-use crate::transcript::Transcript;
+use crate::transcript::{ChannelBinding, Transcript};
 
 /// A gateway's settings, shared by all its connections.
 #[derive(Debug, Clone)]
@@ -389,6 +389,8 @@ struct Context {
     /// failure path: freeing a record (its size depends on its labels) before the alert
     /// is out would time a known client apart from a decoy.
     retired: Option<KeyringRecord>,
+    /// The TLS session this handshake is bound to, if it runs inside one (§6.1).
+    binding: Option<ChannelBinding>,
 }
 
 /// One connection's gateway-side handshake.
@@ -402,6 +404,18 @@ impl Server {
     /// A new connection. All the randomness it will need (nonce, ephemeral key, and
     /// the decoy keyring for unknown resumes) is drawn here.
     pub fn new<R: rand_core::CryptoRng + ?Sized>(config: impl Into<Arc<ServerConfig>>, rng: &mut R) -> Self {
+        Self::bound(config, rng, None)
+    }
+
+    /// A handshake bound to the TLS session it runs in (`binding`, the session's TLS
+    /// exporter value; `spec/PROTOCOL.md` §6.1), or unbound for `None`. The client must be
+    /// bound to the same value, or the first proof fails: a relay that terminates TLS on
+    /// each side cannot complete a handshake. Draws as [`Server::new`] does.
+    pub fn bound<R: rand_core::CryptoRng + ?Sized>(
+        config: impl Into<Arc<ServerConfig>>,
+        rng: &mut R,
+        binding: Option<ChannelBinding>,
+    ) -> Self {
         let nonce = crate::random_array(rng);
         let ephemeral = EphemeralSecret::generate(rng);
         let decoy = Keyring {
@@ -410,7 +424,7 @@ impl Server {
         };
         Self {
             machine: Machine::new(State::ExpectHello, None),
-            context: Context { config: config.into(), now: 0, nonce, ephemeral, decoy, retired: None },
+            context: Context { config: config.into(), now: 0, nonce, ephemeral, decoy, retired: None, binding },
         }
     }
 
@@ -617,7 +631,7 @@ impl Context {
     ) -> Result<State, Error> {
         // Negotiation comes before any storage work.
         let negotiated = self.negotiate(&hello.versions, &hello.suites)?;
-        let mut transcript = Transcript::new();
+        let mut transcript = Transcript::start(self.binding.as_ref());
         transcript.add_frame(&frame.bytes);
         let request = match hello.token_id {
             Some(token_id) => StorageRequest::LookupToken { token_id },
@@ -737,7 +751,7 @@ impl Context {
         // Before the lookup, so a non-contributory share is refused alike for every
         // client id, known or not, and costs no storage work.
         let dh = self.ephemeral.agree(&hello.ephemeral)?;
-        let mut transcript = Transcript::new();
+        let mut transcript = Transcript::start(self.binding.as_ref());
         transcript.add_frame(&frame.bytes);
         outbox.request(ServerRequest::Storage(StorageRequest::LookupKeyring { client_id: client_id.clone() }));
         Ok(State::AwaitKeyring(AwaitKeyring { transcript, client_id, negotiated, dh }))

@@ -4,9 +4,11 @@
 use boarding::Alert;
 use boarding::channel::MAX_PAYLOAD;
 use boarding::keys::labels;
-use boarding::messages::{FrameType, MAX_CHALLENGES, MAX_EVIDENCE, MAX_HANDSHAKE_BODY, MAX_OFFERS, MAX_TICKET};
+use boarding::messages::{
+    FrameType, MAX_CHALLENGES, MAX_EVIDENCE, MAX_HANDSHAKE_BODY, MAX_OFFERS, MAX_REQUEST, MAX_TICKET,
+};
 use boarding::suite::MacSuite;
-use boarding::transcript::TRANSCRIPT_LABEL;
+use boarding::transcript::{BOUND_TRANSCRIPT_LABEL, TLS_EXPORTER_LABEL, TRANSCRIPT_LABEL};
 
 fn spec() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/spec/PROTOCOL.md")).expect("spec exists")
@@ -26,6 +28,7 @@ fn labels_are_the_specified_ones() {
         labels::RESUME_S2C,
         labels::RESUME_SERVER_FINISHED,
         labels::RESUME_CLIENT_FINISHED,
+        labels::RESUME_TICKET,
         labels::KEYRING_ID,
         labels::ATTESTATION_BINDING,
     ];
@@ -35,6 +38,9 @@ fn labels_are_the_specified_ones() {
     }
     assert_eq!(TRANSCRIPT_LABEL, b"boarding transcript\x00");
     assert!(spec.contains("`T0 = \"boarding transcript\" || 0x00` (20 bytes)"));
+    assert_eq!(BOUND_TRANSCRIPT_LABEL, b"boarding transcript tls-exporter\x00");
+    assert!(spec.contains("T0_bound = \"boarding transcript tls-exporter\" || 0x00 || EKM"));
+    assert!(spec.contains(&format!("label = \"{}\"", std::str::from_utf8(TLS_EXPORTER_LABEL).unwrap())));
 }
 
 #[test]
@@ -49,6 +55,7 @@ fn frame_types_alerts_and_suites_match_the_tables() {
         (0x06, "ResumeHello"),
         (0x07, "ResumeChallenge"),
         (0x08, "ResumeFinished"),
+        (0x09, "ResumeTicket"),
         (0x15, "Alert"),
         (0x17, "Data"),
         (0x18, "Close"),
@@ -80,5 +87,6 @@ fn limits_match() {
     assert!(spec.contains(&format!("| versions or suites offered | 1 to {MAX_OFFERS} |")));
     assert!(spec.contains(&format!("| challenges in a ServerChallenge | 1 to {MAX_CHALLENGES} |")));
     assert!(spec.contains(&format!("| attestation evidence | 0 to {MAX_EVIDENCE} bytes |")));
-    assert!(spec.contains(&format!("| join ticket | 0 to {MAX_TICKET} bytes |")));
+    assert!(spec.contains(&format!("| ticket (ServerFinished, ResumeTicket) | 0 to {MAX_TICKET} bytes |")));
+    assert!(spec.contains(&format!("| application request (ClientAuth, ResumeFinished) | 0 to {MAX_REQUEST} bytes |")));
 }

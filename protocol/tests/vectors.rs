@@ -27,6 +27,7 @@ use boarding::server::{Admission, Server, ServerConfig, ServerRequest};
 use boarding::storage::Records;
 use boarding::suite::{MacSuite, SUPPORTED_VERSIONS};
 use boarding::token::{BootstrapToken, TokenRecord};
+use boarding::transcript::ChannelBinding;
 use hkdf::Hkdf;
 use hmac::{Hmac, KeyInit, Mac};
 use rand_chacha::ChaCha20Rng;
@@ -67,6 +68,8 @@ struct Inputs {
     resume_request: Vec<u8>,
     /// The gateway application's answer to it (in the ResumeTicket).
     resume_ticket: Vec<u8>,
+    /// The TLS exporter value of the bound join (both ends).
+    channel_binding: [u8; 32],
     /// The gateway's record of the token.
     token_max_uses: u32,
     token_expires_at: Option<u64>,
@@ -90,6 +93,7 @@ impl Inputs {
             request: b"join request".to_vec(),
             resume_request: b"resume request".to_vec(),
             resume_ticket: b"resume ticket".to_vec(),
+            channel_binding: [0xcb; 32],
             token_max_uses: 1,
             token_expires_at: None,
         }
@@ -114,6 +118,7 @@ impl Inputs {
             "request": h(&self.request),
             "resume_request": h(&self.resume_request),
             "resume_ticket": h(&self.resume_ticket),
+            "channel_binding": h(&self.channel_binding),
             "token_max_uses": self.token_max_uses,
             "token_expires_at": self.token_expires_at,
         })
@@ -151,6 +156,7 @@ impl Inputs {
             request: unhex(&v["request"]),
             resume_request: unhex(&v["resume_request"]),
             resume_ticket: unhex(&v["resume_ticket"]),
+            channel_binding: unhex(&v["channel_binding"]).try_into().unwrap(),
             token_max_uses: u32::try_from(v["token_max_uses"].as_u64().unwrap()).unwrap(),
             token_expires_at: v["token_expires_at"].as_u64(),
         };
@@ -465,6 +471,7 @@ fn generate(inputs: &Inputs) -> Value {
         "first_data_frame_c2s": frames_of_channel(&session, payload),
     });
 
+    let bound_json = bound_join_flow(inputs);
     let resume_json = resume_flow(inputs, &saved, &mut store, 10, &[]);
     let resume_with_request_json = resume_flow(inputs, &saved, &mut store, 20, &inputs.resume_request);
 
@@ -474,9 +481,63 @@ fn generate(inputs: &Inputs) -> Value {
             implementation can check every step.",
         "inputs": inputs.to_json(),
         "join": join_json,
+        "join_channel_bound": bound_json,
         "resume": resume_json,
         "resume_with_request": resume_with_request_json,
         "alerts": alert_frames(),
+    })
+}
+
+/// The join again, from the same inputs and randomness, with both ends bound to
+/// `channel_binding` (§6.1): every transcript hash starts from the bound label.
+fn bound_join_flow(inputs: &Inputs) -> Value {
+    let binding = || ChannelBinding::from_exporter(inputs.channel_binding);
+    let mut store = inputs.store();
+    let client = Client::join(
+        inputs.join_config().with_channel_binding(binding()),
+        &mut ChaCha20Rng::seed_from_u64(CLIENT_SEED),
+    );
+    let server = Server::bound(inputs.server_config(), &mut ChaCha20Rng::seed_from_u64(SERVER_SEED), Some(binding()));
+    let Run { frames, bindings, .. } = run(client, server, &mut store, inputs.now, inputs);
+    let f: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+    assert_eq!(f.len(), 5);
+    let prefix: Vec<u8> = [b"boarding transcript tls-exporter\x00".as_slice(), &inputs.channel_binding].concat();
+    let bound = |frames: &[&[u8]], next: &[u8], signed_len: usize| -> [u8; 32] {
+        let mut all: Vec<&[u8]> = vec![&prefix];
+        all.extend_from_slice(frames);
+        all.push(&next[..1]);
+        all.push(&next[5..5 + signed_len]);
+        sha256(&all)
+    };
+    let th_challenge = bound(&f[..1], f[1], 100);
+    let token: BootstrapToken = inputs.token.parse().unwrap();
+    let HandshakeMessage::ServerChallenge(challenge) = HandshakeMessage::decode_frame(f[1]).unwrap() else { panic!() };
+    let header = boarding::jws::challenge_header(token.id(), &th_challenge);
+    let header_b64 = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &header);
+    assert!(challenge.challenges[0].starts_with(&header_b64), "the challenge signs the bound transcript");
+    let th_ev = bound(&f[..2], f[2], 6 + 1 + inputs.client_id.len() + 32);
+    let mut expected_binding = [0u8; 32];
+    Hkdf::<Sha256>::from_prk(&th_ev)
+        .unwrap()
+        .expand(b"boarding v1 attestation binding", &mut expected_binding)
+        .unwrap();
+    assert_eq!(bindings.0.map(|b| *b.as_bytes()), Some(expected_binding), "the attestation binding of the bound join");
+    json!({
+        "frames": {
+            "client_hello": h(f[0]), "server_challenge": h(f[1]), "client_auth": h(f[2]),
+            "server_finished": h(f[3]), "client_finished": h(f[4]),
+        },
+        "transcript": {
+            "server_challenge_signed": h(&th_challenge),
+            "client_auth_before_evidence": h(&th_ev),
+            "after_client_auth": h(&{
+                let mut all: Vec<&[u8]> = vec![&prefix];
+                all.extend_from_slice(&f[..3]);
+                sha256(&all)
+            }),
+        },
+        "challenge_header": header,
+        "attestation_binding": h(&expected_binding),
     })
 }
 
@@ -652,6 +713,15 @@ fn the_committed_inputs_and_randomness_reproduce_the_wire_bytes() {
     assert_eq!(bindings.0.map(|b| h(b.as_bytes())).as_deref(), join["attestation_binding"].as_str(), "binding");
     let names = ["client_hello", "server_challenge", "client_auth", "server_finished", "client_finished"];
     assert_eq!(frames, frames_of(join, &names), "join frames");
+    // The bound join draws exactly what the join does, and its frames follow from it.
+    let bound = &file["join_channel_bound"];
+    let binding = || ChannelBinding::from_exporter(inputs.channel_binding);
+    let mut crng = Replay::new(&[unhex(&join["client_nonce"]), unhex(&join["client_ephemeral_secret"])]);
+    let mut srng = Replay::new(&[unhex(&join["server_nonce"]), unhex(&join["server_ephemeral_secret"]), decoy.clone()]);
+    let client = Client::join(inputs.join_config().with_channel_binding(binding()), &mut crng);
+    let server = Server::bound(config.clone(), &mut srng, Some(binding()));
+    let Run { frames: bound_frames, .. } = run(client, server, &mut inputs.store(), inputs.now, &inputs);
+    assert_eq!(bound_frames, frames_of(bound, &names), "bound join frames");
     let saved = saved.unwrap();
     assert_eq!(h(saved.keyring.c2s.expose()), join["keyring"]["c2s"].as_str().unwrap());
     assert_eq!(h(saved.keyring.s2c.expose()), join["keyring"]["s2c"].as_str().unwrap());

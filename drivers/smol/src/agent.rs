@@ -15,6 +15,7 @@ use boarding::error::Refusal as ProtocolRefusal;
 use boarding::identity::ClientId;
 use boarding::pin::Pin;
 use boarding::token::BootstrapToken;
+use boarding::transcript::ChannelBinding;
 #[cfg(feature = "tls")]
 use futures_rustls::TlsConnector;
 #[cfg(feature = "tls")]
@@ -208,24 +209,29 @@ pub async fn resume<IO>(io: IO, saved: SavedKeyring, max_payload: usize) -> Resu
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    resume_with(io, saved, max_payload, Vec::new()).await
+    resume_with(io, saved, max_payload, Vec::new(), None).await
 }
 
 /// The one resume: `saved`, with an application `request` (empty: none) whose answer
-/// the session's [`SessionInfo::ticket`](boarding::client::SessionInfo::ticket) holds.
+/// the session's [`SessionInfo::ticket`](boarding::client::SessionInfo::ticket) holds,
+/// bound to the TLS session `io` runs in if `binding` says.
 async fn resume_with<IO>(
     io: IO,
     saved: SavedKeyring,
     max_payload: usize,
     request: Vec<u8>,
+    binding: Option<ChannelBinding>,
 ) -> Result<AgentSession<IO>, Error>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let client_id = saved.client_id.clone();
-    let config = ResumeConfig::new(saved)
+    let mut config = ResumeConfig::new(saved)
         .with_request(request)
         .map_err(|e| Error::Certificate { client_id, reason: e.to_string() })?;
+    if let Some(binding) = binding {
+        config = config.with_channel_binding(binding);
+    }
     let client = Client::resume(config, &mut os_rng());
     let endpoint = AgentEndpoint::<MemoryKeyringStore> {
         client,
@@ -342,7 +348,10 @@ impl Agent {
                 let ask: Option<CertificateAsk> = None;
                 let tls = self.tls(gateway, pins).await?;
                 let attester = self.attester.as_deref();
-                let config = JoinConfig::new(token.clone(), pins.to_vec(), client_id.clone());
+                // Bound to this TLS session: a relay that terminates it fails the join.
+                let binding = tls::channel_binding(tls.get_ref().1)?;
+                let config =
+                    JoinConfig::new(token.clone(), pins.to_vec(), client_id.clone()).with_channel_binding(binding);
                 let max = self.config.max_payload;
                 let session = join_with(tls, config, pins, keyrings, max, attester, ask.as_ref()).await?;
                 Ok(self.with_keepalive(session))
@@ -441,7 +450,9 @@ impl Agent {
         self.retrying(|| async {
             let work = async {
                 let tls = self.tls(gateway, &[saved.server_pin]).await?;
-                let session = resume_with(tls, saved.clone(), self.config.max_payload, request.clone()).await?;
+                let binding = tls::channel_binding(tls.get_ref().1)?;
+                let max = self.config.max_payload;
+                let session = resume_with(tls, saved.clone(), max, request.clone(), Some(binding)).await?;
                 Ok(self.with_keepalive(session))
             };
             deadline(self.config.handshake_timeout, "resume", work).await

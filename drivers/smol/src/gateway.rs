@@ -531,15 +531,21 @@ impl<S: Store> Gateway<S> {
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        self.handshake_noting(io, &mut Attempt::default()).await
+        self.handshake_noting(io, None, &mut Attempt::default()).await
     }
 
-    /// [`Gateway::handshake`], noting what the peer claimed in `attempt`.
-    async fn handshake_noting<IO>(&self, io: IO, attempt: &mut Attempt) -> Result<GatewaySession<IO>, Error>
+    /// [`Gateway::handshake`] bound to `binding` (the TLS session `io` runs in, if any),
+    /// noting what the peer claimed in `attempt`.
+    async fn handshake_noting<IO>(
+        &self,
+        io: IO,
+        binding: Option<boarding::transcript::ChannelBinding>,
+        attempt: &mut Attempt,
+    ) -> Result<GatewaySession<IO>, Error>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let server = Server::new(Arc::clone(&self.inner.protocol), &mut os_rng());
+        let server = Server::bound(Arc::clone(&self.inner.protocol), &mut os_rng(), binding);
         let endpoint = GatewayEndpoint {
             server,
             store: &self.inner.store,
@@ -594,7 +600,10 @@ impl<S: Store> Gateway<S> {
                     .await?;
             progressed.store(true, Ordering::Relaxed);
             let tls = start.into_stream(Arc::clone(&self.inner.tls)).await.map_err(tls_error)?;
-            self.handshake_noting(tls, attempt).await
+            // The Boarding handshake is bound to this TLS session: a relay that
+            // terminates TLS toward the agent cannot complete it.
+            let binding = tls::channel_binding(tls.get_ref().1)?;
+            self.handshake_noting(tls, Some(binding), attempt).await
         };
         deadline(self.inner.config.handshake_timeout, "gateway handshake", work).await
     }

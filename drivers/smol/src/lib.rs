@@ -15,7 +15,11 @@
 //!   [`tls::PinVerifier`] checks that every certificate in the presented chain is
 //!   signed by the next and that one of them carries a pinned key, and nothing else:
 //!   no names, no web PKI, no clocks. The protocol's own pin check stays on too, so
-//!   the gateway is authenticated twice, independently.
+//!   the gateway is authenticated twice, independently. Each Boarding handshake is
+//!   bound to its TLS session ([`tls::channel_binding`], `spec/PROTOCOL.md` §6.1): a
+//!   relay that terminates TLS on each side fails the first proof. The free functions
+//!   over any stream ([`agent::join`], [`agent::resume`], [`Gateway::handshake`]) are
+//!   unbound on both sides.
 //! * **Gateway** ([`Gateway`]): accept loop and a task per connection on its own
 //!   multi-threaded executor; deadlines for the ClientHello and the whole handshake;
 //!   caps on handshakes (in all and per source address, evicting silent ones first) and

@@ -61,6 +61,24 @@ pub fn gateway_certificate(
     Ok((cert.der().clone(), PrivateKeyDer::Pkcs8(key_der)))
 }
 
+/// The Boarding channel binding of a TLS session (`spec/PROTOCOL.md` §6.1): its RFC 8446
+/// exporter value for [`TLS_EXPORTER_LABEL`](boarding::transcript::TLS_EXPORTER_LABEL),
+/// empty context, 32 bytes. Both ends of one TLS session compute the same value; ends of
+/// two different sessions (a relay in between) do not.
+///
+/// # Errors
+///
+/// [`Error::TlsSetup`] if the TLS handshake has not completed (rustls exports nothing
+/// before).
+pub fn channel_binding<D>(
+    connection: &rustls::ConnectionCommon<D>,
+) -> Result<boarding::transcript::ChannelBinding, Error> {
+    let value = connection
+        .export_keying_material([0u8; 32], boarding::transcript::TLS_EXPORTER_LABEL, Some(&[]))
+        .map_err(|e| Error::TlsSetup(format!("exporting the channel binding: {e}")))?;
+    Ok(boarding::transcript::ChannelBinding::from_exporter(value))
+}
+
 /// The gateway's TLS 1.3 server configuration.
 ///
 /// # Errors

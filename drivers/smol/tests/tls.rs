@@ -467,3 +467,79 @@ fn tls_prefers_the_hybrid_post_quantum_key_exchange() {
         serving.shutdown().await;
     });
 }
+
+/// A relay that terminates the agent's TLS with a certificate of its own (whose key the
+/// agent pins, as a certificate that chains to a pinned CA key would pass), opens its own
+/// TLS session to the gateway, and copies the plaintext both ways: what channel binding
+/// (`spec/PROTOCOL.md` §6.1) stops. Returns its address and the pin of its key.
+async fn tls_relay(gateway: String, gateway_pin: Pin) -> (String, Pin) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let cert = rcgen::CertificateParams::new(vec![boarding_smol::tls::SERVER_NAME.to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let relay_pin = Pin::from_spki_der(&rcgen::PublicKeyData::subject_public_key_info(&key));
+    let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let mut server = rustls::ServerConfig::builder_with_provider(boarding_smol::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key_der)
+        .unwrap();
+    server.alpn_protocols = vec![boarding_smol::tls::ALPN.to_vec()];
+    let acceptor = futures_rustls::TlsAcceptor::from(Arc::new(server));
+    let verifier = Arc::new(boarding_smol::tls::PinVerifier::new(vec![gateway_pin]));
+    let connector = futures_rustls::TlsConnector::from(boarding_smol::tls::client_config(verifier).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    smol::spawn(async move {
+        while let Ok((agent_side, _)) = listener.accept().await {
+            let (acceptor, connector, gateway) = (acceptor.clone(), connector.clone(), gateway.clone());
+            smol::spawn(async move {
+                let Ok(agent_tls) = acceptor.accept(agent_side).await else { return };
+                let Ok(upstream) = TcpStream::connect(&gateway).await else { return };
+                let name = rustls::pki_types::ServerName::try_from(boarding_smol::tls::SERVER_NAME).unwrap();
+                let Ok(gateway_tls) = connector.connect(name, upstream).await else { return };
+                let (agent_read, agent_write) = smol::io::split(agent_tls);
+                let (gateway_read, gateway_write) = smol::io::split(gateway_tls);
+                let up = smol::io::copy(agent_read, gateway_write);
+                let down = smol::io::copy(gateway_read, agent_write);
+                let _ = smol::future::zip(up, down).await;
+            })
+            .detach();
+        }
+    })
+    .detach();
+    (addr, relay_pin)
+}
+
+#[test]
+fn a_handshake_relayed_between_two_tls_sessions_fails_and_charges_nothing() {
+    run(async {
+        let gateway = Gateway::open(MemoryStore::new(), GatewayConfig::default()).await.unwrap();
+        let token = token(&gateway, None, 1).await;
+        let (serving, addr) = start(&gateway).await;
+        let (relay, relay_pin) = tls_relay(addr.clone(), gateway.pin()).await;
+        let pins = [gateway.pin(), relay_pin];
+        let agent = Agent::new(boarding_smol::AgentConfig { retries: 0, ..Default::default() });
+        let keyrings = MemoryKeyringStore::new();
+        // The relay passes the agent's TLS check and relays the gateway's identity, but the
+        // two TLS sessions export different bindings: the gateway's challenge signs another
+        // transcript than the agent's.
+        let err = agent.join(&relay, token.clone(), &pins, id("relayed"), &keyrings).await.unwrap_err();
+        assert!(
+            matches!(err.protocol(), Some(boarding::Error::PeerMisbehaved(PeerMisbehaved::TranscriptMismatch))),
+            "{err:?}"
+        );
+        assert!(keyrings.load_keyring().await.unwrap().is_none());
+        assert_eq!(gateway.store().tokens().await.unwrap()[0].use_count, 0, "the relayed join was charged");
+        // Directly, the same agent joins; then a resume through the relay fails too.
+        agent.join(&addr, token, &pins, id("relayed"), &keyrings).await.unwrap().close().await.unwrap();
+        let saved = keyrings.load_keyring().await.unwrap().unwrap();
+        let err = agent.connect_with(&relay, saved.clone()).await;
+        // The resume's TLS check pins the gateway key alone, which the relay lacks.
+        assert!(matches!(err, Err(Error::PinMismatch { layer: "TLS certificate", .. })), "{err:?}");
+        agent.connect_with(&addr, saved).await.unwrap().close().await.unwrap();
+        serving.shutdown().await;
+    });
+}
