@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use boarding::channel::{Channel, FRAME_OVERHEAD, MAX_PAYLOAD, Received};
 use boarding::client::SessionInfo;
+use boarding::messages::FRAME_HEADER_LEN;
 use boarding::server::VerifiedClient;
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -41,7 +42,11 @@ pub struct Session<IO, P> {
     io: IO,
     channel: Channel,
     peer: P,
+    /// Bytes received: `rbuf[start..]` is not yet opened. Opened frames are dropped from
+    /// the front only when more bytes must be read, so a burst of small frames costs one
+    /// move of the leftover per read, not one per frame.
     rbuf: Vec<u8>,
+    start: usize,
     wbuf: Vec<u8>,
     /// Where reads land before they join `rbuf`, so a `recv` cancelled while waiting
     /// leaves `rbuf` as it was. Allocated on the first read, then reused.
@@ -110,6 +115,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, P> Session<IO, P> {
             channel,
             peer,
             rbuf: buffered,
+            start: 0,
             wbuf: Vec::new(),
             chunk: Vec::new(),
             max_payload: max_payload.min(MAX_PAYLOAD),
@@ -139,7 +145,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, P> Session<IO, P> {
     /// once: the stream, the channel, the bytes received and not yet opened, the
     /// lifecycle, and the peer.
     #[cfg(feature = "forward")]
-    pub(crate) fn into_parts(self) -> (Parts<IO>, P) {
+    pub(crate) fn into_parts(mut self) -> (Parts<IO>, P) {
+        self.rbuf.drain(..self.start.min(self.rbuf.len()));
         let parts = Parts { io: self.io, channel: self.channel, buffered: self.rbuf, lifecycle: self.lifecycle };
         (parts, self.peer)
     }
@@ -211,25 +218,40 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, P> Session<IO, P> {
     /// each ending the session; [`Error::IdleTimeout`] and [`Error::Revoked`] as above;
     /// [`Error::Io`] if reading fails.
     pub async fn recv(&mut self) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.recv_ref().await?.map(<[u8]>::to_vec))
+    }
+
+    /// [`Session::recv`] without a copy: the message is borrowed from the session's
+    /// receive buffer until the next call. What a loop over many messages should use.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::recv`].
+    pub async fn recv_ref(&mut self) -> Result<Option<&[u8]>, Error> {
         loop {
-            if let Some(len) = Channel::frame_len(&self.rbuf)? {
+            let pending = self.rbuf.get(self.start..).unwrap_or_default();
+            if let Some(len) = Channel::frame_len(pending)? {
                 let payload = len.saturating_sub(FRAME_OVERHEAD);
                 if payload > self.max_payload {
                     return Err(Error::FrameTooLarge { len: payload, max: self.max_payload });
                 }
-                if let Some(frame) = self.rbuf.get(..len) {
-                    let out = match self.channel.open(frame)? {
-                        Received::Data([]) => {
-                            self.rbuf.drain(..len);
-                            continue;
+                if let Some(frame) = pending.get(..len) {
+                    let at = self.start;
+                    self.start = at.saturating_add(len);
+                    match self.channel.open(frame)? {
+                        Received::Data([]) => continue,
+                        // The payload follows the frame's 5-byte header (`spec/PROTOCOL.md` §4).
+                        Received::Data(data) => {
+                            let from = at.saturating_add(FRAME_HEADER_LEN);
+                            return Ok(self.rbuf.get(from..from.saturating_add(data.len())));
                         }
-                        Received::Data(data) => Some(data.to_vec()),
-                        Received::Close => None,
-                    };
-                    self.rbuf.drain(..len);
-                    return Ok(out);
+                        Received::Close => return Ok(None),
+                    }
                 }
             }
+            // More bytes are needed: drop the opened frames first, once per read.
+            self.rbuf.drain(..self.start.min(self.rbuf.len()));
+            self.start = 0;
             if self.chunk.len() < READ_CHUNK {
                 self.chunk.resize(READ_CHUNK, 0);
             }
