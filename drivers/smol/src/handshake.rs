@@ -334,7 +334,7 @@ impl<S: ?Sized> GatewayEndpoint<'_, S> {
         let subject =
             NodeSubject { client_id: &request.client_id, labels: &request.labels, attested: attested.as_ref() };
         let ticket = match decision {
-            Decision::Admit { ticket } => self.ticket(&request.request, ticket, &subject),
+            Decision::Admit { ticket } => self.ticket(&request.request, ticket, &subject, false),
             Decision::Refuse => {
                 self.metrics.admission_refused();
                 return Admission::Refuse;
@@ -354,7 +354,27 @@ impl<S: ?Sized> GatewayEndpoint<'_, S> {
 
     /// The ticket for a join or a resume: the application's part, and the certificate
     /// for the request's CSR if it carried one.
-    fn ticket(&self, request: &[u8], application: Vec<u8>, subject: &NodeSubject<'_>) -> Result<Vec<u8>, Error> {
+    fn ticket(
+        &self,
+        request: &[u8],
+        application: Vec<u8>,
+        subject: &NodeSubject<'_>,
+        renewal: bool,
+    ) -> Result<Vec<u8>, Error> {
+        let answered = self.answer(request, application, subject);
+        if !request.is_empty() {
+            self.metrics.certificate(renewal, matches!(answered, Ok((_, true))));
+        }
+        answered.map(|(ticket, _)| ticket)
+    }
+
+    /// The ticket's bytes, and whether they carry a certificate.
+    fn answer(
+        &self,
+        request: &[u8],
+        application: Vec<u8>,
+        subject: &NodeSubject<'_>,
+    ) -> Result<(Vec<u8>, bool), Error> {
         let request = Request::decode(request)?;
         let certificate = match (request.csr, self.signer) {
             (None, _) => None,
@@ -372,7 +392,8 @@ impl<S: ?Sized> GatewayEndpoint<'_, S> {
                 });
             }
         };
-        Ok(Ticket { application, certificate }.encode()?)
+        let issued = certificate.is_some();
+        Ok((Ticket { application, certificate }.encode()?, issued))
     }
 
     /// The answer to a resume's request (a certificate renewal): empty if it cannot be
@@ -381,7 +402,7 @@ impl<S: ?Sized> GatewayEndpoint<'_, S> {
         let client = &request.client;
         let subject =
             NodeSubject { client_id: client.client_id(), labels: client.labels(), attested: client.attested() };
-        self.ticket(&request.request, Vec::new(), &subject).unwrap_or_else(|e| {
+        self.ticket(&request.request, Vec::new(), &subject, true).unwrap_or_else(|e| {
             tracing::warn!(client_id = %client.client_id(), error = %e, "a resume's request was not answered");
             Vec::new()
         })

@@ -207,6 +207,8 @@ pub struct GatewayMetrics {
     evicted: Counter,
     admission_refused: Counter,
     attestation_refused: Counter,
+    certificates_issued: Family<KindLabels, Counter>,
+    certificates_refused: Family<KindLabels, Counter>,
     sessions_closed: Family<ReasonLabels, Counter>,
     store_seconds: Family<OperationLabels, Histogram, fn() -> Histogram>,
     store_errors: Family<OperationLabels, Counter>,
@@ -274,6 +276,18 @@ impl GatewayMetrics {
             "Joins whose attestation evidence the gateway's validator refused",
             attestation_refused.clone(),
         );
+        let certificates_issued = Family::default();
+        registry.register(
+            "certificates_issued",
+            "Node certificates the gateway's CA signed, by kind (join, renewal)",
+            certificates_issued.clone(),
+        );
+        let certificates_refused = Family::default();
+        registry.register(
+            "certificates_refused",
+            "Certificate requests not answered (a bad request, a CA that refused, or no CA), by kind (join, renewal)",
+            certificates_refused.clone(),
+        );
         let sessions_closed = Family::default();
         registry.register(
             "sessions_closed",
@@ -315,6 +329,10 @@ impl GatewayMetrics {
         for end in SessionEnd::ALL {
             let _ = sessions_closed.get_or_create(&ReasonLabels { reason: end.as_str() });
         }
+        for kind in ["join", "renewal"] {
+            let _ = certificates_issued.get_or_create(&KindLabels { kind });
+            let _ = certificates_refused.get_or_create(&KindLabels { kind });
+        }
         Self {
             registry,
             accepted,
@@ -324,6 +342,8 @@ impl GatewayMetrics {
             evicted,
             admission_refused,
             attestation_refused,
+            certificates_issued,
+            certificates_refused,
             sessions_closed,
             store_seconds,
             store_errors,
@@ -366,6 +386,13 @@ impl GatewayMetrics {
 
     pub(crate) fn attestation_refused(&self) {
         self.attestation_refused.inc();
+    }
+
+    /// A certificate request answered (`issued`) or not, at a join or a renewal.
+    pub(crate) fn certificate(&self, renewal: bool, issued: bool) {
+        let kind = if renewal { "renewal" } else { "join" };
+        let family = if issued { &self.certificates_issued } else { &self.certificates_refused };
+        family.get_or_create(&KindLabels { kind }).inc();
     }
 
     pub(crate) fn session_closed(&self, why: SessionEnd) {

@@ -223,6 +223,9 @@ fn a_resume_renews_the_certificate_past_two_thirds_of_its_lifetime_and_not_befor
         harness.clock.store(renew_at, Ordering::SeqCst);
         harness.resume(&keyrings).await;
         assert_eq!(harness.signed.load(Ordering::SeqCst), 2);
+        let metrics = harness.gateway.encode_metrics().await.unwrap();
+        assert!(metrics.contains("boarding_certificates_issued_total{kind=\"join\"} 1"), "{metrics}");
+        assert!(metrics.contains("boarding_certificates_issued_total{kind=\"renewal\"} 1"), "{metrics}");
         let second = stored(&keyrings).await;
         assert_ne!(second.key_pem(), first.key_pem(), "a renewal makes a new key");
         assert_eq!(second.not_after(), renew_at + LIFETIME);
@@ -243,6 +246,8 @@ fn a_gateway_without_a_ca_or_whose_ca_refuses_refuses_the_join_and_charges_nothi
             let harness = Harness::start(authority).await;
             let err = harness.join("no-ca").await.expect_err("the join was refused");
             assert_eq!(err.peer_alert(), Some(Alert::AdmissionRefused), "{err}");
+            let metrics = harness.gateway.encode_metrics().await.unwrap();
+            assert!(metrics.contains("boarding_certificates_refused_total{kind=\"join\"} 1"), "{metrics}");
             assert_eq!(harness.use_count().await, 0, "a refused join charged the token");
             assert!(harness.gateway.store().clients().await.unwrap().is_empty(), "a refused join stored a keyring");
             harness.serving.shutdown().await;
