@@ -15,6 +15,12 @@
 //! *yielded* as requests and resumed with the answer, so the same core serves a blocking driver, an async one and a deterministic
 //! simulator. A failure is an output like any other, and the last one.
 //!
+//! A join or a resume may carry an opaque application **request** (a certificate signing
+//! request, say) that the gateway's application answers in a **ticket** (the join's
+//! `ServerFinished`, or a resume's `ResumeTicket`); and a handshake that runs inside TLS
+//! can be **bound** to that TLS session ([`transcript::ChannelBinding`]), so a relay that
+//! terminates TLS on each side fails the first proof.
+//!
 //! The wire format, key schedule and state machines are specified byte for byte in
 //! `spec/PROTOCOL.md`, which this package ships (with the test vectors,
 //! `spec/vectors/boarding-v1.json`); this crate implements that document.
@@ -29,7 +35,7 @@
 //! | [`identity`] | the gateway's Ed25519 identity and client ids |
 //! | [`codec`] | the one bounds-checked reader every parser goes through |
 //! | [`messages`] | handshake messages, their framing and limits |
-//! | [`transcript`] | the running transcript hash |
+//! | [`transcript`] | the running transcript hash, and its binding to a TLS session |
 //! | [`keys`] | the HKDF-SHA256 key schedule, keyrings and session keys |
 //! | [`suite`] | protocol versions and MAC suites (HMAC-SHA256, BLAKE3) |
 //! | [`attestation`] | the binding evidence commits to, and the attested identity |
