@@ -196,18 +196,7 @@ impl Store for AnyStore {
 pub fn load_identity(path: &Path) -> Result<ServerIdentity> {
     use ed25519_dalek::pkcs8::DecodePrivateKey;
     let fail = |reason: String| CliError::DataDir(format!("the identity key file {}: {reason}", path.display()));
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(fail(format!(
-                "it has mode {:04o}: group or others can read the gateway's private key; run `chmod 600 {}`",
-                mode & 0o7777,
-                path.display()
-            )));
-        }
-    }
+    boarding_smol::check_private(path, "chmod 600").map_err(|e| fail(e.to_string()))?;
     let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?);
     let key = ed25519_dalek::SigningKey::from_pkcs8_pem(&text).map_err(|e| {
         fail(format!(

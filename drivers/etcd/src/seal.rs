@@ -68,7 +68,7 @@ impl SealingKey {
     pub fn load(path: impl AsRef<Path>) -> Result<Self, EtcdError> {
         let path = path.as_ref();
         let fail = |reason: String| EtcdError::File { what: "sealing key", path: path.to_owned(), reason };
-        check_private(path).map_err(fail)?;
+        boarding_smol::check_private(path, "chmod 600").map_err(|e| fail(e.to_string()))?;
         let contents = Zeroizing::new(fs::read(path).map_err(|e| fail(e.to_string()))?);
         let mut bytes = Zeroizing::new([0u8; 32]);
         if contents.len() == 32 {
@@ -105,25 +105,6 @@ impl SealingKey {
         file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(|e| fail(e.to_string()))?;
         Ok(key)
     }
-}
-
-/// Refuses a key file that group or others may read (Unix).
-fn check_private(path: &Path) -> Result<(), String> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(path).map_err(|e| e.to_string())?.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(format!(
-                "it has mode {:04o}: group or others can read it; run `chmod 600 {}`",
-                mode & 0o7777,
-                path.display()
-            ));
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-    Ok(())
 }
 
 /// Why a value could not be opened.

@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use boarding::identity::{ClientId, ServerIdentity};
 use boarding::storage::{KeyringRecord, StorageAnswer, StorageRequest, StoreTransaction, execute};
@@ -213,10 +213,6 @@ fn backoff(attempt: u32) -> Duration {
     let ceiling_ms = 2u64.saturating_mul(1u64 << attempt.min(6)).min(100);
     let jitter = getrandom::u64().unwrap_or(0).checked_rem(ceiling_ms).unwrap_or(0);
     Duration::from_millis(jitter.saturating_add(1))
-}
-
-fn wall_clock() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// 16 random hexadecimal digits, naming one per-redemption key.
@@ -989,7 +985,7 @@ impl Inner {
     /// The lease that clears an expiring token's keys away `expiry_grace` after it expires.
     async fn token_lease(&self, expires_at: Option<u64>) -> Result<i64> {
         let Some(expires_at) = expires_at else { return Ok(0) };
-        let ttl = expires_at.saturating_sub(wall_clock()).saturating_add(self.expiry_grace.as_secs());
+        let ttl = expires_at.saturating_sub(boarding_smol::unix_now()).saturating_add(self.expiry_grace.as_secs());
         let ttl = i64::try_from(ttl).unwrap_or(MAX_LEASE_TTL).clamp(1, MAX_LEASE_TTL);
         // A lease granted by an attempt whose answer was lost runs out by itself.
         let granted = self

@@ -548,7 +548,7 @@ fn identity_of(cert: &X509Certificate<'_>, der: &[u8]) -> Result<AttestedIdentit
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ use zeroize::Zeroizing;
 
 use crate::certificate::NodeCertificate;
 use crate::error::StoreError;
-use crate::store::{KeyringStore, Store};
+use crate::store::{KeyringStore, Store, check_private};
 
 const TOKENS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("tokens");
 const KEYRINGS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("keyrings");
@@ -247,25 +247,6 @@ fn prepare_file(path: &Path) -> Result<()> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path).map(drop).map_err(|source| StoreError::DataDir { path: path.to_owned(), source })?;
     check_private(path, "chmod 600")
-}
-
-/// Refuses `path` if group or others have any access to it (Unix): it holds, or
-/// leads to, the gateway's private key and every keyring.
-fn check_private(path: &Path, fix: &'static str) -> Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(path)
-            .map_err(|source| StoreError::DataDir { path: path.to_owned(), source })?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(StoreError::NotPrivate { path: path.to_owned(), mode: mode & 0o7777, fix });
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = (path, fix);
-    Ok(())
 }
 
 fn encode<T: Serialize>(path: &Path, what: &str, value: &T) -> Result<Zeroizing<Vec<u8>>> {

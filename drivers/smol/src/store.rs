@@ -56,6 +56,32 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
+/// Refuses `path` if group or others have any access to it (Unix): a file or directory
+/// that holds, or leads to, secrets (the gateway's identity, keyrings, token secrets, a
+/// sealing key). `fix` is the command that repairs it without the path (`chmod 600`,
+/// `chmod 700`), which the error shows with the path.
+///
+/// # Errors
+///
+/// [`StoreError::NotPrivate`] if it is open to group or others; [`StoreError::DataDir`] if
+/// its metadata cannot be read.
+pub fn check_private(path: &std::path::Path, fix: &'static str) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|source| StoreError::DataDir { path: path.to_owned(), source })?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(StoreError::NotPrivate { path: path.to_owned(), mode: mode & 0o7777, fix });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, fix);
+    Ok(())
+}
+
 /// What a new token is made of, apart from its random id and secret.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TokenTemplate {

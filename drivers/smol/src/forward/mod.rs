@@ -207,8 +207,9 @@ pub enum Rule {
         value: String,
     },
     /// The session's attested identity has exactly this name. Only a session that
-    /// carries an attested identity can match, and a resumed session carries none (the
-    /// attestation belongs to the join): see `spec/FORWARDING.md` §6.
+    /// carries an attested identity can match: a join's that attested, or a resume of the
+    /// keyring such a join created, which carries the identity attested then (see
+    /// `spec/FORWARDING.md` §6).
     AttestedName(String),
 }
 
