@@ -164,19 +164,11 @@ impl GatewayAccess {
                     Err(e) => Err(e.into()),
                 }
             }
-            Self::Direct(store) => {
-                let created = match given {
-                    Some(token) => boarding_smol::insert_chosen_token(store, token.clone(), &template)
-                        .await
-                        .map(|record| (token, record)),
-                    None => boarding_smol::create_token(store, &template).await,
-                };
-                match created {
-                    Ok((token, record)) => Ok((token, TokenView::from(&record))),
-                    Err(e @ boarding_smol::Error::TokenIdTaken { .. }) => Err(CliError::Conflict(e.to_string())),
-                    Err(e) => Err(e.into()),
-                }
-            }
+            Self::Direct(store) => match boarding_smol::create_or_insert_token(store, &template, given).await {
+                Ok((token, record)) => Ok((token, TokenView::from(&record))),
+                Err(e @ boarding_smol::Error::TokenIdTaken { .. }) => Err(CliError::Conflict(e.to_string())),
+                Err(e) => Err(e.into()),
+            },
         }
     }
 

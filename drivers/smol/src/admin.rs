@@ -30,7 +30,7 @@ use smol::net::unix::{UnixListener, UnixStream};
 
 use crate::error::Error;
 use crate::gateway::Gateway;
-use crate::store::{Store, TokenTemplate, create_token, insert_chosen_token};
+use crate::store::{Store, TokenTemplate, create_or_insert_token};
 
 /// The admin socket's file name inside a gateway's data directory.
 pub const ADMIN_SOCKET: &str = "admin.sock";
@@ -239,11 +239,7 @@ async fn execute<S: Store>(gateway: &Gateway<S>, request: AdminRequest) -> Resul
         AdminRequest::CaCertificate {} => Err(bad_request("this gateway was built without its client CA (`ca`)")),
         AdminRequest::TokenCreate { expires_at, max_uses, labels, description, token } => {
             let template = TokenTemplate { expires_at, max_uses, labels, description };
-            let created = match token {
-                Some(token) => insert_chosen_token(gateway.store(), token.clone(), &template).await.map(|r| (token, r)),
-                None => create_token(gateway.store(), &template).await,
-            };
-            match created {
+            match create_or_insert_token(gateway.store(), &template, token).await {
                 Ok((token, record)) => Ok(AdminResponse::Created { token, view: TokenView::from(&record) }),
                 Err(e @ Error::TokenMetadata(_)) => Err(bad_request(e.to_string())),
                 Err(e @ Error::TokenIdTaken { .. }) => {

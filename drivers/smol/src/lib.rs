@@ -168,8 +168,8 @@ pub use handshake::{
 pub use redb_store::{AGENT_DB, GATEWAY_DB, RedbKeyringStore, RedbStore, prepare_dir};
 pub use session::{AgentSession, GatewaySession, Session, unix_now};
 pub use store::{
-    KeyringStore, MemoryKeyringStore, MemoryStore, Store, TokenTemplate, check_private, create_token,
-    insert_chosen_token,
+    KeyringStore, MemoryKeyringStore, MemoryStore, Store, TokenTemplate, check_private, create_or_insert_token,
+    create_token, insert_chosen_token,
 };
 
 /// The operating system's random number generator, as the core's `CryptoRng`.

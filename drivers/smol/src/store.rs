@@ -138,6 +138,24 @@ pub async fn insert_chosen_token<S: Store + ?Sized>(
     if store.insert_token(record.clone()).await? { Ok(record) } else { Err(Error::TokenIdTaken { id: record.id() }) }
 }
 
+/// Stores `token` with the template's metadata if the operator chose one
+/// ([`insert_chosen_token`]), else a fresh random one ([`create_token`]). Returns the
+/// token (shown once to the operator) and its record.
+///
+/// # Errors
+///
+/// As [`insert_chosen_token`] or [`create_token`].
+pub async fn create_or_insert_token<S: Store + ?Sized>(
+    store: &S,
+    template: &TokenTemplate,
+    token: Option<BootstrapToken>,
+) -> Result<(BootstrapToken, TokenRecord), Error> {
+    match token {
+        Some(token) => insert_chosen_token(store, token.clone(), template).await.map(|record| (token, record)),
+        None => create_token(store, template).await,
+    }
+}
+
 /// A token's record with the template's metadata, checked against the limits.
 fn token_record(token: BootstrapToken, template: &TokenTemplate) -> Result<TokenRecord, Error> {
     let mut record =
