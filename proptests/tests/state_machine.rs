@@ -502,7 +502,8 @@ impl System {
                 assert_eq!(Some(&record.keyring), me.saved.as_ref().map(|s| &s.keyring), "keyrings disagree");
             }
             // A resume of a confirmed keyring reads the store once, at its hello: a
-            // revocation during the handshake does not stop it (see the README).
+            // revocation during the handshake does not stop it in the core (spec §11; the
+            // smol gateway closes such a session once registered).
             None => assert!(c.revoked_during && peer.resumed(), "established without a keyring"),
         }
         let (mut client, mut server) = c.pair.into_sessions().unwrap_or_else(|e| panic!("{e}"));

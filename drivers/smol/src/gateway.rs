@@ -191,6 +191,10 @@ struct Sessions {
     next: u64,
     total: usize,
     by_client: HashMap<ClientId, BTreeMap<u64, Sender<()>>>,
+    /// Bumped by every [`Gateway::end_sessions`]: a handshake that sees it move between
+    /// its start and its session's registration checks its client's keyring again, since
+    /// a revocation in that window found no session to end.
+    revocations: u64,
 }
 
 /// A registered session, unregistered when dropped.
@@ -454,7 +458,24 @@ impl<S: Store> Gateway<S> {
         let mut sessions = lock(&self.inner.sessions);
         let closed = sessions.by_client.remove(id).map_or(0, |m| m.len());
         sessions.total = sessions.total.saturating_sub(closed);
+        sessions.revocations = sessions.revocations.wrapping_add(1);
         closed
+    }
+
+    /// How many times sessions were ended by a revocation so far (see [`Sessions`]).
+    #[cfg(feature = "tls")]
+    fn revocations(&self) -> u64 {
+        lock(&self.inner.sessions).revocations
+    }
+
+    /// Whether `client` still holds a keyring: asked after a revocation raced with its
+    /// handshake (the keyring it proved may be gone). A store that fails counts as gone,
+    /// so a session is never kept on an unanswered question.
+    #[cfg(feature = "tls")]
+    async fn still_enrolled(&self, client: &ClientId) -> bool {
+        use boarding::storage::{StorageAnswer, StorageRequest};
+        let request = StorageRequest::LookupKeyring { client_id: client.clone() };
+        matches!(self.inner.store.answer(request).await, Ok(StorageAnswer::Keyring(Some(_))))
     }
 
     /// Takes a handshake slot for `source`, evicting the oldest handshake that has not
@@ -664,6 +685,7 @@ where
         }
     };
     let _ = stream.set_nodelay(true);
+    let revocations = gateway.revocations();
     let mut attempt = Attempt::default();
     let accepted = smol::future::or(gateway.accept_marking(stream, &progressed, &mut attempt), async {
         let _ = evicted.recv().await;
@@ -721,6 +743,15 @@ where
         let _ = session.close().await;
         return;
     };
+    // A revocation between this handshake's keyring lookup and the registration above
+    // found no session to end: look again. One registered now is ended by any later one.
+    if gateway.revocations() != revocations && !gateway.still_enrolled(client.client_id()).await {
+        metrics.session_closed(SessionEnd::Revoked);
+        tracing::info!(%peer, client = %client.client_id(), "session closed: revoked during its handshake");
+        drop(lifecycle);
+        let _ = session.close().await;
+        return;
+    }
     session.set_lifecycle(lifecycle);
     match handler(session).await {
         Ok(()) => {

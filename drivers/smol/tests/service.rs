@@ -292,3 +292,88 @@ fn legitimate_agents_get_through_a_slot_attack() {
         serving.shutdown().await;
     });
 }
+
+/// A store that, while `hold` is set, answers a keyring lookup from the store it wraps
+/// and then waits for `release` before handing the answer back: the window between a
+/// resume's lookup and its session's registration, held open.
+struct HeldLookups {
+    inner: MemoryStore,
+    hold: AtomicBool,
+    looked_up: smol::channel::Sender<()>,
+    release: smol::channel::Receiver<()>,
+}
+
+impl Store for HeldLookups {
+    async fn answer(
+        &self,
+        request: boarding::storage::StorageRequest,
+    ) -> Result<boarding::storage::StorageAnswer, boarding_smol::StoreError> {
+        let lookup = matches!(request, boarding::storage::StorageRequest::LookupKeyring { .. });
+        let answer = self.inner.answer(request).await;
+        if lookup && self.hold.swap(false, Ordering::SeqCst) {
+            let _ = self.looked_up.send(()).await;
+            let _ = self.release.recv().await;
+        }
+        answer
+    }
+    async fn identity_or_insert(
+        &self,
+        candidate: boarding::identity::ServerIdentity,
+    ) -> Result<boarding::identity::ServerIdentity, boarding_smol::StoreError> {
+        self.inner.identity_or_insert(candidate).await
+    }
+    async fn insert_token(&self, record: TokenRecord) -> Result<bool, boarding_smol::StoreError> {
+        self.inner.insert_token(record).await
+    }
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, boarding_smol::StoreError> {
+        self.inner.tokens().await
+    }
+    async fn revoke_token(&self, id: boarding::token::TokenId) -> Result<bool, boarding_smol::StoreError> {
+        self.inner.revoke_token(id).await
+    }
+    async fn clients(&self) -> Result<Vec<boarding::storage::KeyringRecord>, boarding_smol::StoreError> {
+        self.inner.clients().await
+    }
+    async fn revoke_client(&self, id: boarding::identity::ClientId) -> Result<bool, boarding_smol::StoreError> {
+        self.inner.revoke_client(id).await
+    }
+}
+
+#[test]
+fn a_revocation_during_a_resume_closes_the_session_it_establishes() {
+    run(async {
+        let (looked_up, at_lookup) = smol::channel::bounded(1);
+        let (release, released) = smol::channel::bounded(1);
+        let store =
+            HeldLookups { inner: MemoryStore::new(), hold: AtomicBool::new(false), looked_up, release: released };
+        let gateway = Gateway::open(store, GatewayConfig::default()).await.unwrap();
+        let token = BootstrapToken::generate(&mut os_rng());
+        assert!(gateway.store().insert_token(TokenRecord::new(token.clone(), None, 0)).await.unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let serving = gateway.serve(listener, echo).unwrap();
+        let addr = serving.local_addr().to_string();
+        let agent = Agent::new(AgentConfig { retries: 0, ..AgentConfig::default() });
+        let keyrings = MemoryKeyringStore::new();
+        agent.join(&addr, token, &[gateway.pin()], id("racing"), &keyrings).await.unwrap().close().await.unwrap();
+        let saved = keyrings.load_keyring().await.unwrap().unwrap();
+
+        // The resume's lookup finds the keyring; the revocation lands before the session
+        // is registered, so it has no session to end.
+        gateway.store().hold.store(true, Ordering::SeqCst);
+        let resuming = smol::spawn({
+            let (agent, addr) = (agent.clone(), addr.clone());
+            async move { agent.connect_with(&addr, saved).await }
+        });
+        at_lookup.recv().await.unwrap();
+        assert_eq!(gateway.revoke_client(id("racing")).await.unwrap(), (true, 0));
+        release.send(()).await.unwrap();
+
+        // The handshake completes (it proved the keyring it looked up), but the session
+        // is closed at once, with an authenticated close, instead of echoing.
+        let mut session = resuming.await.unwrap();
+        let outcome = recv_within(&mut session, Duration::from_secs(5)).await;
+        assert!(matches!(outcome, Some(Ok(None))), "the revoked session was not closed: {outcome:?}");
+        assert_eq!(gateway.session_count(), 0);
+        serving.shutdown().await;
+    });
+}
