@@ -149,10 +149,8 @@ fn driver_exit(e: &boarding_smol::Error) -> Exit {
     match e {
         // The admin socket is local; a connection's reads and writes are the network;
         // anything else (threads, a listener) is this process's.
-        E::Io { context, .. } if context.contains("admin") => Exit::Local,
-        E::Io { context, .. } if !["receiving", "sending", "closing"].iter().any(|v| context.starts_with(v)) => {
-            Exit::Other
-        }
+        E::Io { .. } if e.io_kind() == Some(boarding_smol::IoKind::Admin) => Exit::Local,
+        E::Io { .. } if e.io_kind() == Some(boarding_smol::IoKind::Local) => Exit::Other,
         E::Connect { .. }
         | E::Io { .. }
         | E::Busy { .. }

@@ -9,6 +9,32 @@ use boarding::channel::Side;
 use boarding::error::{ChannelError, ReceivedAlert};
 use boarding::pin::Pin;
 
+/// Where an [`Error::Io`] happened ([`Error::io_kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoKind {
+    /// The connection to the peer (or a forwarded stream's upstream): the network, which
+    /// may come back.
+    Network,
+    /// The gateway's local admin socket.
+    Admin,
+    /// This process's own resources (threads, a listener, the metrics' encoding).
+    Local,
+}
+
+/// The contexts of I/O on a connection to a peer; every such site uses one of these.
+const NETWORK_IO: &[&str] = &[
+    "receiving a handshake message",
+    "sending a handshake message",
+    "receiving a message",
+    "sending a message",
+    "closing the session",
+    "forwarding a stream",
+    "writing the PROXY header to the upstream",
+];
+
+/// The contexts of I/O on the admin socket.
+const ADMIN_IO: &[&str] = &["sending an admin request", "reading an admin response"];
+
 /// Formats pins as a comma-separated list.
 fn pin_list(pins: &[Pin]) -> String {
     if pins.is_empty() {
@@ -218,6 +244,20 @@ impl Error {
         move |source| Error::Io { context, source }
     }
 
+    /// Where an I/O failure happened, for an [`Error::Io`] (`None` for any other error):
+    /// what a caller decides "retry later" or "fix this machine" on, without reading the
+    /// message.
+    pub fn io_kind(&self) -> Option<IoKind> {
+        let Self::Io { context, .. } = self else { return None };
+        Some(if NETWORK_IO.contains(context) {
+            IoKind::Network
+        } else if ADMIN_IO.contains(context) {
+            IoKind::Admin
+        } else {
+            IoKind::Local
+        })
+    }
+
     /// The protocol core's error, if this is a handshake failure.
     pub fn protocol(&self) -> Option<&boarding::Error> {
         match self {
@@ -327,4 +367,23 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(context: &'static str) -> Error {
+        Error::Io { context, source: io::Error::other("test") }
+    }
+
+    #[test]
+    fn io_failures_are_classed_by_where_they_happened() {
+        for context in NETWORK_IO {
+            assert_eq!(io(context).io_kind(), Some(IoKind::Network), "{context}");
+        }
+        assert_eq!(io("sending an admin request").io_kind(), Some(IoKind::Admin));
+        assert_eq!(io("starting the gateway's executor threads").io_kind(), Some(IoKind::Local));
+        assert_eq!(Error::HandshakeEof.io_kind(), None);
+    }
 }

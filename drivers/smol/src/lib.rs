@@ -156,7 +156,7 @@ pub mod tls;
 #[cfg(feature = "tls")]
 pub use agent::{Agent, AgentConfig, AgentStream};
 pub use boarding::server::VerifiedClient;
-pub use error::{Error, StoreError};
+pub use error::{Error, IoKind, StoreError};
 pub use gateway::{Gateway, GatewayConfig, GatewayStats, echo};
 #[cfg(feature = "tls")]
 pub use gateway::{GatewayStream, Serving};
