@@ -47,6 +47,7 @@ pub trait ConformanceStore: Sync {
 pub fn run<S: ConformanceStore>(make: impl Fn() -> S) {
     lookups(&make());
     unexpired_tokens_in_id_order(&make());
+    unexpired_tokens_past_many_expired(&make());
     one_use_token_is_charged_once(&make());
     refusals_change_nothing(&make());
     confirmation_by_fingerprint(&make());
@@ -143,6 +144,21 @@ fn unexpired_tokens_in_id_order<S: ConformanceStore>(store: &S) {
     assert_eq!(ids(16), ["ord01x", "ord02x", "ord04x", "ord05x"], "unexpired tokens: id order, expired skipped");
     assert_eq!(ids(2), ["ord01x", "ord02x"], "unexpired tokens: the first `limit` by id");
     assert_eq!(ids(0), Vec::<String>::new(), "unexpired tokens: limit 0");
+}
+
+fn unexpired_tokens_past_many_expired<S: ConformanceStore>(store: &S) {
+    // 48 tokens, the first 24 by id expired: a store that reads in pages must read past
+    // them, and may stop once it has the first 16 unexpired.
+    for i in 0..48u32 {
+        let expires = if i < 24 { Some(NOW) } else { None };
+        store.insert_token(TokenRecord::new(token(&format!("many{i:02}")), expires, 1));
+    }
+    let got: Vec<String> = tokens(store, StorageRequest::UnexpiredTokens { now: NOW, limit: 16 })
+        .iter()
+        .map(|id| id.as_str().to_owned())
+        .collect();
+    let expected: Vec<String> = (24..40u32).map(|i| format!("many{i:02}")).collect();
+    assert_eq!(got, expected, "unexpired tokens: the first 16 unexpired past 24 expired ones");
 }
 
 fn one_use_token_is_charged_once<S: ConformanceStore>(store: &S) {
