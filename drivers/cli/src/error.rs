@@ -160,7 +160,7 @@ fn driver_exit(e: &boarding_smol::Error) -> Exit {
         | E::Evicted
         | E::Truncated
         | E::Address { .. } => Exit::Unreachable,
-        E::PinMismatch { .. } | E::CertificateChain { .. } | E::Revoked => Exit::Refused,
+        E::PinMismatch { .. } | E::CertificateChain { .. } | E::Revoked | E::UnknownClient { .. } => Exit::Refused,
         E::Handshake { source, .. } => protocol_exit(source),
         E::Store(e) => store_exit(e),
         E::NotJoined { .. } | E::AdminSocket { .. } => Exit::Local,
@@ -278,6 +278,7 @@ fn driver_hint(e: &boarding_smol::Error) -> Option<&'static str> {
              re-created has a new pin), or you are talking to another server"
         }
         E::NotJoined { .. } => "run `boarding agent join` first",
+        E::UnknownClient { .. } => "join again: `boarding agent join` with a new token and a fresh --data-dir",
         E::Timeout { what: "TCP connection", .. } => {
             "the gateway address does not answer; check --gateway and firewalls"
         }

@@ -851,18 +851,15 @@ async fn resuming_agent(store: &RedbKeyringStore) -> Result<Agent> {
     Ok(if store.load_certificate().await?.is_some() { agent.with_certificate() } else { agent })
 }
 
-/// A failed resume as the agent's operator should read it. A gateway that no longer
-/// holds the keyring (the client was revoked, or the database replaced) makes the
-/// resume proof fail; TLS had already checked the gateway's key against the stored
-/// pin, so this is never a pin problem, and is said as what it is.
-pub fn resume_error(e: boarding_smol::Error, gateway: &str, client: &ClientId) -> CliError {
-    use boarding::error::{PeerMisbehaved, ReceivedAlert};
-    match e.protocol() {
-        Some(boarding::Error::PeerMisbehaved(PeerMisbehaved::BadGatewayProof))
-        | Some(boarding::Error::PeerAlert(ReceivedAlert::Known(boarding::Alert::BadProof))) => {
-            CliError::ClientUnknown { gateway: gateway.to_owned(), client: client.clone() }
+/// A failed resume as the agent's operator should read it: a gateway that no longer
+/// holds the keyring (the driver's [`boarding_smol::Error::UnknownClient`]: TLS checked its
+/// key against the stored pin, so never a pin problem) is said as what it is.
+pub fn resume_error(e: boarding_smol::Error) -> CliError {
+    match e {
+        boarding_smol::Error::UnknownClient { gateway, client_id } => {
+            CliError::ClientUnknown { gateway, client: client_id }
         }
-        _ => e.into(),
+        e => e.into(),
     }
 }
 
@@ -912,12 +909,11 @@ pub async fn agent_forward(
     dir: &Path,
 ) -> Result<()> {
     let saved = saved_keyring(dir).await?;
-    let client = saved.client_id.clone();
     // One resume first: a gateway that does not know this agent is said at once, not at
     // the first connection; it also renews the node certificate if that is due.
     let store = existing_agent_store(dir)?;
     let probe = resuming_agent(&store).await?.connect(gateway, &store).await;
-    let probe = probe.map_err(|e| resume_error(e, gateway, &client))?;
+    let probe = probe.map_err(resume_error)?;
     let _ = probe.close().await;
     let listener = smol::net::TcpListener::bind(listen).await.map_err(|source| CliError::Io {
         context: format!("cannot listen on {listen} (is something else listening there? choose another --listen)"),
@@ -941,26 +937,25 @@ pub async fn agent_forward(
 /// `agent connect`: forward stdin and stdout through a resumed session to `service`.
 pub async fn agent_connect(gateway: &str, service: &ServiceName, dir: &Path) -> Result<()> {
     let saved = saved_keyring(dir).await?;
-    let client = saved.client_id.clone();
-    renew_if_due(gateway, dir, &client).await?;
+    renew_if_due(gateway, dir).await?;
     let stream = Duplex::new(smol::Unblock::new(std::io::stdin()), smol::Unblock::new(std::io::stdout()));
     match Agent::default().forward(gateway, saved, service.as_str(), stream).await {
         Ok(transfer) => {
             tracing::debug!(?transfer, "the stream ended");
             Ok(())
         }
-        Err(e) => Err(resume_error(e, gateway, &client)),
+        Err(e) => Err(resume_error(e)),
     }
 }
 
 /// Renews the node certificate with a resume of its own, if the agent holds one and it
 /// is due (the stream's own session then carries only the stream).
-async fn renew_if_due(gateway: &str, dir: &Path, client: &ClientId) -> Result<()> {
+async fn renew_if_due(gateway: &str, dir: &Path) -> Result<()> {
     let store = existing_agent_store(dir)?;
     match store.load_certificate().await? {
         Some(held) if held.renewal_due(unix_now()) => {
             let session = Agent::default().with_certificate().connect(gateway, &store).await;
-            let _ = session.map_err(|e| resume_error(e, gateway, client))?.close().await;
+            let _ = session.map_err(resume_error)?.close().await;
             Ok(())
         }
         _ => Ok(()),
@@ -970,13 +965,13 @@ async fn renew_if_due(gateway: &str, dir: &Path, client: &ClientId) -> Result<()
 /// `agent send`: resume, send `message`, print the reply.
 pub async fn agent_send(gateway: &str, dir: &Path, message: &str) -> Result<()> {
     let store = existing_agent_store(dir)?;
-    let saved = store
+    // Said with the store's path, before any connection.
+    store
         .load_keyring()
         .await?
         .ok_or_else(|| boarding_smol::Error::NotJoined { location: store.path().display().to_string() })?;
-    let client = saved.client_id.clone();
     let agent = resuming_agent(&store).await?;
-    let mut session = agent.connect(gateway, &store).await.map_err(|e| resume_error(e, gateway, &client))?;
+    let mut session = agent.connect(gateway, &store).await.map_err(resume_error)?;
     session.send(message.as_bytes()).await?;
     let reply = session
         .recv()

@@ -244,6 +244,21 @@ where
     drive(io, endpoint, max_payload).await
 }
 
+/// A resume refused for its proof, at a gateway TLS already checked against the pin
+/// stored with the keyring: the gateway no longer holds the keyring (the decoy's MAC
+/// failed), which is [`Error::UnknownClient`], not a pin or a protocol problem.
+#[cfg(feature = "tls")]
+fn unknown_client(e: Error, gateway: &str, client_id: ClientId) -> Error {
+    use boarding::error::{PeerMisbehaved, ReceivedAlert};
+    match e.protocol() {
+        Some(boarding::Error::PeerMisbehaved(PeerMisbehaved::BadGatewayProof))
+        | Some(boarding::Error::PeerAlert(ReceivedAlert::Known(boarding::Alert::BadProof))) => {
+            Error::UnknownClient { gateway: gateway.to_owned(), client_id }
+        }
+        _ => e,
+    }
+}
+
 /// `base` scaled by a random factor in [0.5, 1.5).
 #[cfg(feature = "tls")]
 fn jitter(base: Duration) -> Duration {
@@ -447,6 +462,7 @@ impl Agent {
         saved: SavedKeyring,
         request: Vec<u8>,
     ) -> Result<AgentSession<AgentStream>, Error> {
+        let client_id = saved.client_id.clone();
         self.retrying(|| async {
             let work = async {
                 let tls = self.tls(gateway, &[saved.server_pin]).await?;
@@ -458,6 +474,7 @@ impl Agent {
             deadline(self.config.handshake_timeout, "resume", work).await
         })
         .await
+        .map_err(|e| unknown_client(e, gateway, client_id))
     }
 
     /// The TLS client configuration for `pins`, built once per pin set and shared by

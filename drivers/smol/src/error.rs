@@ -173,6 +173,19 @@ pub enum Error {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A resume's proof failed at a gateway whose TLS key matched the agent's pin: it is
+    /// the right gateway, and it no longer holds this agent's keyring (the client was
+    /// revoked, or the gateway's store was replaced). The agent must join again.
+    #[error(
+        "the gateway at {gateway} no longer knows client {client_id}: it was revoked, or the gateway's store was \
+         replaced; its key matched the pin, so this is the right gateway"
+    )]
+    UnknownClient {
+        /// The gateway's address.
+        gateway: String,
+        /// The client id the agent resumed as.
+        client_id: boarding::identity::ClientId,
+    },
     /// The agent has no stored keyring to resume with.
     #[error("no keyring is stored in {location}: this agent has not joined yet")]
     NotJoined {
