@@ -113,6 +113,7 @@ mod follow;
 mod layout;
 mod seal;
 mod store;
+#[cfg(feature = "testing")]
 pub mod testing;
 mod watch;
 
