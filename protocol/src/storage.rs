@@ -235,6 +235,21 @@ pub trait StoreTransaction {
     /// The store's error if it cannot write the record; the store then rolls back
     /// everything the transaction wrote.
     fn put_keyring(&mut self, record: &KeyringRecord) -> Result<(), Self::Error>;
+
+    /// Charges one use of `token` (the record as this transaction read it): by default,
+    /// writes it back with its use count one higher. A store may count uses otherwise (a
+    /// replicated store, a key per redemption of an unlimited token, so that racing
+    /// joins do not all rewrite one record); every later read in the transaction must
+    /// then see the charged record.
+    ///
+    /// # Errors
+    ///
+    /// As [`StoreTransaction::put_token`].
+    fn charge_token(&mut self, token: &TokenRecord) -> Result<(), Self::Error> {
+        let mut charged = token.clone();
+        charged.use_count = charged.use_count.saturating_add(1);
+        self.put_token(&charged)
+    }
 }
 
 /// Carries `request` out inside `txn`: the one storage rule. On `Ok` the store
@@ -267,9 +282,8 @@ pub fn execute<T: StoreTransaction + ?Sized>(txn: &mut T, request: &StorageReque
             match decide_redemption(token.as_ref(), existing.as_ref(), req) {
                 Err(refusal) => StorageAnswer::Redeemed(Err(refusal)),
                 Ok(decision) => {
-                    if let (true, Some(mut token)) = (decision.charge, token) {
-                        token.use_count = token.use_count.saturating_add(1);
-                        txn.put_token(&token)?;
+                    if let (true, Some(token)) = (decision.charge, token) {
+                        txn.charge_token(&token)?;
                     }
                     txn.put_keyring(&decision.record)?;
                     StorageAnswer::Redeemed(Ok(Redemption {

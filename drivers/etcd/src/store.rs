@@ -360,23 +360,26 @@ impl StoreTransaction for View<'_> {
 
     fn put_token(&mut self, record: &TokenRecord) -> Result<()> {
         let id = record.id();
-        let slot = self.snapshot.tokens.get(&id);
-        let stored = slot.and_then(|s| s.value.as_ref());
-        // A charge of an unlimited token (the stored record with one more use) is
-        // counted by a key of its own, so racing joins never rewrite the token's record.
-        let charge_of_unlimited = stored.is_some_and(|stored| {
-            let mut charged = stored.clone();
-            charged.use_count = stored.use_count.saturating_add(1);
-            stored.max_uses == 0 && charged == *record
-        });
-        match (charge_of_unlimited, self.redeeming, slot) {
-            (true, Some(client), Some(slot)) => {
-                self.plan.writes.push(Write::Use { token_id: id, client_id: client.clone(), lease: slot.lease })
-            }
-            _ => self.plan.writes.push(Write::Token { record: record.clone(), existing: stored.is_some() }),
-        }
+        let existing = self.snapshot.tokens.get(&id).is_some_and(|s| s.value.is_some());
+        self.plan.writes.push(Write::Token { record: record.clone(), existing });
         self.tokens.insert(id, record.clone());
         Ok(())
+    }
+
+    fn charge_token(&mut self, token: &TokenRecord) -> Result<()> {
+        let id = token.id();
+        let mut charged = token.clone();
+        charged.use_count = charged.use_count.saturating_add(1);
+        match (token.max_uses, self.redeeming, self.snapshot.tokens.get(&id)) {
+            // An unlimited token's use is counted by a key of its own, so racing joins
+            // never rewrite the token's record.
+            (0, Some(client), Some(slot)) => {
+                self.plan.writes.push(Write::Use { token_id: id, client_id: client.clone(), lease: slot.lease });
+                self.tokens.insert(id, charged);
+                Ok(())
+            }
+            _ => self.put_token(&charged),
+        }
     }
 
     fn put_keyring(&mut self, record: &KeyringRecord) -> Result<()> {
