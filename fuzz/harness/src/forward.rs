@@ -1,6 +1,7 @@
 //! The checks behind the forwarding targets (`spec/FORWARDING.md`, boarding-smol's
 //! `forward` module): the message decoder, the labels TLV decoder, the PROXY v2 header
-//! parser, and round trips of their encoders. Outside `checks/` because they depend on
+//! parser, and round trips of their encoders; and boarding-smol's request and ticket
+//! parts (`spec/PROTOCOL.md` §7.10), the other peer-controlled format of that crate. Outside `checks/` because they depend on
 //! boarding-smol, which the protocol crate's regression tests do not build.
 
 use std::collections::BTreeMap;
@@ -17,8 +18,51 @@ use boarding_smol::forward::wire::{
 use crate::checks::Check;
 
 /// The byte-input forwarding targets, as [`crate::checks::TARGETS`] lists the core's.
-pub const TARGETS: &[(&str, Check)] =
-    &[("forward_message", message), ("forward_labels", labels), ("forward_proxy_header", proxy_header)];
+pub const TARGETS: &[(&str, Check)] = &[
+    ("forward_message", message),
+    ("forward_labels", labels),
+    ("forward_proxy_header", proxy_header),
+    ("ticket_parts", ticket_parts),
+];
+
+/// Request and ticket parts (`spec/PROTOCOL.md` §7.10): what decodes re-encodes to exactly
+/// the input (the format is canonical: ascending kinds, each once, no empty part), and
+/// what the specification rules out (an undefined kind, one out of order or repeated, an
+/// empty or truncated part, bytes left over) never decodes.
+pub fn ticket_parts(data: &[u8]) {
+    use boarding_smol::ticket::{Request, Ticket};
+    // Walk the parts as §7.10 states them, independently of the decoder.
+    let spec_valid = |defined: &[u8]| {
+        let (mut rest, mut last) = (data, None::<u8>);
+        while let [kind, hi, lo, tail @ ..] = rest {
+            let len = usize::from(u16::from_be_bytes([*hi, *lo]));
+            if !defined.contains(kind) || last.is_some_and(|l| *kind <= l) || len == 0 || tail.len() < len {
+                return false;
+            }
+            last = Some(*kind);
+            rest = &tail[len..];
+        }
+        rest.is_empty()
+    };
+    match Ticket::decode(data) {
+        Ok(ticket) => {
+            assert!(spec_valid(&[0x01, 0x02]), "a ticket the specification rules out decoded: {data:02x?}");
+            if data.len() <= boarding::messages::MAX_TICKET {
+                assert_eq!(ticket.encode().as_deref(), Ok(data), "a decoded ticket re-encodes differently");
+            }
+        }
+        Err(_) => assert!(!spec_valid(&[0x01, 0x02]), "a ticket the specification allows was refused: {data:02x?}"),
+    }
+    match Request::decode(data) {
+        Ok(request) => {
+            assert!(spec_valid(&[0x01]), "a request the specification rules out decoded: {data:02x?}");
+            if data.len() <= boarding::messages::MAX_REQUEST {
+                assert_eq!(request.encode().as_deref(), Ok(data), "a decoded request re-encodes differently");
+            }
+        }
+        Err(_) => assert!(!spec_valid(&[0x01]), "a request the specification allows was refused: {data:02x?}"),
+    }
+}
 
 /// Whether the specification says `data` is a message (§3), judged without the decoder.
 fn spec_valid(data: &[u8]) -> bool {

@@ -516,6 +516,13 @@ fn forward(corpus: &mut Corpus) {
     }
     add(corpus, "forward_labels", "wide", encode_labels(&wide).unwrap_or_else(|e| panic!("{e}")));
     add(corpus, "forward_labels", "empty", Vec::new());
+    // Request and ticket parts: a CSR request, an application ticket with a certificate.
+    let parts = |p: &[(u8, &[u8])]| -> Vec<u8> {
+        p.iter().flat_map(|(k, b)| [&[*k][..], &(b.len() as u16).to_be_bytes(), b].concat()).collect()
+    };
+    add(corpus, "ticket_parts", "request", parts(&[(0x01, b"a signing request")]));
+    add(corpus, "ticket_parts", "ticket", parts(&[(0x01, b"app"), (0x02, b"a certificate")]));
+    add(corpus, "ticket_parts", "empty", Vec::new());
     for k in 0..4u8 {
         let bytes: Vec<u8> = (0..160u8).map(|i| i.wrapping_mul(37).wrapping_add(k.wrapping_mul(11))).collect();
         let mut seed = vec![k; 2];
