@@ -30,9 +30,7 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 /// How long each throughput phase writes.
 const PHASE: Duration = Duration::from_secs(2);
 
-/// What the client asks of an upstream with its first byte.
-const SINK: u8 = b'S';
-const ECHO: u8 = b'E';
+use boarding_benches::rustls_upstream::{ECHO, SINK, rustls_upstream};
 
 /// Serves one upstream connection: `S` reads until EOF and answers the byte count (8
 /// bytes); `E` echoes until EOF.
@@ -76,46 +74,6 @@ async fn upstream(proxied: bool) -> SocketAddr {
         }
     })
     .detach();
-    addr
-}
-
-/// A rustls server with the gateway's TLS configuration, in front of the same upstream
-/// logic (blocking, a thread per connection).
-fn rustls_server(config: Arc<rustls::ServerConfig>) -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            let config = Arc::clone(&config);
-            std::thread::spawn(move || {
-                let _ = stream.set_nodelay(true);
-                let conn = rustls::ServerConnection::new(config).unwrap();
-                let mut tls = rustls::StreamOwned::new(conn, stream);
-                let mut mode = [0u8; 1];
-                if tls.read_exact(&mut mode).is_err() {
-                    return;
-                }
-                let mut buf = vec![0u8; 64 * 1024];
-                let mut total = 0u64;
-                loop {
-                    let n = match tls.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    total += n as u64;
-                    if mode[0] == ECHO && tls.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-                if mode[0] == SINK {
-                    let _ = tls.write_all(&total.to_be_bytes());
-                    tls.conn.send_close_notify();
-                    let _ = tls.flush();
-                }
-            });
-        }
-    });
     addr
 }
 
@@ -279,7 +237,7 @@ fn main() {
         let pin = identity.pin();
         let server = tls::server_config(&identity).unwrap();
         let client = tls::client_config(Arc::new(PinVerifier::new(vec![pin]))).unwrap();
-        let rustls_addr = rustls_server(server);
+        let rustls_addr = rustls_upstream(server);
         let paths = [
             Path { name: "direct TCP", addr: direct, tls: None },
             Path { name: "rustls alone", addr: rustls_addr, tls: Some(client) },

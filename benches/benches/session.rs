@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use boarding::identity::{ClientId, ServerIdentity};
 use boarding::suite::MacSuite;
 use boarding::token::{BootstrapToken, TokenRecord};
+use boarding_benches::rustls_upstream::{SINK, rustls_upstream};
 use boarding_smol::tls::{self, PinVerifier};
 use boarding_smol::{
     Agent, Gateway, GatewayConfig, GatewaySession, GatewayStream, MemoryKeyringStore, MemoryStore, Store, os_rng,
@@ -60,35 +61,6 @@ async fn sink(mut session: GatewaySession<GatewayStream>) -> Result<(), boarding
     session.close().await
 }
 
-/// A rustls server with the gateway's TLS configuration that reads until EOF and
-/// answers the byte count (blocking, a thread per connection).
-fn rustls_sink(config: Arc<rustls::ServerConfig>) -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            let config = Arc::clone(&config);
-            std::thread::spawn(move || {
-                let _ = stream.set_nodelay(true);
-                let mut tls = rustls::StreamOwned::new(rustls::ServerConnection::new(config).unwrap(), stream);
-                let mut buf = vec![0u8; 64 * 1024];
-                let mut total = 0u64;
-                loop {
-                    match tls.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => total += n as u64,
-                    }
-                }
-                let _ = tls.write_all(&total.to_be_bytes());
-                tls.conn.send_close_notify();
-                let _ = tls.flush();
-            });
-        }
-    });
-    addr
-}
-
 /// Bytes per second rustls alone uploads with writes of `size`.
 fn rustls_upload(addr: SocketAddr, client: &Arc<rustls::ClientConfig>, size: usize) -> f64 {
     let tcp = TcpStream::connect(addr).unwrap();
@@ -97,6 +69,7 @@ fn rustls_upload(addr: SocketAddr, client: &Arc<rustls::ClientConfig>, size: usi
     let mut tls = rustls::StreamOwned::new(rustls::ClientConnection::new(Arc::clone(client), name).unwrap(), tcp);
     let chunk = vec![0x5au8; size];
     // The TLS handshake completes with the first write: keep it out of the phase.
+    tls.write_all(&[SINK]).unwrap();
     tls.write_all(&chunk).unwrap();
     let started = Instant::now();
     let mut sent = size as u64;
@@ -203,7 +176,7 @@ fn main() {
     let identity = ServerIdentity::generate(&mut os_rng());
     let pin = identity.pin();
     let client = tls::client_config(Arc::new(PinVerifier::new(vec![pin]))).unwrap();
-    let rustls_addr = rustls_sink(tls::server_config(&identity).unwrap());
+    let rustls_addr = rustls_upstream(tls::server_config(&identity).unwrap());
 
     println!("messages through a session over loopback TLS 1.3 vs rustls alone, {cores} cores shared by every party");
     println!();

@@ -7,6 +7,7 @@
 //! it sealed.
 
 pub mod process;
+pub mod rustls_upstream;
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
