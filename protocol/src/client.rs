@@ -24,6 +24,17 @@
 //!           -ServerFinished-> AwaitPersist -persisted-> Established
 //! resume: ExpectResumeChallenge -ResumeChallenge-> Established
 //!           (with a request: -ResumeChallenge-> ExpectResumeTicket -ResumeTicket-> Established)
+//!           (rotating: -ResumeChallenge-> AwaitPersist -persisted-> [ExpectResumeTicket ->] Established)
+//! ```
+//!
+//! A resume that the gateway makes **rotate** the keyring (`spec/PROTOCOL.md` §8.5)
+//! yields [`ClientRequest::PersistRotation`] before its `ResumeFinished`: store the new
+//! keyring, keeping the one it was rotated from, only if the stored keyring is still the
+//! one this resume started from, then answer with [`Client::handle_persisted`]. Until a
+//! later resume shows which of the two the gateway holds, the agent offers both; the
+//! resume that shows it reports the state to keep in [`SessionInfo::settled`].
+//!
+//! ```text
 //! any error -> failed (its alert, then Output::Failed; the error is returned on every later call)
 //! ```
 
@@ -41,8 +52,8 @@ use crate::jws::{
     JwsError, challenge_header, challenge_header_prefix, header_starts_with, hs256_detached, verify_eddsa_detached,
 };
 use crate::keys::{
-    EphemeralSecret, JoinSecrets, Keyring, SessionKeys, SymmetricKey, finished_mac, join_secrets, resume_secrets,
-    verify_finished,
+    EphemeralSecret, JoinSecrets, Keyring, KeyringId, ResumeSecrets, SessionKeys, SymmetricKey, finished_mac,
+    join_secrets, resume_secrets, verify_finished,
 };
 use crate::messages::{
     ClientAuth, ClientFinished, ClientHello, FrameType, HandshakeMessage, MAX_EVIDENCE, MAX_REQUEST, Message,
@@ -136,8 +147,19 @@ pub struct SavedKeyring {
     pub server_pin: Pin,
     /// The token it joined with.
     pub token_id: TokenId,
-    /// The static keys.
+    /// The static keys: the newest keyring the agent holds.
     pub keyring: Keyring,
+    /// The keyring `keyring` was rotated from, kept while the agent does not know
+    /// whether the gateway committed the rotation (a resume offers both, newest first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_from: Option<Keyring>,
+}
+
+impl SavedKeyring {
+    /// The fingerprints of the keyrings a resume offers, newest first.
+    pub fn offered(&self) -> Vec<KeyringId> {
+        core::iter::once(&self.keyring).chain(self.rotated_from.as_ref()).map(Keyring::id).collect()
+    }
 }
 
 /// What an agent needs to resume.
@@ -202,6 +224,18 @@ pub enum ClientRequest {
         /// The join's ticket, verified under the gateway's `ServerFinished` MAC.
         ticket: Vec<u8>,
     },
+    /// The gateway rotates the keyring in this resume: store `saved` (the new keyring,
+    /// with the one it was rotated from) durably in place of the stored state, **only if**
+    /// the stored state's newest keyring is still `replaces` (another resume of the same
+    /// agent may have rotated meanwhile: then answer `Err(PersistFailed)`), then call
+    /// [`Client::handle_persisted`]. The `ResumeFinished` that commits the rotation
+    /// leaves only after that.
+    PersistRotation {
+        /// The state to store.
+        saved: SavedKeyring,
+        /// The newest keyring of the state this resume started from.
+        replaces: KeyringId,
+    },
 }
 
 /// What the agent state machine wants done next.
@@ -224,6 +258,13 @@ pub struct SessionInfo {
     pub ticket: Vec<u8>,
     /// Whether this was a resume.
     pub resumed: bool,
+    /// Whether this resume rotated the keyring (the agent stored the new one through
+    /// [`ClientRequest::PersistRotation`]).
+    pub rotated: bool,
+    /// A resume that offered two keyrings and did not rotate learned which one the
+    /// gateway holds: the state to keep instead of the stored one (that keyring alone;
+    /// the other is dead). Storing it is tidying, not safety: offering both stays correct.
+    pub settled: Option<SavedKeyring>,
 }
 
 /// The established session, handed over by [`Client::into_session`].
@@ -273,6 +314,15 @@ struct AwaitPersist {
     info: SessionInfo,
 }
 
+/// A rotating resume waits for the new keyring to be stored before its proof.
+#[derive(Debug)]
+struct AwaitRotationPersist {
+    transcript: Transcript,
+    secrets: ResumeSecrets,
+    request: Vec<u8>,
+    info: SessionInfo,
+}
+
 #[derive(Debug)]
 struct ExpectResumeChallenge {
     saved: SavedKeyring,
@@ -303,6 +353,7 @@ enum State {
     AwaitEvidence(AwaitEvidence),
     ExpectServerFinished(ExpectServerFinished),
     AwaitPersist(AwaitPersist),
+    AwaitRotationPersist(AwaitRotationPersist),
     ExpectResumeChallenge(ExpectResumeChallenge),
     ExpectResumeTicket(ExpectResumeTicket),
     Established(Established),
@@ -315,6 +366,7 @@ impl HandshakeState for State {
             Self::AwaitEvidence(_) => "AwaitEvidence",
             Self::ExpectServerFinished(_) => "ExpectServerFinished",
             Self::AwaitPersist(_) => "AwaitPersist",
+            Self::AwaitRotationPersist(_) => "AwaitRotationPersist",
             Self::ExpectResumeChallenge(_) => "ExpectResumeChallenge",
             Self::ExpectResumeTicket(_) => "ExpectResumeTicket",
             Self::Established(_) => "Established",
@@ -327,7 +379,9 @@ impl HandshakeState for State {
             Self::ExpectServerFinished(_) => Some(&[FrameType::ServerFinished]),
             Self::ExpectResumeChallenge(_) => Some(&[FrameType::ResumeChallenge]),
             Self::ExpectResumeTicket(_) => Some(&[FrameType::ResumeTicket]),
-            Self::AwaitEvidence(_) | Self::AwaitPersist(_) | Self::Established(_) => None,
+            Self::AwaitEvidence(_) | Self::AwaitPersist(_) | Self::AwaitRotationPersist(_) | Self::Established(_) => {
+                None
+            }
         }
     }
 }
@@ -377,6 +431,7 @@ impl Client {
             versions: SUPPORTED_VERSIONS.to_vec(),
             suites: suite_codes(&config.suites),
             client_id: config.saved.client_id.as_str().as_bytes().to_vec(),
+            keyrings: config.saved.offered().iter().map(|id| id.0).collect(),
             nonce: crate::random_array(rng),
             ephemeral: ephemeral.public(),
         };
@@ -449,9 +504,12 @@ impl Client {
     pub fn handle_persisted(&mut self, outcome: Result<(), PersistFailed>) -> Result<(), Error> {
         self.machine.answer(
             "handle_persisted",
-            |state| matches!(state, State::AwaitPersist(_)),
+            |state| matches!(state, State::AwaitPersist(_) | State::AwaitRotationPersist(_)),
             |state, outbox| match (state, outcome) {
-                (State::AwaitPersist(_), Err(PersistFailed)) => Err(LocalFailure::Persist.into()),
+                (State::AwaitPersist(_) | State::AwaitRotationPersist(_), Err(PersistFailed)) => {
+                    Err(LocalFailure::Persist.into())
+                }
+                (State::AwaitRotationPersist(s), Ok(())) => Ok(send_resume_finished(s, outbox)),
                 (State::AwaitPersist(s), Ok(())) => {
                     let th = s.transcript.hash_partial(FrameType::ClientFinished as u8, &[]);
                     let finished = ClientFinished { mac: finished_mac(&s.secrets.client_finished, &th) };
@@ -459,7 +517,7 @@ impl Client {
                     outbox.established(s.info.clone());
                     Ok(State::Established(Established { session: s.secrets.session.clone(), info: s.info }))
                 }
-                // Unreachable: `pending` admitted only AwaitPersist.
+                // Unreachable: `pending` admitted only the persist states.
                 (other, _) => Ok(other),
             },
         )?;
@@ -582,6 +640,7 @@ fn on_evidence(s: AwaitEvidence, evidence: Vec<u8>, outbox: &mut ClientOutbox) -
         server_pin,
         token_id: token.id(),
         keyring: secrets.keyring.clone(),
+        rotated_from: None,
     };
     Ok(State::ExpectServerFinished(ExpectServerFinished { transcript, secrets, saved, suite }))
 }
@@ -598,7 +657,14 @@ fn on_server_finished(
     }
     let mut transcript = s.transcript;
     transcript.add_frame(&frame.bytes);
-    let info = SessionInfo { server_pin: s.saved.server_pin, suite: s.suite, ticket: m.ticket.clone(), resumed: false };
+    let info = SessionInfo {
+        server_pin: s.saved.server_pin,
+        suite: s.suite,
+        ticket: m.ticket.clone(),
+        resumed: false,
+        rotated: false,
+        settled: None,
+    };
     outbox.request(ClientRequest::PersistKeyring { saved: s.saved, ticket: m.ticket });
     Ok(State::AwaitPersist(AwaitPersist { transcript, secrets: s.secrets, info }))
 }
@@ -612,31 +678,59 @@ fn on_resume_challenge(
     let suite = check_choice(m.version, m.suite, &s.hello.versions, &s.hello.suites)?;
     let dh = s.ephemeral.agree(&m.ephemeral)?;
     let th = s.transcript.hash_partial(FrameType::ResumeChallenge as u8, &m.signed_part());
-    // A resume binds the pin stored with the keyring at join.
-    let secrets = resume_secrets(&dh, &s.saved.keyring, &th, &s.saved.client_id, &s.saved.server_pin);
-    if !verify_finished(&secrets.server_finished, &th, &m.mac) {
-        return Err(PeerMisbehaved::BadGatewayProof.into());
+    // The gateway used one of the offered keyrings (or a decoy): each is tried, and
+    // every one is derived and checked whichever verifies.
+    let mut used = None;
+    for keyring in core::iter::once(&s.saved.keyring).chain(s.saved.rotated_from.as_ref()) {
+        // A resume binds the pin stored with the keyring at join.
+        let secrets = resume_secrets(&dh, keyring, &th, &s.saved.client_id, &s.saved.server_pin);
+        if verify_finished(&secrets.server_finished, &th, &m.mac) && used.is_none() {
+            used = Some((keyring.clone(), secrets));
+        }
     }
+    let (keyring, secrets) = used.ok_or(PeerMisbehaved::BadGatewayProof)?;
     let mut transcript = s.transcript;
     transcript.add_frame(&frame.bytes);
+    let mut info = SessionInfo {
+        server_pin: s.saved.server_pin,
+        suite,
+        ticket: Vec::new(),
+        resumed: true,
+        rotated: m.rotate,
+        settled: None,
+    };
+    let replaces = s.saved.keyring.id();
+    if m.rotate {
+        let saved = SavedKeyring { keyring: secrets.rotated.clone(), rotated_from: Some(keyring), ..s.saved };
+        outbox.request(ClientRequest::PersistRotation { saved, replaces });
+        return Ok(State::AwaitRotationPersist(AwaitRotationPersist { transcript, secrets, request: s.request, info }));
+    }
+    if s.saved.rotated_from.is_some() {
+        info.settled = Some(SavedKeyring { keyring, rotated_from: None, ..s.saved });
+    }
+    Ok(send_resume_finished(AwaitRotationPersist { transcript, secrets, request: s.request, info }, outbox))
+}
+
+/// Sends the `ResumeFinished` (for a rotation, once the new keyring is stored), then
+/// waits for the ticket its request asks for, or is established.
+fn send_resume_finished(s: AwaitRotationPersist, outbox: &mut ClientOutbox) -> State {
+    let mut transcript = s.transcript;
     let mut finished = ResumeFinished { request: s.request, mac: [0; 32] };
     let th = transcript.hash_partial(FrameType::ResumeFinished as u8, &finished.signed_part());
-    finished.mac = finished_mac(&secrets.client_finished, &th);
+    finished.mac = finished_mac(&s.secrets.client_finished, &th);
     let frame = finished.to_frame();
     transcript.add_frame(&frame);
     outbox.transmit(frame);
-    let info = SessionInfo { server_pin: s.saved.server_pin, suite, ticket: Vec::new(), resumed: true };
     if !finished.request.is_empty() {
-        let session = secrets.session.clone();
-        return Ok(State::ExpectResumeTicket(ExpectResumeTicket {
+        return State::ExpectResumeTicket(ExpectResumeTicket {
             transcript,
-            session,
-            ticket_key: secrets.ticket.clone(),
-            info,
-        }));
+            session: s.secrets.session.clone(),
+            ticket_key: s.secrets.ticket.clone(),
+            info: s.info,
+        });
     }
-    outbox.established(info.clone());
-    Ok(State::Established(Established { session: secrets.session.clone(), info }))
+    outbox.established(s.info.clone());
+    State::Established(Established { session: s.secrets.session.clone(), info: s.info })
 }
 
 fn on_resume_ticket(s: ExpectResumeTicket, m: ResumeTicket, outbox: &mut ClientOutbox) -> Result<State, Error> {

@@ -52,11 +52,14 @@ pub enum Alert {
     /// The gateway's application refused the client's attestation evidence (not bound to
     /// this session, not issued by an authority it trusts, expired, or missing).
     AttestationRefused = 13,
+    /// The client resumed with a keyring the gateway has rotated away from: another
+    /// holder of the same keyring rotated it first, so one of the two is a clone.
+    RetiredKeyring = 14,
 }
 
 impl Alert {
     /// Every alert, in code order.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::UnsupportedVersion,
         Self::Malformed,
         Self::UnexpectedMessage,
@@ -70,6 +73,7 @@ impl Alert {
         Self::Internal,
         Self::AdmissionRefused,
         Self::AttestationRefused,
+        Self::RetiredKeyring,
     ];
 
     /// Decodes an alert code; unknown codes map to `None`.
@@ -99,6 +103,7 @@ impl fmt::Display for Alert {
             Self::Internal => "internal error",
             Self::AdmissionRefused => "refused by the gateway's admission policy",
             Self::AttestationRefused => "attestation evidence refused by the gateway",
+            Self::RetiredKeyring => "keyring retired by a rotation (clone suspected)",
         })
     }
 }
@@ -170,6 +175,10 @@ pub enum Refusal {
     Admission,
     /// The gateway's application refused the client's attestation evidence.
     Attestation,
+    /// A resume proved a keyring the gateway has rotated away from: another holder of
+    /// it rotated first, so a copy of the keyring exists (the gateway records a clone
+    /// suspicion for the client id).
+    RetiredKeyring,
 }
 
 /// This side failed for a reason of its own; the peer is told `Internal`.
@@ -285,6 +294,7 @@ impl Error {
                 Refusal::WrongPin { .. } => Alert::BadIdentity,
                 Refusal::Admission => Alert::AdmissionRefused,
                 Refusal::Attestation => Alert::AttestationRefused,
+                Refusal::RetiredKeyring => Alert::RetiredKeyring,
             },
             Self::Local(_) => Alert::Internal,
             Self::PeerAlert(_) | Self::Misuse(_) | Self::Channel(_) => return None,
@@ -372,6 +382,9 @@ impl fmt::Display for Refusal {
             }
             Self::Admission => f.write_str("the gateway's admission policy refused the client"),
             Self::Attestation => f.write_str("the gateway refused the client's attestation evidence"),
+            Self::RetiredKeyring => f.write_str(
+                "the keyring was rotated away from by another holder of it: a clone of this client's keyring exists",
+            ),
         }
     }
 }
@@ -489,7 +502,8 @@ mod tests {
         }
         assert_eq!(Alert::from_code(0), None);
         assert_eq!(Alert::from_code(13), Some(Alert::AttestationRefused));
-        assert_eq!(Alert::from_code(14), None);
+        assert_eq!(Alert::from_code(14), Some(Alert::RetiredKeyring));
+        assert_eq!(Alert::from_code(15), None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! join:   dh  = X25519(eph_c, eph_s)                      (all-zero result rejected)
 //!         prk = HKDF-Extract(salt = TH_auth, ikm = dh || token secret)
 //! resume: prk = HKDF-Extract(salt = TH_rc,   ikm = dh || keyring.c2s || keyring.s2c)
+//!         (a rotating resume's new keyring is expanded from this prk too)
 //! key     = HKDF-Expand(prk, info = label || 0x00 || len(client id) || client id || pin, 32)
 //! ```
 //!
@@ -49,6 +50,10 @@ pub mod labels {
     pub const RESUME_CLIENT_FINISHED: &[u8] = b"boarding v1 resume client finished";
     /// Key of the `ResumeTicket` MAC.
     pub const RESUME_TICKET: &[u8] = b"boarding v1 resume ticket";
+    /// A rotated keyring's client-to-server key (derived in a resume that rotates).
+    pub const ROTATED_KEYRING_C2S: &[u8] = b"boarding v1 rotated keyring c2s";
+    /// A rotated keyring's server-to-client key.
+    pub const ROTATED_KEYRING_S2C: &[u8] = b"boarding v1 rotated keyring s2c";
     /// Label of a keyring's public fingerprint (SHA-256, not HKDF).
     pub const KEYRING_ID: &[u8] = b"boarding v1 keyring id";
     /// HKDF-Expand info of the attestation binding (over `TH_EV`, not a key: it is public).
@@ -157,6 +162,10 @@ pub(crate) struct ResumeSecrets {
     pub server_finished: SymmetricKey,
     pub client_finished: SymmetricKey,
     pub ticket: SymmetricKey,
+    /// The keyring that replaces the resumed one if this resume rotates: from the
+    /// resume's fresh DH and the old keyring, under a transcript that carries the
+    /// rotation flag, so neither a thief of the old keyring nor an eavesdropper has it.
+    pub rotated: Keyring,
 }
 
 /// An ephemeral X25519 secret, drawn from the caller's RNG, zeroized on drop.
@@ -255,6 +264,7 @@ pub(crate) fn resume_secrets(
         server_finished: x(labels::RESUME_SERVER_FINISHED),
         client_finished: x(labels::RESUME_CLIENT_FINISHED),
         ticket: x(labels::RESUME_TICKET),
+        rotated: Keyring { c2s: x(labels::ROTATED_KEYRING_C2S), s2c: x(labels::ROTATED_KEYRING_S2C) },
     }
 }
 

@@ -32,6 +32,9 @@ pub const MAX_TICKET: usize = 4 * 1024;
 /// Largest application request carried with a join or a resume (a certificate signing
 /// request, say), in bytes.
 pub const MAX_REQUEST: usize = 4 * 1024;
+/// Most keyrings a `ResumeHello` may offer: the agent's newest, and the one it rotated
+/// from while it does not know whether the gateway took the rotation.
+pub const MAX_OFFERED_KEYRINGS: usize = 2;
 /// Length of a nonce.
 pub const NONCE_LEN: usize = 32;
 /// Length of a finished MAC.
@@ -461,6 +464,10 @@ pub struct ResumeHello {
     pub suites: Vec<u16>,
     /// The client id whose keyring to use.
     pub client_id: Vec<u8>,
+    /// The fingerprints ([`crate::keys::KeyringId`]) of the keyrings the client holds,
+    /// newest first: one, or two while a rotation's outcome is unknown to it (1 to
+    /// [`MAX_OFFERED_KEYRINGS`]).
+    pub keyrings: Vec<[u8; 32]>,
     /// The client's nonce.
     pub nonce: [u8; NONCE_LEN],
     /// The client's ephemeral X25519 share.
@@ -473,6 +480,10 @@ impl Message for ResumeHello {
         put_u16_list(out, &self.versions);
         put_u16_list(out, &self.suites);
         put_bytes_u8(out, &self.client_id);
+        out.push(u8::try_from(self.keyrings.len()).unwrap_or(u8::MAX));
+        for id in self.keyrings.iter().take(usize::from(u8::MAX)) {
+            out.extend_from_slice(id);
+        }
         out.extend_from_slice(&self.nonce);
         out.extend_from_slice(&self.ephemeral);
     }
@@ -482,10 +493,12 @@ impl Message for ResumeHello {
         let versions = read_u16_list(&mut r, "versions")?;
         let suites = read_u16_list(&mut r, "suites")?;
         let client_id = read_client_id(&mut r)?;
+        let n = Reader::check_count("keyrings", usize::from(r.u8("keyrings")?), 1, MAX_OFFERED_KEYRINGS)?;
+        let keyrings = (0..n).map(|_| r.array("keyring id")).collect::<Result<_, _>>()?;
         let nonce = r.array("client nonce")?;
         let ephemeral = r.array("client ephemeral")?;
         r.finish("ResumeHello")?;
-        Ok(Self { versions, suites, client_id, nonce, ephemeral })
+        Ok(Self { versions, suites, client_id, keyrings, nonce, ephemeral })
     }
 }
 
@@ -496,6 +509,9 @@ pub struct ResumeChallenge {
     pub version: u16,
     /// The chosen MAC suite.
     pub suite: u16,
+    /// Whether the gateway asks the client to rotate its keyring in this resume (on the
+    /// wire one byte, `0x00` or `0x01`; any other value is malformed).
+    pub rotate: bool,
     /// The gateway's nonce.
     pub nonce: [u8; NONCE_LEN],
     /// The gateway's ephemeral X25519 share.
@@ -509,6 +525,7 @@ impl Message for ResumeChallenge {
     fn encode_signed_part(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.version.to_be_bytes());
         out.extend_from_slice(&self.suite.to_be_bytes());
+        out.push(u8::from(self.rotate));
         out.extend_from_slice(&self.nonce);
         out.extend_from_slice(&self.ephemeral);
     }
@@ -519,11 +536,16 @@ impl Message for ResumeChallenge {
         let mut r = Reader::new(body);
         let version = r.u16("version")?;
         let suite = r.u16("suite")?;
+        let rotate = match r.u8("rotate")? {
+            0 => false,
+            1 => true,
+            _ => return Err(DecodeError::InvalidValue { field: "rotate" }),
+        };
         let nonce = r.array("server nonce")?;
         let ephemeral = r.array("server ephemeral")?;
         let mac = r.array("resume challenge mac")?;
         r.finish("ResumeChallenge")?;
-        Ok(Self { version, suite, nonce, ephemeral, mac })
+        Ok(Self { version, suite, rotate, nonce, ephemeral, mac })
     }
 }
 

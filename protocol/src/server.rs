@@ -14,8 +14,9 @@
 //!           -ClientAuth-> AwaitAdmission -admitted-> AwaitRedeem -redeemed-> ExpectClientFinished
 //!           -ClientFinished-> AwaitConfirm -confirmed-> Established
 //! resume: ExpectHello -ResumeHello-> AwaitKeyring -keyring-> ExpectResumeFinished
-//!           -ResumeFinished-> [AwaitTicket, if it carried a request] -> [AwaitConfirm, if unconfirmed]
-//!           -> Established
+//!           -ResumeFinished-> [AwaitTicket, if it carried a request]
+//!           -> [AwaitRotation, if it rotates | AwaitConfirm, if unconfirmed] -> Established
+//!         (a retired keyring: -ResumeFinished-> AwaitCloneRecord -recorded-> failed, RetiredKeyring)
 //! any error -> failed (its alert, then Output::Failed; the error is returned on every later call)
 //! ```
 //!
@@ -47,8 +48,10 @@ use crate::messages::{
 };
 use crate::pin::Pin;
 use crate::storage::{
-    ConfirmRefusal, KeyringRecord, RedeemRefusal, RedeemRequest, Redemption, StorageAnswer, StorageRequest,
+    ConfirmRefusal, KeyringRecord, KeyringStanding, MAX_RETIRED_KEYRINGS, RedeemRefusal, RedeemRequest, Redemption,
+    RotateRequest, RotationPolicy, StorageAnswer, StorageRequest,
 };
+use crate::keys::KeyringId;
 use crate::suite::{MacSuite, SUPPORTED_VERSIONS, choose};
 use crate::token::{TokenId, TokenRecord};
 use crate::transcript::{ChannelBinding, Transcript};
@@ -60,14 +63,34 @@ pub struct ServerConfig {
     pin: Pin,
     suites: Vec<MacSuite>,
     max_unnamed_challenges: usize,
+    rotation: RotationPolicy,
 }
 
 impl ServerConfig {
     /// Defaults: every suite (BLAKE3 preferred), up to 16 challenges in the
-    /// unnamed-token flow.
+    /// unnamed-token flow, keyrings rotated only when the operator asks
+    /// ([`KeyringRecord::rotation_requested`]).
     pub fn new(identity: ServerIdentity) -> Self {
         let pin = identity.pin();
-        Self { identity, pin, suites: MacSuite::ALL.to_vec(), max_unnamed_challenges: MAX_CHALLENGES }
+        Self {
+            identity,
+            pin,
+            suites: MacSuite::ALL.to_vec(),
+            max_unnamed_challenges: MAX_CHALLENGES,
+            rotation: RotationPolicy::default(),
+        }
+    }
+
+    /// When a resume rotates the client's keyring (`spec/PROTOCOL.md` §8.5): besides an
+    /// operator's request, once the keyring is `policy.max_age` seconds old.
+    pub fn with_rotation(mut self, policy: RotationPolicy) -> Self {
+        self.rotation = policy;
+        self
+    }
+
+    /// The rotation policy.
+    pub fn rotation(&self) -> RotationPolicy {
+        self.rotation
     }
 
     /// The MAC suites to accept, most preferred first (an empty list accepts none).
@@ -183,6 +206,7 @@ pub struct VerifiedClient {
     labels: BTreeMap<String, String>,
     attested: Option<AttestedIdentity>,
     resumed: bool,
+    rotated: bool,
 }
 
 impl VerifiedClient {
@@ -208,6 +232,11 @@ impl VerifiedClient {
     /// Whether this session came from a resume rather than a join.
     pub fn resumed(&self) -> bool {
         self.resumed
+    }
+    /// Whether this resume rotated the client's keyring (the store now holds the new
+    /// one, and the old one is retired).
+    pub fn rotated(&self) -> bool {
+        self.rotated
     }
 }
 
@@ -272,15 +301,25 @@ struct ExpectClientFinished {
 struct AwaitKeyring {
     transcript: Transcript,
     client_id: ClientId,
+    offered: Vec<KeyringId>,
     negotiated: Negotiated,
     dh: zeroize::Zeroizing<[u8; 32]>,
+}
+
+/// The keyring a resume runs with, if the client offered one the record holds.
+#[derive(Debug)]
+struct Selected {
+    record: KeyringRecord,
+    id: KeyringId,
+    standing: KeyringStanding,
+    rotate: bool,
 }
 
 #[derive(Debug)]
 struct ExpectResumeFinished {
     transcript: Transcript,
     secrets: ResumeSecrets,
-    record: Option<KeyringRecord>,
+    selected: Option<Selected>,
     suite: MacSuite,
 }
 
@@ -290,9 +329,13 @@ struct AwaitTicket {
     transcript: Transcript,
     secrets: ResumeSecrets,
     peer: VerifiedClient,
-    record: KeyringRecord,
+    selected: Selected,
     suite: MacSuite,
 }
+
+/// A resume proved a retired keyring; the clone suspicion is being recorded.
+#[derive(Debug)]
+struct AwaitCloneRecord;
 
 #[derive(Debug)]
 struct AwaitConfirm {
@@ -319,6 +362,8 @@ enum State {
     AwaitKeyring(AwaitKeyring),
     ExpectResumeFinished(ExpectResumeFinished),
     AwaitTicket(AwaitTicket),
+    AwaitCloneRecord(AwaitCloneRecord),
+    AwaitRotation(AwaitConfirm),
     AwaitConfirm(AwaitConfirm),
     Established(Established),
 }
@@ -335,6 +380,8 @@ impl HandshakeState for State {
             Self::AwaitKeyring(_) => "AwaitKeyring",
             Self::ExpectResumeFinished(_) => "ExpectResumeFinished",
             Self::AwaitTicket(_) => "AwaitTicket",
+            Self::AwaitCloneRecord(_) => "AwaitCloneRecord",
+            Self::AwaitRotation(_) => "AwaitRotation",
             Self::AwaitConfirm(_) => "AwaitConfirm",
             Self::Established(_) => "Established",
         }
@@ -351,6 +398,8 @@ impl HandshakeState for State {
             | Self::AwaitRedeem(_)
             | Self::AwaitKeyring(_)
             | Self::AwaitTicket(_)
+            | Self::AwaitCloneRecord(_)
+            | Self::AwaitRotation(_)
             | Self::AwaitConfirm(_)
             | Self::Established(_) => None,
         }
@@ -367,8 +416,15 @@ impl State {
                 | (Self::AwaitRedeem(_), StorageAnswer::Redeemed(_))
                 | (Self::AwaitKeyring(_), StorageAnswer::Keyring(_))
                 | (Self::AwaitConfirm(_), StorageAnswer::Confirmed(_))
+                | (Self::AwaitRotation(_), StorageAnswer::Rotated(_))
+                | (Self::AwaitCloneRecord(_), StorageAnswer::CloneRecorded(_))
                 | (
-                    Self::AwaitTokens(_) | Self::AwaitRedeem(_) | Self::AwaitKeyring(_) | Self::AwaitConfirm(_),
+                    Self::AwaitTokens(_)
+                        | Self::AwaitRedeem(_)
+                        | Self::AwaitKeyring(_)
+                        | Self::AwaitConfirm(_)
+                        | Self::AwaitRotation(_)
+                        | Self::AwaitCloneRecord(_),
                     StorageAnswer::Failed
                 )
         )
@@ -388,7 +444,7 @@ struct Context {
     /// Records a failed resume held, dropped with the [`Server`] rather than on the
     /// failure path: freeing a record (its size depends on its labels) before the alert
     /// is out would time a known client apart from a decoy.
-    retired: Option<KeyringRecord>,
+    held: Option<KeyringRecord>,
     /// The TLS session this handshake is bound to, if it runs inside one (§6.1).
     binding: Option<ChannelBinding>,
 }
@@ -424,7 +480,7 @@ impl Server {
         };
         Self {
             machine: Machine::new(State::ExpectHello, None),
-            context: Context { config: config.into(), now: 0, nonce, ephemeral, decoy, retired: None, binding },
+            context: Context { config: config.into(), now: 0, nonce, ephemeral, decoy, held: None, binding },
         }
     }
 
@@ -471,6 +527,9 @@ impl Server {
                 (State::AwaitRedeem(s), StorageAnswer::Redeemed(outcome)) => on_redeemed(s, outcome, outbox),
                 (State::AwaitKeyring(s), StorageAnswer::Keyring(record)) => context.on_keyring(s, record, outbox),
                 (State::AwaitConfirm(s), StorageAnswer::Confirmed(outcome)) => on_confirmed(s, outcome, outbox),
+                (State::AwaitRotation(s), StorageAnswer::Rotated(outcome)) => on_rotated(s, outcome, outbox),
+                // Recorded or not (the record may be gone meanwhile), the resume is refused.
+                (State::AwaitCloneRecord(_), StorageAnswer::CloneRecorded(_)) => Err(Refusal::RetiredKeyring.into()),
                 // Unreachable: `awaits` admitted only the pairs above.
                 (state, _) => Ok(state),
             },
@@ -540,7 +599,7 @@ impl Server {
                 State::AwaitTicket(_) if ticket.len() > MAX_TICKET => {
                     Err(LocalFailure::TicketTooLong { len: ticket.len() }.into())
                 }
-                State::AwaitTicket(s) => Ok(on_ticket(s, ticket, outbox)),
+                State::AwaitTicket(s) => Ok(on_ticket(s, ticket, self.context.now, outbox)),
                 // Unreachable: `pending` admitted only AwaitTicket.
                 state => Ok(state),
             },
@@ -728,6 +787,7 @@ impl Context {
             labels: record.labels.clone(),
             attested: None,
             resumed: false,
+            rotated: false,
         };
         outbox.request(ServerRequest::Admit(AdmissionRequest {
             client_id,
@@ -753,8 +813,9 @@ impl Context {
         let dh = self.ephemeral.agree(&hello.ephemeral)?;
         let mut transcript = Transcript::start(self.binding.as_ref());
         transcript.add_frame(&frame.bytes);
+        let offered = hello.keyrings.iter().map(|id| KeyringId(*id)).collect();
         outbox.request(ServerRequest::Storage(StorageRequest::LookupKeyring { client_id: client_id.clone() }));
-        Ok(State::AwaitKeyring(AwaitKeyring { transcript, client_id, negotiated, dh }))
+        Ok(State::AwaitKeyring(AwaitKeyring { transcript, client_id, offered, negotiated, dh }))
     }
 
     fn on_keyring(
@@ -763,13 +824,34 @@ impl Context {
         record: Option<KeyringRecord>,
         outbox: &mut ServerOutbox,
     ) -> Result<State, Error> {
-        // An unknown client gets a challenge made with a random keyring through the
-        // same code path: it cannot tell it from a real one.
+        // A client that is unknown, or offers no keyring its record holds, gets a
+        // challenge made with a random keyring through the same code path: it cannot
+        // tell it from a real one.
         let record = record.filter(|r| r.client_id == s.client_id);
-        let keyring = record.as_ref().map_or(&self.decoy, |r| &r.keyring);
+        let choice = record.as_ref().and_then(|r| r.select(&s.offered)).map(|(k, standing)| (k.clone(), standing));
+        // `select` fingerprints every keyring of the record; a decoy fingerprints as many
+        // as the fullest record holds, so the choice costs the same for every client id.
+        let done = record.as_ref().map_or(0, |r| r.retired.len().saturating_add(1));
+        for _ in done..=MAX_RETIRED_KEYRINGS {
+            core::hint::black_box(self.decoy.id());
+        }
+        let selected = match (record, choice) {
+            (Some(record), Some((keyring, standing))) => {
+                let rotate =
+                    standing == KeyringStanding::Current && self.config.rotation.wants_rotation(&record, self.now);
+                Some((Selected { id: keyring.id(), record, standing, rotate }, keyring))
+            }
+            // Kept until the Server drops, as for a failed resume (see `Context::held`).
+            (record, _) => {
+                self.held = record;
+                None
+            }
+        };
+        let keyring = selected.as_ref().map_or(&self.decoy, |(_, k)| k);
         let mut challenge = ResumeChallenge {
             version: s.negotiated.version,
             suite: s.negotiated.suite.code(),
+            rotate: selected.as_ref().is_some_and(|(sel, _)| sel.rotate),
             nonce: self.nonce,
             ephemeral: self.ephemeral.public(),
             mac: [0; 32],
@@ -777,11 +859,12 @@ impl Context {
         let th = s.transcript.hash_partial(FrameType::ResumeChallenge as u8, &challenge.signed_part());
         let secrets = resume_secrets(&s.dh, keyring, &th, &s.client_id, &self.config.pin);
         challenge.mac = finished_mac(&secrets.server_finished, &th);
+        let selected = selected.map(|(sel, _)| sel);
         let frame = challenge.to_frame();
         let mut transcript = s.transcript;
         transcript.add_frame(&frame);
         outbox.transmit(frame);
-        Ok(State::ExpectResumeFinished(ExpectResumeFinished { transcript, secrets, record, suite: s.negotiated.suite }))
+        Ok(State::ExpectResumeFinished(ExpectResumeFinished { transcript, secrets, selected, suite: s.negotiated.suite }))
     }
 
     fn on_resume_finished(
@@ -793,65 +876,85 @@ impl Context {
     ) -> Result<State, Error> {
         let th = s.transcript.hash_partial(FrameType::ResumeFinished as u8, &m.signed_part());
         let valid = verify_finished(&s.secrets.client_finished, &th, &m.mac);
-        let record = match (s.record, valid) {
-            (Some(record), true) => record,
+        let selected = match (s.selected, valid) {
+            (Some(selected), true) => selected,
             // Known or not, a failure does the same work until the alert is out: the
             // record is kept for later, and both tell the peer `BadProof`.
-            (record, _) => {
-                let known = record.is_some();
-                self.retired = record;
+            (selected, _) => {
+                let known = selected.is_some();
+                self.held = selected.map(|sel| sel.record);
                 return Err(if known { PeerMisbehaved::BadClientProof.into() } else { Refusal::UnknownClient.into() });
             }
         };
+        if selected.standing == KeyringStanding::Retired {
+            // The proof is genuine: this holder has a keyring the client rotated away
+            // from, which a legitimate agent never keeps. Recorded, then refused.
+            outbox.request(ServerRequest::Storage(StorageRequest::RecordClone {
+                client_id: selected.record.client_id.clone(),
+                keyring_id: selected.id,
+                now: self.now,
+            }));
+            self.held = Some(selected.record);
+            return Ok(State::AwaitCloneRecord(AwaitCloneRecord));
+        }
+        let record = &selected.record;
         let peer = VerifiedClient {
             client_id: record.client_id.clone(),
             token_id: record.token_id,
             labels: record.labels.clone(),
-            // Attested at the join that created this keyring.
+            // Attested at the join that created this keyring (a rotation keeps it).
             attested: record.attested.clone(),
             resumed: true,
+            rotated: selected.rotate,
         };
         let mut transcript = s.transcript;
         transcript.add_frame(&frame.bytes);
         if !m.request.is_empty() {
             outbox.request(ServerRequest::Ticket(TicketRequest { client: peer.clone(), request: m.request }));
-            return Ok(State::AwaitTicket(AwaitTicket {
-                transcript,
-                secrets: s.secrets,
-                peer,
-                record,
-                suite: s.suite,
-            }));
+            return Ok(State::AwaitTicket(AwaitTicket { transcript, secrets: s.secrets, peer, selected, suite: s.suite }));
         }
-        Ok(resumed(&record, s.secrets.session.clone(), peer, s.suite, outbox))
+        Ok(resumed(&selected, &s.secrets, peer, s.suite, self.now, outbox))
     }
 }
 
-/// A verified resume: established at once, or once its unconfirmed keyring is confirmed.
+/// A verified resume with the client's current keyring: established at once, or once
+/// its rotation is committed or its unconfirmed keyring confirmed.
 fn resumed(
-    record: &KeyringRecord,
-    session: SessionKeys,
+    selected: &Selected,
+    secrets: &ResumeSecrets,
     peer: VerifiedClient,
     suite: MacSuite,
+    now: UnixTime,
     outbox: &mut ServerOutbox,
 ) -> State {
+    let session = secrets.session.clone();
+    let record = &selected.record;
+    if selected.rotate {
+        outbox.request(ServerRequest::Storage(StorageRequest::RotateKeyring(RotateRequest {
+            client_id: record.client_id.clone(),
+            from: selected.id,
+            to: secrets.rotated.clone(),
+            now,
+        })));
+        return State::AwaitRotation(AwaitConfirm { session, peer, suite });
+    }
     if record.confirmed {
         outbox.established(peer.clone());
         return State::Established(Established { session, peer, suite });
     }
     outbox.request(ServerRequest::Storage(StorageRequest::ConfirmKeyring {
         client_id: record.client_id.clone(),
-        keyring_id: record.keyring.id(),
+        keyring_id: selected.id,
     }));
     State::AwaitConfirm(AwaitConfirm { session, peer, suite })
 }
 
-fn on_ticket(s: AwaitTicket, ticket: Vec<u8>, outbox: &mut ServerOutbox) -> State {
+fn on_ticket(s: AwaitTicket, ticket: Vec<u8>, now: UnixTime, outbox: &mut ServerOutbox) -> State {
     let mut answer = ResumeTicket { ticket, mac: [0; 32] };
     let th = s.transcript.hash_partial(FrameType::ResumeTicket as u8, &answer.signed_part());
     answer.mac = finished_mac(&s.secrets.ticket, &th);
     outbox.transmit(answer.to_frame());
-    resumed(&s.record, s.secrets.session.clone(), s.peer, s.suite, outbox)
+    resumed(&s.selected, &s.secrets, s.peer, s.suite, now, outbox)
 }
 
 fn on_redeemed(
@@ -897,6 +1000,17 @@ fn on_confirmed(
     outcome.map_err(|refusal| match refusal {
         ConfirmRefusal::Missing => Error::from(Refusal::UnknownClient),
         ConfirmRefusal::Replaced => Error::from(Refusal::ClientIdTaken),
+    })?;
+    outbox.established(s.peer.clone());
+    Ok(State::Established(Established { session: s.session, peer: s.peer, suite: s.suite }))
+}
+
+fn on_rotated(s: AwaitConfirm, outcome: Result<(), ConfirmRefusal>, outbox: &mut ServerOutbox) -> Result<State, Error> {
+    outcome.map_err(|refusal| match refusal {
+        ConfirmRefusal::Missing => Error::from(Refusal::UnknownClient),
+        // Another resume with the same keyring rotated it first: the keyring this one
+        // proved is retired now.
+        ConfirmRefusal::Replaced => Error::from(Refusal::RetiredKeyring),
     })?;
     outbox.established(s.peer.clone());
     Ok(State::Established(Established { session: s.session, peer: s.peer, suite: s.suite }))

@@ -9,7 +9,9 @@
 //! [`execute`] returns `Ok` and rolls it back otherwise. That is what makes redemption
 //! atomic (N racing joins on a one-use token: exactly one wins) and retries charge-once
 //! (an unconfirmed keyring from the same token is replaced without charging the token
-//! again), in every store alike.
+//! again), in every store alike. Rotation ([`decide_rotation`]) and clone suspicion
+//! ([`decide_clone`]) are decided the same way, so every store keeps the same
+//! keyring history.
 //!
 //! Stores hold only records: the join ticket and the verdict on a client's evidence are
 //! the gateway application's (see [`crate::server::ServerRequest::Admit`]).
@@ -59,13 +61,28 @@ pub enum StorageRequest {
         /// The keyring the handshake derived.
         keyring_id: KeyringId,
     },
+    /// Replace a client's current keyring by the one a rotating resume derived, if the
+    /// current one is still `from`, retiring `from`. Answer with
+    /// [`StorageAnswer::Rotated`], computed by [`decide_rotation`].
+    RotateKeyring(RotateRequest),
+    /// A resume proved a keyring the client has rotated away from: record a clone
+    /// suspicion for the client id. Answer with [`StorageAnswer::CloneRecorded`],
+    /// computed by [`decide_clone`].
+    RecordClone {
+        /// The client id.
+        client_id: ClientId,
+        /// The retired keyring the resume proved.
+        keyring_id: KeyringId,
+        /// The current time.
+        now: UnixTime,
+    },
 }
 
 impl StorageRequest {
     /// Whether carrying the request out may write (a store opens a write transaction
     /// for these and a read transaction for the others).
     pub fn writes(&self) -> bool {
-        matches!(self, Self::Redeem(_) | Self::ConfirmKeyring { .. })
+        matches!(self, Self::Redeem(_) | Self::ConfirmKeyring { .. } | Self::RotateKeyring(_) | Self::RecordClone { .. })
     }
 
     /// The request's name, for logs and misuse errors.
@@ -76,6 +93,8 @@ impl StorageRequest {
             Self::Redeem(_) => "Redeem",
             Self::LookupKeyring { .. } => "LookupKeyring",
             Self::ConfirmKeyring { .. } => "ConfirmKeyring",
+            Self::RotateKeyring(_) => "RotateKeyring",
+            Self::RecordClone { .. } => "RecordClone",
         }
     }
 }
@@ -94,6 +113,38 @@ pub struct RedeemRequest {
     /// The identity the gateway's application attested at this join, if any: kept with
     /// the keyring, so every resume with it carries it too.
     pub attested: Option<AttestedIdentity>,
+}
+
+/// The parameters of a rotation's commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotateRequest {
+    /// The client id.
+    pub client_id: ClientId,
+    /// The keyring the resume proved (the current one when the resume read the record).
+    pub from: KeyringId,
+    /// The keyring the resume derived to replace it.
+    pub to: Keyring,
+    /// The current time.
+    pub now: UnixTime,
+}
+
+/// Most retired keyrings a record keeps for clone detection; a resume with an older
+/// one is treated like one with an unknown keyring (a decoy), and detects nothing.
+pub const MAX_RETIRED_KEYRINGS: usize = 4;
+
+/// Evidence that a client's keyring was copied: resumes that proved a keyring the
+/// client had rotated away from. A legitimate agent only ever holds the newest keyring
+/// it confirmed, so one of the holders is a clone (which one, the operator decides).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CloneSuspicion {
+    /// The first such resume.
+    pub first_at: UnixTime,
+    /// The latest such resume.
+    pub last_at: UnixTime,
+    /// How many there were.
+    pub count: u64,
+    /// The retired keyring the latest one proved.
+    pub keyring_id: KeyringId,
 }
 
 /// A gateway's stored keyring for one client.
@@ -115,6 +166,70 @@ pub struct KeyringRecord {
     /// records written before attestation existed: read as none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attested: Option<AttestedIdentity>,
+    /// The keyrings the client rotated away from, oldest first (at most
+    /// [`MAX_RETIRED_KEYRINGS`]). No resume with one succeeds; one that proves it
+    /// records a clone suspicion.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<Keyring>,
+    /// When a rotation made the current keyring (`None`: it is the join's, from
+    /// `created_at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_at: Option<UnixTime>,
+    /// The operator asked for the keyring to be rotated at the client's next resume.
+    #[serde(default, skip_serializing_if = "core::ops::Not::not")]
+    pub rotation_requested: bool,
+    /// Resumes with a retired keyring, if there were any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone_suspected: Option<CloneSuspicion>,
+}
+
+impl KeyringRecord {
+    /// Since when the current keyring has been in use: its rotation, or the join.
+    pub fn keyring_since(&self) -> UnixTime {
+        self.rotated_at.unwrap_or(self.created_at)
+    }
+
+    /// Which of the keyrings a resume offers (by fingerprint) the gateway uses: the
+    /// current one if it is offered, else a retired one that is (the resume of a
+    /// clone, refused once its proof verifies), else none (the resume gets a decoy).
+    ///
+    /// Every keyring of the record is fingerprinted, whatever matches, so the choice
+    /// costs the same for each offer (see [`crate::server`] on the decoy).
+    pub fn select(&self, offered: &[KeyringId]) -> Option<(&Keyring, KeyringStanding)> {
+        let current = offered.contains(&self.keyring.id()).then_some((&self.keyring, KeyringStanding::Current));
+        let mut retired = None;
+        for k in self.retired.iter().rev() {
+            if offered.contains(&k.id()) && retired.is_none() {
+                retired = Some((k, KeyringStanding::Retired));
+            }
+        }
+        current.or(retired)
+    }
+}
+
+/// Where a keyring a resume offered stands in the client's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyringStanding {
+    /// The client's current keyring.
+    Current,
+    /// A keyring the client rotated away from.
+    Retired,
+}
+
+/// When the gateway asks a resuming client to rotate its keyring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RotationPolicy {
+    /// Rotate a keyring once it is this many seconds old (`None`: never by age).
+    pub max_age: Option<u64>,
+}
+
+impl RotationPolicy {
+    /// Whether a resume with `record`'s current keyring at `now` rotates it: only a
+    /// confirmed keyring, when the operator asked for it or it reached the policy's age.
+    pub fn wants_rotation(&self, record: &KeyringRecord, now: UnixTime) -> bool {
+        let aged = self.max_age.is_some_and(|age| now >= record.keyring_since().saturating_add(age));
+        record.confirmed && (record.rotation_requested || aged)
+    }
 }
 
 /// A successful redemption.
@@ -156,7 +271,8 @@ impl fmt::Display for RedeemRefusal {
 pub enum ConfirmRefusal {
     /// No keyring for the client id any more (revoked).
     Missing,
-    /// The stored keyring is not the one the handshake derived (a later join replaced it).
+    /// The stored keyring is not the one the handshake derived (a later join replaced it,
+    /// or, for a rotation, another resume rotated it first).
     Replaced,
 }
 
@@ -171,6 +287,11 @@ pub enum StorageAnswer {
     Keyring(Option<KeyringRecord>),
     /// The outcome of [`StorageRequest::ConfirmKeyring`].
     Confirmed(Result<(), ConfirmRefusal>),
+    /// The outcome of [`StorageRequest::RotateKeyring`].
+    Rotated(Result<(), ConfirmRefusal>),
+    /// [`StorageRequest::RecordClone`] is done (whether it found the keyring retired:
+    /// `false` if the record is gone or no longer lists it).
+    CloneRecorded(bool),
     /// The store failed; the handshake aborts with an internal alert. Any pending
     /// request may be answered with it.
     Failed,
@@ -184,6 +305,8 @@ impl StorageAnswer {
             Self::Redeemed(_) => "StorageAnswer::Redeemed",
             Self::Keyring(_) => "StorageAnswer::Keyring",
             Self::Confirmed(_) => "StorageAnswer::Confirmed",
+            Self::Rotated(_) => "StorageAnswer::Rotated",
+            Self::CloneRecorded(_) => "StorageAnswer::CloneRecorded",
             Self::Failed => "StorageAnswer::Failed",
         }
     }
@@ -304,6 +427,26 @@ pub fn execute<T: StoreTransaction + ?Sized>(txn: &mut T, request: &StorageReque
             }
             StorageAnswer::Confirmed(outcome)
         }
+        StorageRequest::RotateKeyring(req) => {
+            let existing = txn.keyring(&req.client_id)?;
+            match decide_rotation(existing, req) {
+                Ok(record) => {
+                    txn.put_keyring(&record)?;
+                    StorageAnswer::Rotated(Ok(()))
+                }
+                Err(refusal) => StorageAnswer::Rotated(Err(refusal)),
+            }
+        }
+        StorageRequest::RecordClone { client_id, keyring_id, now } => {
+            let existing = txn.keyring(client_id)?;
+            match decide_clone(existing, keyring_id, *now) {
+                Some(record) => {
+                    txn.put_keyring(&record)?;
+                    StorageAnswer::CloneRecorded(true)
+                }
+                None => StorageAnswer::CloneRecorded(false),
+            }
+        }
     })
 }
 
@@ -409,6 +552,10 @@ pub fn decide_redemption(
             confirmed: false,
             created_at: request.now,
             attested: request.attested.clone(),
+            retired: Vec::new(),
+            rotated_at: None,
+            rotation_requested: false,
+            clone_suspected: None,
         },
     })
 }
@@ -426,6 +573,48 @@ pub fn decide_confirmation(existing: Option<&KeyringRecord>, keyring_id: &Keyrin
         Some(record) if record.keyring.id() != *keyring_id => Err(ConfirmRefusal::Replaced),
         Some(_) => Ok(()),
     }
+}
+
+/// The rotation rule: the keyring a rotating resume derived replaces the current one
+/// only if that is still the one the resume proved; the old one is retired (the oldest
+/// retired ones beyond [`MAX_RETIRED_KEYRINGS`] are forgotten), the new one is confirmed
+/// (the client persisted it before its proof, which the gateway verified), and a
+/// pending operator request is done. Returns the record to write.
+///
+/// # Errors
+///
+/// [`ConfirmRefusal::Missing`] if the client has no keyring record (revoked meanwhile),
+/// [`ConfirmRefusal::Replaced`] if its current keyring is no longer `request.from`
+/// (another resume rotated it first, or a rejoin replaced it).
+pub fn decide_rotation(existing: Option<KeyringRecord>, request: &RotateRequest) -> Result<KeyringRecord, ConfirmRefusal> {
+    let mut record = existing.ok_or(ConfirmRefusal::Missing)?;
+    if record.keyring.id() != request.from {
+        return Err(ConfirmRefusal::Replaced);
+    }
+    let old = core::mem::replace(&mut record.keyring, request.to.clone());
+    record.retired.push(old);
+    let excess = record.retired.len().saturating_sub(MAX_RETIRED_KEYRINGS);
+    record.retired.drain(..excess);
+    record.confirmed = true;
+    record.rotated_at = Some(request.now);
+    record.rotation_requested = false;
+    Ok(record)
+}
+
+/// The clone rule: a resume that proved `keyring_id`, one of the client's retired
+/// keyrings, adds to the record's clone suspicion. Returns the record to write, or
+/// `None` (nothing to write) if the record is gone or does not list the keyring as
+/// retired.
+pub fn decide_clone(existing: Option<KeyringRecord>, keyring_id: &KeyringId, now: UnixTime) -> Option<KeyringRecord> {
+    let mut record = existing?;
+    if !record.retired.iter().any(|k| k.id() == *keyring_id) {
+        return None;
+    }
+    record.clone_suspected = Some(match record.clone_suspected.take() {
+        Some(s) => CloneSuspicion { last_at: now, count: s.count.saturating_add(1), keyring_id: *keyring_id, ..s },
+        None => CloneSuspicion { first_at: now, last_at: now, count: 1, keyring_id: *keyring_id },
+    });
+    Some(record)
 }
 
 #[cfg(test)]
@@ -482,5 +671,75 @@ mod tests {
         assert_eq!(decide_confirmation(Some(&d.record), &keyring(1).id()), Ok(()));
         assert_eq!(decide_confirmation(Some(&d.record), &keyring(2).id()), Err(ConfirmRefusal::Replaced));
         assert_eq!(decide_confirmation(None, &keyring(1).id()), Err(ConfirmRefusal::Missing));
+    }
+
+    fn confirmed_record() -> KeyringRecord {
+        let token = TokenRecord::new("abcdef.0123456789abcdef".parse().unwrap(), None, 0);
+        let mut record = decide_redemption(Some(&token), None, &request(&token, 1)).unwrap().record;
+        record.confirmed = true;
+        record
+    }
+
+    fn rotate(record: &KeyringRecord, to: u8, now: UnixTime) -> Result<KeyringRecord, ConfirmRefusal> {
+        let req = RotateRequest {
+            client_id: record.client_id.clone(),
+            from: record.keyring.id(),
+            to: keyring(to),
+            now,
+        };
+        decide_rotation(Some(record.clone()), &req)
+    }
+
+    #[test]
+    fn rotation_retires_the_old_keyring_and_only_from_the_current_one() {
+        let mut record = confirmed_record();
+        record.rotation_requested = true;
+        let rotated = rotate(&record, 2, 50).unwrap();
+        assert_eq!(rotated.keyring, keyring(2));
+        assert_eq!(rotated.retired, [keyring(1)]);
+        assert_eq!((rotated.rotated_at, rotated.keyring_since(), rotated.rotation_requested), (Some(50), 50, false));
+        // A second resume that proved the old keyring lost the race: nothing written.
+        let late = RotateRequest { client_id: record.client_id.clone(), from: keyring(1).id(), to: keyring(3), now: 51 };
+        assert_eq!(decide_rotation(Some(rotated.clone()), &late), Err(ConfirmRefusal::Replaced));
+        assert_eq!(decide_rotation(None, &late), Err(ConfirmRefusal::Missing));
+        // The selection: current first, retired next, else nothing (a decoy).
+        assert_eq!(rotated.select(&[keyring(2).id()]).map(|(_, s)| s), Some(KeyringStanding::Current));
+        assert_eq!(rotated.select(&[keyring(1).id()]).map(|(_, s)| s), Some(KeyringStanding::Retired));
+        assert_eq!(rotated.select(&[keyring(9).id(), keyring(2).id()]).map(|(_, s)| s), Some(KeyringStanding::Current));
+        assert!(rotated.select(&[keyring(9).id()]).is_none());
+        // The history is bounded: the oldest retired keyrings are forgotten.
+        let mut r = rotated;
+        for (i, b) in (3..=8).enumerate() {
+            r = rotate(&r, b, 60 + i as u64).unwrap();
+        }
+        assert_eq!(r.retired, [keyring(4), keyring(5), keyring(6), keyring(7)]);
+        assert!(r.select(&[keyring(1).id()]).is_none());
+    }
+
+    #[test]
+    fn clone_suspicion_needs_a_retired_keyring() {
+        let rotated = rotate(&confirmed_record(), 2, 50).unwrap();
+        assert!(decide_clone(Some(rotated.clone()), &keyring(2).id(), 60).is_none(), "the current keyring is no clone");
+        assert!(decide_clone(None, &keyring(1).id(), 60).is_none());
+        let once = decide_clone(Some(rotated), &keyring(1).id(), 60).unwrap();
+        let twice = decide_clone(Some(once), &keyring(1).id(), 70).unwrap();
+        assert_eq!(
+            twice.clone_suspected,
+            Some(CloneSuspicion { first_at: 60, last_at: 70, count: 2, keyring_id: keyring(1).id() })
+        );
+    }
+
+    #[test]
+    fn rotation_policy() {
+        let mut record = confirmed_record();
+        let never = RotationPolicy::default();
+        let daily = RotationPolicy { max_age: Some(86_400) };
+        assert!(!never.wants_rotation(&record, u64::MAX));
+        assert!(!daily.wants_rotation(&record, 86_400));
+        assert!(daily.wants_rotation(&record, 86_401));
+        record.rotation_requested = true;
+        assert!(never.wants_rotation(&record, 2));
+        record.confirmed = false;
+        assert!(!never.wants_rotation(&record, 2), "an unconfirmed keyring is confirmed, not rotated");
     }
 }

@@ -79,6 +79,12 @@ impl MemoryStore {
         self.lock().keyrings.remove(id).is_some()
     }
 
+    /// Asks for the client's keyring to be rotated at its next resume (the operator's
+    /// `clients rotate`). Returns whether the client exists.
+    pub fn request_rotation(&self, id: &ClientId) -> bool {
+        self.lock().keyrings.get_mut(id).map(|r| r.rotation_requested = true).is_some()
+    }
+
     /// A token record.
     pub fn token(&self, id: TokenId) -> Option<TokenRecord> {
         self.lock().tokens.get(&id).cloned()
@@ -249,6 +255,13 @@ impl World {
             seed,
             counter: Arc::new(Mutex::new(0)),
         }
+    }
+
+    /// The same world with the gateway rotating keyrings by `policy` (besides the
+    /// operator's requests).
+    pub fn with_rotation(mut self, policy: boarding::storage::RotationPolicy) -> Self {
+        self.config = Arc::new((*self.config).clone().with_rotation(policy));
+        self
     }
 
     /// A fresh deterministic RNG (each call gets the next stream of the seed).
@@ -542,6 +555,9 @@ impl Pair {
                         self.saved_ticket = Some(ticket);
                         self.on_persist(saved);
                     }
+                    // The pair's agent has one store and runs one resume at a time, so
+                    // the compare-and-swap always finds the state it started from.
+                    Output::Request(ClientRequest::PersistRotation { saved, .. }) => self.on_persist(saved),
                     Output::Established(info) => self.info = Some(info),
                     Output::Failed(e) => self.client_failure = Some(e),
                 }
