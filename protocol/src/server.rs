@@ -38,6 +38,7 @@ use crate::handshake::{HandshakeState, Machine, Outbox, Output};
 use crate::identity::{ClientId, ServerIdentity};
 use crate::inbound::Frame;
 use crate::jws::{challenge_header, check_hs256_detached, eddsa_detached};
+use crate::keys::KeyringId;
 use crate::keys::{
     EphemeralSecret, JoinSecrets, Keyring, ResumeSecrets, SessionKeys, SymmetricKey, finished_mac, join_secrets,
     resume_secrets, verify_finished,
@@ -51,7 +52,6 @@ use crate::storage::{
     ConfirmRefusal, KeyringRecord, KeyringStanding, MAX_RETIRED_KEYRINGS, RedeemRefusal, RedeemRequest, Redemption,
     RotateRequest, RotationPolicy, StorageAnswer, StorageRequest,
 };
-use crate::keys::KeyringId;
 use crate::suite::{MacSuite, SUPPORTED_VERSIONS, choose};
 use crate::token::{TokenId, TokenRecord};
 use crate::transcript::{ChannelBinding, Transcript};
@@ -337,6 +337,16 @@ struct AwaitTicket {
 #[derive(Debug)]
 struct AwaitCloneRecord;
 
+/// A verified rotating resume waits for its rotation to be committed.
+#[derive(Debug)]
+struct AwaitRotation {
+    from: KeyringId,
+    now: UnixTime,
+    session: SessionKeys,
+    peer: VerifiedClient,
+    suite: MacSuite,
+}
+
 #[derive(Debug)]
 struct AwaitConfirm {
     session: SessionKeys,
@@ -363,7 +373,7 @@ enum State {
     ExpectResumeFinished(ExpectResumeFinished),
     AwaitTicket(AwaitTicket),
     AwaitCloneRecord(AwaitCloneRecord),
-    AwaitRotation(AwaitConfirm),
+    AwaitRotation(AwaitRotation),
     AwaitConfirm(AwaitConfirm),
     Established(Established),
 }
@@ -528,8 +538,11 @@ impl Server {
                 (State::AwaitKeyring(s), StorageAnswer::Keyring(record)) => context.on_keyring(s, record, outbox),
                 (State::AwaitConfirm(s), StorageAnswer::Confirmed(outcome)) => on_confirmed(s, outcome, outbox),
                 (State::AwaitRotation(s), StorageAnswer::Rotated(outcome)) => on_rotated(s, outcome, outbox),
-                // Recorded or not (the record may be gone meanwhile), the resume is refused.
-                (State::AwaitCloneRecord(_), StorageAnswer::CloneRecorded(_)) => Err(Refusal::RetiredKeyring.into()),
+                // Refused either way: as a clone's if the keyring is retired, else (the
+                // record is gone, or a rejoin replaced it) as a keyring the gateway no
+                // longer holds.
+                (State::AwaitCloneRecord(_), StorageAnswer::CloneRecorded(true)) => Err(Refusal::RetiredKeyring.into()),
+                (State::AwaitCloneRecord(_), StorageAnswer::CloneRecorded(false)) => Err(Refusal::UnknownClient.into()),
                 // Unreachable: `awaits` admitted only the pairs above.
                 (state, _) => Ok(state),
             },
@@ -864,7 +877,12 @@ impl Context {
         let mut transcript = s.transcript;
         transcript.add_frame(&frame);
         outbox.transmit(frame);
-        Ok(State::ExpectResumeFinished(ExpectResumeFinished { transcript, secrets, selected, suite: s.negotiated.suite }))
+        Ok(State::ExpectResumeFinished(ExpectResumeFinished {
+            transcript,
+            secrets,
+            selected,
+            suite: s.negotiated.suite,
+        }))
     }
 
     fn on_resume_finished(
@@ -911,7 +929,13 @@ impl Context {
         transcript.add_frame(&frame.bytes);
         if !m.request.is_empty() {
             outbox.request(ServerRequest::Ticket(TicketRequest { client: peer.clone(), request: m.request }));
-            return Ok(State::AwaitTicket(AwaitTicket { transcript, secrets: s.secrets, peer, selected, suite: s.suite }));
+            return Ok(State::AwaitTicket(AwaitTicket {
+                transcript,
+                secrets: s.secrets,
+                peer,
+                selected,
+                suite: s.suite,
+            }));
         }
         Ok(resumed(&selected, &s.secrets, peer, s.suite, self.now, outbox))
     }
@@ -936,7 +960,7 @@ fn resumed(
             to: secrets.rotated.clone(),
             now,
         })));
-        return State::AwaitRotation(AwaitConfirm { session, peer, suite });
+        return State::AwaitRotation(AwaitRotation { from: selected.id, now, session, peer, suite });
     }
     if record.confirmed {
         outbox.established(peer.clone());
@@ -1005,13 +1029,27 @@ fn on_confirmed(
     Ok(State::Established(Established { session: s.session, peer: s.peer, suite: s.suite }))
 }
 
-fn on_rotated(s: AwaitConfirm, outcome: Result<(), ConfirmRefusal>, outbox: &mut ServerOutbox) -> Result<State, Error> {
-    outcome.map_err(|refusal| match refusal {
-        ConfirmRefusal::Missing => Error::from(Refusal::UnknownClient),
-        // Another resume with the same keyring rotated it first: the keyring this one
-        // proved is retired now.
-        ConfirmRefusal::Replaced => Error::from(Refusal::RetiredKeyring),
-    })?;
-    outbox.established(s.peer.clone());
-    Ok(State::Established(Established { session: s.session, peer: s.peer, suite: s.suite }))
+fn on_rotated(
+    s: AwaitRotation,
+    outcome: Result<(), ConfirmRefusal>,
+    outbox: &mut ServerOutbox,
+) -> Result<State, Error> {
+    match outcome {
+        Ok(()) => {
+            outbox.established(s.peer.clone());
+            Ok(State::Established(Established { session: s.session, peer: s.peer, suite: s.suite }))
+        }
+        Err(ConfirmRefusal::Missing) => Err(Refusal::UnknownClient.into()),
+        // Another resume with the same keyring rotated it first: two holders resumed
+        // with it at once. The keyring this one proved is retired now, so this is a
+        // clone's resume too (or a rejoin replaced the keyring, which the rule tells).
+        Err(ConfirmRefusal::Replaced) => {
+            outbox.request(ServerRequest::Storage(StorageRequest::RecordClone {
+                client_id: s.peer.client_id.clone(),
+                keyring_id: s.from,
+                now: s.now,
+            }));
+            Ok(State::AwaitCloneRecord(AwaitCloneRecord))
+        }
+    }
 }

@@ -65,6 +65,14 @@ pub enum StorageRequest {
     /// current one is still `from`, retiring `from`. Answer with
     /// [`StorageAnswer::Rotated`], computed by [`decide_rotation`].
     RotateKeyring(RotateRequest),
+    /// The operator asks for the client's keyring to be rotated at its next resume
+    /// (`boarding clients rotate`). Never yielded by the state machine: a store's admin
+    /// path carries it out through [`execute`] like the others. Answer with
+    /// [`StorageAnswer::RotationRequested`].
+    RequestRotation {
+        /// The client id.
+        client_id: ClientId,
+    },
     /// A resume proved a keyring the client has rotated away from: record a clone
     /// suspicion for the client id. Answer with [`StorageAnswer::CloneRecorded`],
     /// computed by [`decide_clone`].
@@ -82,7 +90,14 @@ impl StorageRequest {
     /// Whether carrying the request out may write (a store opens a write transaction
     /// for these and a read transaction for the others).
     pub fn writes(&self) -> bool {
-        matches!(self, Self::Redeem(_) | Self::ConfirmKeyring { .. } | Self::RotateKeyring(_) | Self::RecordClone { .. })
+        matches!(
+            self,
+            Self::Redeem(_)
+                | Self::ConfirmKeyring { .. }
+                | Self::RotateKeyring(_)
+                | Self::RecordClone { .. }
+                | Self::RequestRotation { .. }
+        )
     }
 
     /// The request's name, for logs and misuse errors.
@@ -95,6 +110,7 @@ impl StorageRequest {
             Self::ConfirmKeyring { .. } => "ConfirmKeyring",
             Self::RotateKeyring(_) => "RotateKeyring",
             Self::RecordClone { .. } => "RecordClone",
+            Self::RequestRotation { .. } => "RequestRotation",
         }
     }
 }
@@ -292,6 +308,8 @@ pub enum StorageAnswer {
     /// [`StorageRequest::RecordClone`] is done (whether it found the keyring retired:
     /// `false` if the record is gone or no longer lists it).
     CloneRecorded(bool),
+    /// [`StorageRequest::RequestRotation`] is done: whether the client exists.
+    RotationRequested(bool),
     /// The store failed; the handshake aborts with an internal alert. Any pending
     /// request may be answered with it.
     Failed,
@@ -307,6 +325,7 @@ impl StorageAnswer {
             Self::Confirmed(_) => "StorageAnswer::Confirmed",
             Self::Rotated(_) => "StorageAnswer::Rotated",
             Self::CloneRecorded(_) => "StorageAnswer::CloneRecorded",
+            Self::RotationRequested(_) => "StorageAnswer::RotationRequested",
             Self::Failed => "StorageAnswer::Failed",
         }
     }
@@ -447,6 +466,16 @@ pub fn execute<T: StoreTransaction + ?Sized>(txn: &mut T, request: &StorageReque
                 None => StorageAnswer::CloneRecorded(false),
             }
         }
+        StorageRequest::RequestRotation { client_id } => match txn.keyring(client_id)? {
+            Some(mut record) => {
+                if !record.rotation_requested {
+                    record.rotation_requested = true;
+                    txn.put_keyring(&record)?;
+                }
+                StorageAnswer::RotationRequested(true)
+            }
+            None => StorageAnswer::RotationRequested(false),
+        },
     })
 }
 
@@ -586,7 +615,10 @@ pub fn decide_confirmation(existing: Option<&KeyringRecord>, keyring_id: &Keyrin
 /// [`ConfirmRefusal::Missing`] if the client has no keyring record (revoked meanwhile),
 /// [`ConfirmRefusal::Replaced`] if its current keyring is no longer `request.from`
 /// (another resume rotated it first, or a rejoin replaced it).
-pub fn decide_rotation(existing: Option<KeyringRecord>, request: &RotateRequest) -> Result<KeyringRecord, ConfirmRefusal> {
+pub fn decide_rotation(
+    existing: Option<KeyringRecord>,
+    request: &RotateRequest,
+) -> Result<KeyringRecord, ConfirmRefusal> {
     let mut record = existing.ok_or(ConfirmRefusal::Missing)?;
     if record.keyring.id() != request.from {
         return Err(ConfirmRefusal::Replaced);
@@ -681,12 +713,8 @@ mod tests {
     }
 
     fn rotate(record: &KeyringRecord, to: u8, now: UnixTime) -> Result<KeyringRecord, ConfirmRefusal> {
-        let req = RotateRequest {
-            client_id: record.client_id.clone(),
-            from: record.keyring.id(),
-            to: keyring(to),
-            now,
-        };
+        let req =
+            RotateRequest { client_id: record.client_id.clone(), from: record.keyring.id(), to: keyring(to), now };
         decide_rotation(Some(record.clone()), &req)
     }
 
@@ -699,7 +727,8 @@ mod tests {
         assert_eq!(rotated.retired, [keyring(1)]);
         assert_eq!((rotated.rotated_at, rotated.keyring_since(), rotated.rotation_requested), (Some(50), 50, false));
         // A second resume that proved the old keyring lost the race: nothing written.
-        let late = RotateRequest { client_id: record.client_id.clone(), from: keyring(1).id(), to: keyring(3), now: 51 };
+        let late =
+            RotateRequest { client_id: record.client_id.clone(), from: keyring(1).id(), to: keyring(3), now: 51 };
         assert_eq!(decide_rotation(Some(rotated.clone()), &late), Err(ConfirmRefusal::Replaced));
         assert_eq!(decide_rotation(None, &late), Err(ConfirmRefusal::Missing));
         // The selection: current first, retired next, else nothing (a decoy).

@@ -51,6 +51,17 @@ pub enum CliError {
         /// The agent's client id.
         client: ClientId,
     },
+    /// The gateway refused the agent's keyring as one it rotated away from.
+    #[error(
+        "the gateway at {gateway} refused client {client}'s keyring as one it has rotated away from: another copy of \
+         this keyring resumed first, so a clone is suspected (the gateway recorded it; see `boarding clients list`)"
+    )]
+    CloneSuspected {
+        /// The gateway's address.
+        gateway: String,
+        /// The agent's client id.
+        client: ClientId,
+    },
     /// The gateway answered something this command did not expect.
     #[error("{0}")]
     Unexpected(String),
@@ -123,6 +134,10 @@ impl CliError {
             Self::ClientUnknown { .. } => {
                 Some("join again: `boarding agent join` with a new token and a fresh --data-dir")
             }
+            Self::CloneSuspected { .. } => Some(
+                "find where this node's --data-dir was copied (a backup, an image, another host); then on the gateway \
+                 `boarding clients revoke` this client, and join again with a new token and a fresh --data-dir",
+            ),
             _ => None,
         }
     }
@@ -135,7 +150,7 @@ impl CliError {
             Self::Etcd(e) => etcd_exit(e),
             Self::DataDir(_) => Exit::Local,
             Self::Usage(_) | Self::TokenInput(_) => Exit::Usage,
-            Self::ClientUnknown { .. } => Exit::Refused,
+            Self::ClientUnknown { .. } | Self::CloneSuspected { .. } => Exit::Refused,
             Self::NotFound(_) | Self::Conflict(_) | Self::Unexpected(_) | Self::Output(_) | Self::Io { .. } => {
                 Exit::Other
             }
@@ -160,7 +175,12 @@ fn driver_exit(e: &boarding_smol::Error) -> Exit {
         | E::Evicted
         | E::Truncated
         | E::Address { .. } => Exit::Unreachable,
-        E::PinMismatch { .. } | E::CertificateChain { .. } | E::Revoked | E::UnknownClient { .. } => Exit::Refused,
+        E::PinMismatch { .. }
+        | E::CertificateChain { .. }
+        | E::Revoked
+        | E::UnknownClient { .. }
+        | E::CloneSuspected { .. } => Exit::Refused,
+        E::RotationConflict { .. } | E::RotationUnstored { .. } => Exit::Local,
         E::Handshake { source, .. } => protocol_exit(source),
         E::Store(e) => store_exit(e),
         E::NotJoined { .. } | E::AdminSocket { .. } => Exit::Local,
@@ -254,7 +274,8 @@ fn protocol_exit(e: &boarding::Error) -> Exit {
             | Alert::AdmissionRefused
             | Alert::AttestationRefused
             | Alert::UnsupportedVersion
-            | Alert::BadIdentity => Exit::Refused,
+            | Alert::BadIdentity
+            | Alert::RetiredKeyring => Exit::Refused,
             Alert::Internal | Alert::Malformed | Alert::UnexpectedMessage => Exit::Other,
         },
         // The gateway's proofs failed, or its key matches no pin: this side refuses it.
@@ -324,6 +345,10 @@ fn agent_hint(e: &boarding::Error) -> Option<&'static str> {
                 "the gateway refused this node's attestation: check --attest-cert and --attest-key (a certificate \
                  issued by a CA the gateway's --attest-ca trusts, valid now, naming this --id if the gateway requires \
                  it); the gateway's log says which check failed"
+            }
+            Alert::RetiredKeyring => {
+                "another copy of this keyring rotated it first; revoke the client on the gateway and join again with \
+                 a new token and a fresh --data-dir"
             }
             Alert::Malformed | Alert::UnexpectedMessage | Alert::BadIdentity => "see the gateway's log for details",
         },

@@ -859,6 +859,9 @@ pub fn resume_error(e: boarding_smol::Error) -> CliError {
         boarding_smol::Error::UnknownClient { gateway, client_id } => {
             CliError::ClientUnknown { gateway, client: client_id }
         }
+        boarding_smol::Error::CloneSuspected { gateway, client_id } => {
+            CliError::CloneSuspected { gateway, client: client_id }
+        }
         e => e.into(),
     }
 }
@@ -889,16 +892,6 @@ pub fn services(args: &ServiceArgs) -> Result<Option<Services>> {
     Ok(Some(services))
 }
 
-/// The stored keyring, for a command that resumes.
-async fn saved_keyring(dir: &Path) -> Result<boarding::client::SavedKeyring> {
-    let store = existing_agent_store(dir)?;
-    let saved = store
-        .load_keyring()
-        .await?
-        .ok_or_else(|| boarding_smol::Error::NotJoined { location: store.path().display().to_string() })?;
-    Ok(saved)
-}
-
 /// `agent forward`: accept local connections on `listen` and forward each through a
 /// resumed session of its own to `service`, until a signal.
 pub async fn agent_forward(
@@ -908,11 +901,11 @@ pub async fn agent_forward(
     max_streams: usize,
     dir: &Path,
 ) -> Result<()> {
-    let saved = saved_keyring(dir).await?;
     // One resume first: a gateway that does not know this agent is said at once, not at
     // the first connection; it also renews the node certificate if that is due.
     let store = existing_agent_store(dir)?;
-    let probe = resuming_agent(&store).await?.connect(gateway, &store).await;
+    let agent = resuming_agent(&store).await?;
+    let probe = agent.connect(gateway, &store).await;
     let probe = probe.map_err(resume_error)?;
     let _ = probe.close().await;
     let listener = smol::net::TcpListener::bind(listen).await.map_err(|source| CliError::Io {
@@ -923,8 +916,7 @@ pub async fn agent_forward(
         .local_addr()
         .map_err(|source| CliError::Io { context: "cannot read the listening address".into(), source })?;
     out(format_args!("forwarding {local} to service {service} at {gateway}"))?;
-    let agent = Agent::default();
-    let forwarding = agent.forward_listener(gateway, saved, service.as_str(), listener, max_streams);
+    let forwarding = agent.forward_listener(gateway, &store, service.as_str(), listener, max_streams);
     let mut signals = async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term])
         .map_err(|source| CliError::Io { context: "cannot install signal handlers".into(), source })?;
     let stopped = async {
@@ -936,29 +928,16 @@ pub async fn agent_forward(
 
 /// `agent connect`: forward stdin and stdout through a resumed session to `service`.
 pub async fn agent_connect(gateway: &str, service: &ServiceName, dir: &Path) -> Result<()> {
-    let saved = saved_keyring(dir).await?;
-    renew_if_due(gateway, dir).await?;
+    let store = existing_agent_store(dir)?;
+    // It renews the node certificate too, if that is due.
+    let agent = resuming_agent(&store).await?;
     let stream = Duplex::new(smol::Unblock::new(std::io::stdin()), smol::Unblock::new(std::io::stdout()));
-    match Agent::default().forward(gateway, saved, service.as_str(), stream).await {
+    match agent.forward(gateway, &store, service.as_str(), stream).await {
         Ok(transfer) => {
             tracing::debug!(?transfer, "the stream ended");
             Ok(())
         }
         Err(e) => Err(resume_error(e)),
-    }
-}
-
-/// Renews the node certificate with a resume of its own, if the agent holds one and it
-/// is due (the stream's own session then carries only the stream).
-async fn renew_if_due(gateway: &str, dir: &Path) -> Result<()> {
-    let store = existing_agent_store(dir)?;
-    match store.load_certificate().await? {
-        Some(held) if held.renewal_due(unix_now()) => {
-            let session = Agent::default().with_certificate().connect(gateway, &store).await;
-            let _ = session.map_err(resume_error)?.close().await;
-            Ok(())
-        }
-        _ => Ok(()),
     }
 }
 

@@ -243,9 +243,11 @@ impl Reads {
             StorageRequest::LookupToken { token_id } => Self::Token(*token_id),
             StorageRequest::UnexpiredTokens { limit, now } => Self::UnexpiredTokens { limit: *limit, now: *now },
             StorageRequest::Redeem(req) => Self::Redeem(req.token_id, req.client_id.clone()),
-            StorageRequest::LookupKeyring { client_id } | StorageRequest::ConfirmKeyring { client_id, .. } => {
-                Self::Keyring(client_id.clone())
-            }
+            StorageRequest::LookupKeyring { client_id }
+            | StorageRequest::ConfirmKeyring { client_id, .. }
+            | StorageRequest::RecordClone { client_id, .. }
+            | StorageRequest::RequestRotation { client_id } => Self::Keyring(client_id.clone()),
+            StorageRequest::RotateKeyring(req) => Self::Keyring(req.client_id.clone()),
         }
     }
 

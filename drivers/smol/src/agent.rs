@@ -209,21 +209,25 @@ pub async fn resume<IO>(io: IO, saved: SavedKeyring, max_payload: usize) -> Resu
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    resume_with(io, saved, max_payload, Vec::new(), None).await
+    resume_with::<IO, MemoryKeyringStore>(io, saved, None, max_payload, Vec::new(), None).await
 }
 
 /// The one resume: `saved`, with an application `request` (empty: none) whose answer
 /// the session's [`SessionInfo::ticket`](boarding::client::SessionInfo::ticket) holds,
-/// bound to the TLS session `io` runs in if `binding` says.
-async fn resume_with<IO>(
+/// bound to the TLS session `io` runs in if `binding` says. A rotation the gateway asks
+/// for is stored in `keyrings` (compare-and-swap over `saved`) before it is confirmed;
+/// without a store the resume is abandoned ([`Error::RotationUnstored`]).
+async fn resume_with<IO, K>(
     io: IO,
     saved: SavedKeyring,
+    keyrings: Option<&K>,
     max_payload: usize,
     request: Vec<u8>,
     binding: Option<ChannelBinding>,
 ) -> Result<AgentSession<IO>, Error>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
+    K: KeyringStore + ?Sized,
 {
     let client_id = saved.client_id.clone();
     let mut config = ResumeConfig::new(saved)
@@ -233,9 +237,9 @@ where
         config = config.with_channel_binding(binding);
     }
     let client = Client::resume(config, &mut os_rng());
-    let endpoint = AgentEndpoint::<MemoryKeyringStore> {
+    let endpoint = AgentEndpoint::<K> {
         client,
-        keyrings: None,
+        keyrings,
         attester: None,
         #[cfg(feature = "ca")]
         node_key: None,
@@ -246,7 +250,8 @@ where
 
 /// A resume refused for its proof, at a gateway TLS already checked against the pin
 /// stored with the keyring: the gateway no longer holds the keyring (the decoy's MAC
-/// failed), which is [`Error::UnknownClient`], not a pin or a protocol problem.
+/// failed), which is [`Error::UnknownClient`], not a pin or a protocol problem; or it
+/// holds a newer one, rotated by another copy of this keyring ([`Error::CloneSuspected`]).
 #[cfg(feature = "tls")]
 fn unknown_client(e: Error, gateway: &str, client_id: ClientId) -> Error {
     use boarding::error::{PeerMisbehaved, ReceivedAlert};
@@ -254,6 +259,9 @@ fn unknown_client(e: Error, gateway: &str, client_id: ClientId) -> Error {
         Some(boarding::Error::PeerMisbehaved(PeerMisbehaved::BadGatewayProof))
         | Some(boarding::Error::PeerAlert(ReceivedAlert::Known(boarding::Alert::BadProof))) => {
             Error::UnknownClient { gateway: gateway.to_owned(), client_id }
+        }
+        Some(boarding::Error::PeerAlert(ReceivedAlert::Known(boarding::Alert::RetiredKeyring))) => {
+            Error::CloneSuspected { gateway: gateway.to_owned(), client_id }
         }
         _ => e,
     }
@@ -283,6 +291,9 @@ pub struct Agent {
     certificates: bool,
     /// The agent's clock for certificate renewal (`None`: the system's).
     clock: Option<Arc<dyn Fn() -> boarding::UnixTime + Send + Sync>>,
+    /// Held through each stored resume: one that rotates changes the keyring the next
+    /// one starts from, so this agent's resumes run one at a time (their sessions do not).
+    resumes: Arc<smol::lock::Mutex<()>>,
 }
 
 #[cfg(feature = "tls")]
@@ -300,7 +311,14 @@ impl std::fmt::Debug for Agent {
 impl Agent {
     /// An agent with these limits.
     pub fn new(config: AgentConfig) -> Self {
-        Self { config, tls_configs: Arc::default(), attester: None, certificates: false, clock: None }
+        Self {
+            config,
+            tls_configs: Arc::default(),
+            attester: None,
+            certificates: false,
+            clock: None,
+            resumes: Arc::default(),
+        }
     }
 
     /// Asks for a node certificate (the kubelet's TLS bootstrap): each join sends a
@@ -398,29 +416,81 @@ impl Agent {
         }
     }
 
-    /// Connects to `gateway` and resumes with the keyring stored in `keyrings`.
+    /// Connects to `gateway` and resumes with the keyring stored in `keyrings`. A
+    /// rotation the gateway asks for is stored in `keyrings` before it is confirmed
+    /// (`spec/PROTOCOL.md` §8.5), and a resume that learns which of two stored keyrings
+    /// the gateway holds keeps that one alone. This agent's stored resumes run one at a
+    /// time; one that finds the stored keyring changed under it (another process
+    /// rotated it) starts again from the new one, once.
     ///
     /// # Errors
     ///
     /// [`Error::NotJoined`] if `keyrings` holds no keyring, [`Error::Store`] if it cannot
-    /// be read, and any error of [`Agent::connect_with`].
+    /// be read or written, [`Error::CloneSuspected`] if the gateway refused the keyring
+    /// as one it rotated away from, and any error of [`Agent::connect_with`].
     pub async fn connect<K: KeyringStore + ?Sized>(
         &self,
         gateway: &str,
         keyrings: &K,
     ) -> Result<AgentSession<AgentStream>, Error> {
-        let saved = keyrings
-            .load_keyring()
-            .await?
-            .ok_or_else(|| Error::NotJoined { location: "the agent's keyring store".into() })?;
+        let _one_at_a_time = self.resumes.lock().await;
+        let mut conflicts = 0u32;
+        loop {
+            match self.connect_once(gateway, keyrings).await {
+                Err(Error::RotationConflict { .. }) if conflicts == 0 => conflicts = 1,
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn connect_once<K: KeyringStore + ?Sized>(
+        &self,
+        gateway: &str,
+        keyrings: &K,
+    ) -> Result<AgentSession<AgentStream>, Error> {
         #[cfg(feature = "ca")]
         if self.certificates {
             let current = keyrings.load_certificate().await?;
             if current.as_ref().is_none_or(|c| c.renewal_due(self.now())) {
-                return self.renewing(gateway, saved, keyrings).await;
+                return self.renewing(gateway, keyrings).await;
             }
         }
-        self.connect_with(gateway, saved).await
+        self.resume_stored(gateway, keyrings, Vec::new()).await
+    }
+
+    /// A resume with the keyring stored in `keyrings`, read again for every attempt (an
+    /// attempt that failed after storing a rotation leaves both keyrings stored, and the
+    /// next one must offer both), then the tidying of a settled pair of keyrings.
+    async fn resume_stored<K: KeyringStore + ?Sized>(
+        &self,
+        gateway: &str,
+        keyrings: &K,
+        request: Vec<u8>,
+    ) -> Result<AgentSession<AgentStream>, Error> {
+        let (session, saved) = self
+            .retrying(|| async {
+                let saved = keyrings
+                    .load_keyring()
+                    .await?
+                    .ok_or_else(|| Error::NotJoined { location: "the agent's keyring store".into() })?;
+                let session = self.resume_over_tls(gateway, saved.clone(), Some(keyrings), request.clone()).await?;
+                Ok((session, saved))
+            })
+            .await?;
+        let client_id = &saved.client_id;
+        if let Some(settled) = &session.peer().settled {
+            // Offering both keyrings stays correct, so a failure here only logs.
+            match keyrings.replace_keyring(&saved.keyring.id(), settled).await {
+                Ok(_) => tracing::debug!(%client_id, "the gateway holds one of the two stored keyrings; kept it alone"),
+                Err(e) => {
+                    tracing::warn!(%client_id, error = %e, "could not drop the keyring the gateway does not hold")
+                }
+            }
+        }
+        if session.peer().rotated {
+            tracing::info!(%client_id, "the gateway rotated this client's keyring; the new one is stored");
+        }
+        Ok(session)
     }
 
     /// A resume that asks for a new certificate, stored before the session is returned.
@@ -430,12 +500,15 @@ impl Agent {
     async fn renewing<K: KeyringStore + ?Sized>(
         &self,
         gateway: &str,
-        saved: SavedKeyring,
         keyrings: &K,
     ) -> Result<AgentSession<AgentStream>, Error> {
+        let saved = keyrings
+            .load_keyring()
+            .await?
+            .ok_or_else(|| Error::NotJoined { location: "the agent's keyring store".into() })?;
         let client_id = saved.client_id.clone();
         let ask = CertificateAsk::new(&client_id)?;
-        let session = self.resume_over_tls(gateway, saved, ask.request.clone()).await?;
+        let session = self.resume_stored(gateway, keyrings, ask.request.clone()).await?;
         match certificate_from_ticket(&ask.key, &client_id, &session.peer().ticket) {
             Ok(certificate) => {
                 keyrings.save_certificate(&certificate).await?;
@@ -446,35 +519,36 @@ impl Agent {
         Ok(session)
     }
 
-    /// Connects to `gateway` and resumes with `saved`.
+    /// Connects to `gateway` and resumes with `saved`, which no store holds: a resume in
+    /// which the gateway rotates the keyring fails ([`Error::RotationUnstored`], before
+    /// the rotation is confirmed, so `saved` stays valid). Use [`Agent::connect`] to
+    /// follow rotations.
     ///
     /// # Errors
     ///
     /// As [`Agent::join`] for reaching the gateway and TLS (checked against the pin in
     /// `saved`), then any error of [`resume`].
     pub async fn connect_with(&self, gateway: &str, saved: SavedKeyring) -> Result<AgentSession<AgentStream>, Error> {
-        self.resume_over_tls(gateway, saved, Vec::new()).await
+        self.retrying(|| self.resume_over_tls::<MemoryKeyringStore>(gateway, saved.clone(), None, Vec::new())).await
     }
 
-    async fn resume_over_tls(
+    /// One resume attempt over TLS (the caller retries).
+    async fn resume_over_tls<K: KeyringStore + ?Sized>(
         &self,
         gateway: &str,
         saved: SavedKeyring,
+        keyrings: Option<&K>,
         request: Vec<u8>,
     ) -> Result<AgentSession<AgentStream>, Error> {
         let client_id = saved.client_id.clone();
-        self.retrying(|| async {
-            let work = async {
-                let tls = self.tls(gateway, &[saved.server_pin]).await?;
-                let binding = tls::channel_binding(tls.get_ref().1)?;
-                let max = self.config.max_payload;
-                let session = resume_with(tls, saved.clone(), max, request.clone(), Some(binding)).await?;
-                Ok(self.with_keepalive(session))
-            };
-            deadline(self.config.handshake_timeout, "resume", work).await
-        })
-        .await
-        .map_err(|e| unknown_client(e, gateway, client_id))
+        let work = async {
+            let tls = self.tls(gateway, &[saved.server_pin]).await?;
+            let binding = tls::channel_binding(tls.get_ref().1)?;
+            let max = self.config.max_payload;
+            let session = resume_with(tls, saved, keyrings, max, request, Some(binding)).await?;
+            Ok(self.with_keepalive(session))
+        };
+        deadline(self.config.handshake_timeout, "resume", work).await.map_err(|e| unknown_client(e, gateway, client_id))
     }
 
     /// The TLS client configuration for `pins`, built once per pin set and shared by

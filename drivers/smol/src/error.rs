@@ -186,6 +186,40 @@ pub enum Error {
         /// The client id the agent resumed as.
         client_id: boarding::identity::ClientId,
     },
+    /// The gateway refused the agent's keyring as one it has rotated away from: another
+    /// holder of a copy of it resumed and rotated first.
+    #[error(
+        "the gateway at {gateway} refused client {client_id}'s keyring: it has rotated away from it, so another copy \
+         of this keyring resumed first. The gateway recorded a clone suspicion; revoke the client (boarding clients \
+         revoke {client_id}) and let the node rejoin with a new token"
+    )]
+    CloneSuspected {
+        /// The gateway's address.
+        gateway: String,
+        /// The client id the agent resumed as.
+        client_id: boarding::identity::ClientId,
+    },
+    /// The gateway asked for a keyring rotation in a resume that has no keyring store
+    /// to keep the new keyring in ([`crate::resume`], [`crate::Agent::connect_with`]);
+    /// the resume was abandoned before its proof, so the gateway keeps the old keyring.
+    #[error(
+        "the gateway asked client {client_id} to rotate its keyring, but this resume has no keyring store to keep the \
+         new one in; resume with a keyring store (Agent::connect) so the rotation is stored before it is confirmed"
+    )]
+    RotationUnstored {
+        /// The client id.
+        client_id: boarding::identity::ClientId,
+    },
+    /// A rotation found the agent's stored keyring changed since its resume began
+    /// (another resume of this agent rotated first); nothing was stored or confirmed.
+    #[error(
+        "the stored keyring of client {client_id} changed while a resume that rotates it ran (another resume of this \
+         agent rotated it first); nothing was stored, and resuming again uses the new keyring"
+    )]
+    RotationConflict {
+        /// The client id.
+        client_id: boarding::identity::ClientId,
+    },
     /// The agent has no stored keyring to resume with.
     #[error("no keyring is stored in {location}: this agent has not joined yet")]
     NotJoined {

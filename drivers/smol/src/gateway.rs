@@ -32,6 +32,7 @@ use boarding::channel::MAX_PAYLOAD;
 use boarding::identity::{ClientId, ServerIdentity};
 use boarding::pin::Pin;
 use boarding::server::{Server, ServerConfig};
+use boarding::storage::RotationPolicy;
 use boarding::token::TokenId;
 #[cfg(feature = "tls")]
 use futures_rustls::LazyConfigAcceptor;
@@ -85,6 +86,10 @@ pub struct GatewayConfig {
     /// Failed handshakes are logged one line each for the first ten in this window,
     /// then summarised in one line when it ends. Default 10 s.
     pub failure_log_window: Duration,
+    /// A client's keyring is rotated at its first resume once it is this old
+    /// (`spec/PROTOCOL.md` §8.5), besides whenever an operator asks
+    /// ([`Gateway::request_rotation`]); `None` rotates only on request. Default 30 days.
+    pub rotate_after: Option<Duration>,
 }
 
 impl Default for GatewayConfig {
@@ -101,6 +106,7 @@ impl Default for GatewayConfig {
             shutdown_grace: Duration::from_secs(5),
             threads: 0,
             failure_log_window: Duration::from_secs(10),
+            rotate_after: Some(Duration::from_secs(30 * 86_400)),
         }
     }
 }
@@ -135,6 +141,10 @@ pub struct GatewayStats {
     pub revoked: u64,
     /// Sessions ended by the idle timeout.
     pub idle: u64,
+    /// Resumes that rotated their client's keyring.
+    pub rotated: u64,
+    /// Resumes refused as a clone's: they proved a keyring the client had rotated away from.
+    pub clones_suspected: u64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -296,7 +306,10 @@ impl<S: Store> Gateway<S> {
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
-                protocol: Arc::new(ServerConfig::new(identity)),
+                protocol: Arc::new(
+                    ServerConfig::new(identity)
+                        .with_rotation(RotationPolicy { max_age: config.rotate_after.map(|d| d.as_secs()) }),
+                ),
                 #[cfg(feature = "tls")]
                 tls,
                 config,
@@ -442,6 +455,17 @@ impl<S: Store> Gateway<S> {
     pub async fn revoke_client(&self, id: ClientId) -> Result<(bool, usize), Error> {
         let existed = self.inner.store.revoke_client(id.clone()).await?;
         Ok((existed, self.end_sessions(&id)))
+    }
+
+    /// Asks for a client's keyring to be rotated at its next resume (its live sessions
+    /// carry on: they use session keys, not the keyring). Returns whether the client has
+    /// a keyring.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] if the store cannot record the request.
+    pub async fn request_rotation(&self, id: ClientId) -> Result<bool, Error> {
+        Ok(self.inner.store.request_rotation(id).await?)
     }
 
     /// The client ids that have live sessions right now, in no particular order.
@@ -708,6 +732,17 @@ where
             // gateway knows better.
             let outcome = if attempt.unknown_client { "unknown_client" } else { outcome(&Err(&e)) };
             metrics.handshake(attempt.kind, outcome, took);
+            if attempt.clone_recorded {
+                // Never rate-limited: each one is evidence that a keyring was copied.
+                metrics.clone_suspected();
+                let client = attempt.client_id.as_ref().map(tracing::field::display);
+                tracing::warn!(
+                    %peer, client, outcome = %outcome,
+                    "clone suspected: a resume proved a keyring this client has rotated away from; refused and \
+                     recorded (see `boarding clients list`)"
+                );
+                return;
+            }
             // Failures are routine on an exposed port and cost an attacker little:
             // a few lines, then one summary per window.
             if gateway.inner.failures.admit(outcome, gateway.inner.config.failure_log_window) {
@@ -732,6 +767,10 @@ where
     let client = session.peer().clone();
     let kind = if client.resumed() { HandshakeKind::Resume } else { HandshakeKind::Join };
     metrics.handshake(kind, "established", took);
+    if client.rotated() {
+        metrics.keyring_rotated();
+        tracing::info!(%peer, client = %client.client_id(), "keyring rotated");
+    }
     let attested = client.attested().map(|a| tracing::field::display(a.name()));
     tracing::info!(
         %peer, %kind, client = %client.client_id(), token = %client.token_id(), attested, outcome = %"established",

@@ -14,6 +14,7 @@ use boarding::channel::{Channel, Side};
 use boarding::client::{Client, ClientRequest, ClientSession, PersistFailed, SavedKeyring, SessionInfo};
 use boarding::handshake::Output;
 use boarding::identity::ClientId;
+use boarding::keys::KeyringId;
 use boarding::server::{
     Admission, AdmissionRequest, Server, ServerRequest, ServerSession, TicketRequest, VerifiedClient,
 };
@@ -269,6 +270,8 @@ pub(crate) struct Attempt {
     /// A resume named a client id with no keyring (revoked, or never joined). The
     /// peer learns nothing of it (the decoy), but the operator should.
     pub(crate) unknown_client: bool,
+    /// A resume proved a retired keyring, and the store recorded a clone suspicion.
+    pub(crate) clone_recorded: bool,
 }
 
 impl Attempt {
@@ -282,9 +285,13 @@ impl Attempt {
                 self.token_id = Some(redeem.token_id);
                 self.client_id = Some(redeem.client_id.clone());
             }
-            StorageRequest::LookupKeyring { client_id } | StorageRequest::ConfirmKeyring { client_id, .. } => {
+            StorageRequest::LookupKeyring { client_id }
+            | StorageRequest::ConfirmKeyring { client_id, .. }
+            | StorageRequest::RecordClone { client_id, .. }
+            | StorageRequest::RequestRotation { client_id } => {
                 self.client_id = Some(client_id.clone());
             }
+            StorageRequest::RotateKeyring(rotate) => self.client_id = Some(rotate.client_id.clone()),
             StorageRequest::UnexpiredTokens { .. } => {}
         }
     }
@@ -441,8 +448,10 @@ impl<S: Store + ?Sized> Endpoint for GatewayEndpoint<'_, S> {
                 let started = Instant::now();
                 let answered = self.store.answer(request).await;
                 self.metrics.store_operation(operation, started.elapsed(), answered.is_ok());
-                if matches!(answered, Ok(StorageAnswer::Keyring(None))) {
-                    self.attempt.unknown_client = true;
+                match answered {
+                    Ok(StorageAnswer::Keyring(None)) => self.attempt.unknown_client = true,
+                    Ok(StorageAnswer::CloneRecorded(true)) => self.attempt.clone_recorded = true,
+                    _ => {}
                 }
                 let answer = match answered {
                     Ok(answer) => answer,
@@ -501,6 +510,21 @@ impl<K: KeyringStore + ?Sized> AgentEndpoint<'_, K> {
     }
 }
 
+impl<K: KeyringStore + ?Sized> AgentEndpoint<'_, K> {
+    /// Stores a rotation's new keyring (with the one it replaces) before its proof
+    /// leaves, only over the state the resume started from.
+    async fn persist_rotation(&self, saved: &SavedKeyring, replaces: &KeyringId) -> Result<(), Error> {
+        let Some(store) = self.keyrings else {
+            return Err(Error::RotationUnstored { client_id: saved.client_id.clone() });
+        };
+        if store.replace_keyring(replaces, saved).await? {
+            Ok(())
+        } else {
+            Err(Error::RotationConflict { client_id: saved.client_id.clone() })
+        }
+    }
+}
+
 impl<K: KeyringStore + ?Sized> Endpoint for AgentEndpoint<'_, K> {
     type Request = ClientRequest;
     type Peer = SessionInfo;
@@ -528,6 +552,17 @@ impl<K: KeyringStore + ?Sized> Endpoint for AgentEndpoint<'_, K> {
                 return;
             }
             ClientRequest::PersistKeyring { saved, ticket } => (saved, ticket),
+            ClientRequest::PersistRotation { saved, replaces } => {
+                let outcome = match self.persist_rotation(&saved, &replaces).await {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        self.cause = Some(e);
+                        Err(PersistFailed)
+                    }
+                };
+                let _ = self.client.handle_persisted(outcome);
+                return;
+            }
         };
         let (saved, ticket) = saved;
         let outcome = match self.persist(&saved, &ticket).await {

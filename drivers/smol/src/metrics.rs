@@ -57,8 +57,10 @@ impl HandshakeKind {
             StorageRequest::LookupToken { .. } | StorageRequest::UnexpiredTokens { .. } | StorageRequest::Redeem(_) => {
                 Some(Self::Join)
             }
-            StorageRequest::LookupKeyring { .. } => Some(Self::Resume),
-            StorageRequest::ConfirmKeyring { .. } => None,
+            StorageRequest::LookupKeyring { .. }
+            | StorageRequest::RotateKeyring(_)
+            | StorageRequest::RecordClone { .. } => Some(Self::Resume),
+            StorageRequest::ConfirmKeyring { .. } | StorageRequest::RequestRotation { .. } => None,
         }
     }
 }
@@ -111,6 +113,7 @@ pub fn alert_label(alert: Alert) -> &'static str {
         Alert::Internal => "internal",
         Alert::AdmissionRefused => "admission_refused",
         Alert::AttestationRefused => "attestation_refused",
+        Alert::RetiredKeyring => "retired_keyring",
     }
 }
 
@@ -122,6 +125,9 @@ pub(crate) fn operation_label(request: &StorageRequest) -> &'static str {
         StorageRequest::Redeem(_) => "redeem",
         StorageRequest::LookupKeyring { .. } => "lookup_keyring",
         StorageRequest::ConfirmKeyring { .. } => "confirm_keyring",
+        StorageRequest::RotateKeyring(_) => "rotate_keyring",
+        StorageRequest::RecordClone { .. } => "record_clone",
+        StorageRequest::RequestRotation { .. } => "request_rotation",
     }
 }
 
@@ -209,6 +215,8 @@ pub struct GatewayMetrics {
     attestation_refused: Counter,
     certificates_issued: Family<KindLabels, Counter>,
     certificates_refused: Family<KindLabels, Counter>,
+    keyrings_rotated: Counter,
+    clones_suspected: Counter,
     sessions_closed: Family<ReasonLabels, Counter>,
     store_seconds: Family<OperationLabels, Histogram, fn() -> Histogram>,
     store_errors: Family<OperationLabels, Counter>,
@@ -288,6 +296,18 @@ impl GatewayMetrics {
             "Certificate requests not answered (a bad request, a CA that refused, or no CA), by kind (join, renewal)",
             certificates_refused.clone(),
         );
+        let keyrings_rotated = Counter::default();
+        registry.register(
+            "keyrings_rotated",
+            "Resumes that rotated the client's keyring (committed in the store)",
+            keyrings_rotated.clone(),
+        );
+        let clones_suspected = Counter::default();
+        registry.register(
+            "clones_suspected",
+            "Resumes refused because they proved a keyring the client had rotated away from: a copy of it exists",
+            clones_suspected.clone(),
+        );
         let sessions_closed = Family::default();
         registry.register(
             "sessions_closed",
@@ -344,6 +364,8 @@ impl GatewayMetrics {
             attestation_refused,
             certificates_issued,
             certificates_refused,
+            keyrings_rotated,
+            clones_suspected,
             sessions_closed,
             store_seconds,
             store_errors,
@@ -395,6 +417,14 @@ impl GatewayMetrics {
         family.get_or_create(&KindLabels { kind }).inc();
     }
 
+    pub(crate) fn keyring_rotated(&self) {
+        self.keyrings_rotated.inc();
+    }
+
+    pub(crate) fn clone_suspected(&self) {
+        self.clones_suspected.inc();
+    }
+
     pub(crate) fn session_closed(&self, why: SessionEnd) {
         self.sessions_closed.get_or_create(&ReasonLabels { reason: why.as_str() }).inc();
     }
@@ -432,6 +462,8 @@ impl GatewayMetrics {
             over_session_cap: reason(&self.sessions_closed, SessionEnd::OverCap.as_str()),
             revoked: reason(&self.sessions_closed, SessionEnd::Revoked.as_str()),
             idle: reason(&self.sessions_closed, SessionEnd::Idle.as_str()),
+            rotated: self.keyrings_rotated.get(),
+            clones_suspected: self.clones_suspected.get(),
         }
     }
 
@@ -463,6 +495,7 @@ pub const HANDSHAKE_OUTCOMES: &[&str] = &[
     "expired_token",
     "exhausted_token",
     "bad_proof",
+    "retired_keyring",
     "client_id_taken",
     "invalid_client_id",
     "bad_identity",

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use boarding::client::SavedKeyring;
 use boarding::identity::{ClientId, ServerIdentity};
+use boarding::keys::KeyringId;
 use boarding::storage::{KeyringRecord, StorageAnswer, StorageRequest, StoreTransaction, execute};
 use boarding::token::{TokenId, TokenRecord};
 use redb::{
@@ -695,6 +696,27 @@ impl KeyringStore for RedbKeyringStore {
                 let txn = db.begin_read().map_err(db_error(path))?;
                 let table = txn.open_table(AGENT).map_err(db_error(path))?;
                 get(path, &table, AGENT_KEY, "agent keyring")
+            })
+            .await
+    }
+
+    async fn replace_keyring(&self, replaces: &KeyringId, saved: &SavedKeyring) -> Result<bool> {
+        let (replaces, saved) = (*replaces, saved.clone());
+        self.db
+            .run(move |db, path| {
+                let txn = begin_write(db, path)?;
+                {
+                    let mut table = txn.open_table(AGENT).map_err(db_error(path))?;
+                    let stored: Option<SavedKeyring> = get(path, &table, AGENT_KEY, "agent keyring")?;
+                    if stored.is_none_or(|s| s.keyring.id() != replaces) {
+                        // Dropped uncommitted: nothing changes.
+                        return Ok(false);
+                    }
+                    let bytes = encode(path, "agent keyring", &saved)?;
+                    table.insert(AGENT_KEY, bytes.as_slice()).map_err(db_error(path))?;
+                }
+                txn.commit().map_err(db_error(path))?;
+                Ok(true)
             })
             .await
     }

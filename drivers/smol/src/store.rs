@@ -12,6 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use boarding::client::SavedKeyring;
 use boarding::identity::{ClientId, ServerIdentity};
+use boarding::keys::KeyringId;
 use boarding::storage::{KeyringRecord, Records, StorageAnswer, StorageRequest};
 use boarding::token::{BootstrapToken, TokenId, TokenRecord};
 
@@ -48,6 +49,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes a client's keyring; its resumes then fail. Whether it existed.
     fn revoke_client(&self, id: ClientId) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Asks for the client's keyring to be rotated at its next resume, through the
+    /// core's rule ([`StorageRequest::RequestRotation`]). Whether the client exists.
+    fn request_rotation(&self, id: ClientId) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        async move {
+            match self.answer(StorageRequest::RequestRotation { client_id: id }).await? {
+                StorageAnswer::RotationRequested(exists) => Ok(exists),
+                other => Err(StoreError::Backend {
+                    store: "gateway",
+                    source: format!("the store answered a rotation request with {}", other.name()).into(),
+                }),
+            }
+        }
+    }
 
     /// Transactions retried so far (after a conflict, or to settle an ambiguous
     /// outcome), for the gateway's metrics. Stores that never retry keep the default, 0.
@@ -175,6 +190,17 @@ pub trait KeyringStore: Send + Sync {
     /// The stored keyring, if the agent has joined.
     fn load_keyring(&self) -> impl Future<Output = Result<Option<SavedKeyring>, StoreError>> + Send;
 
+    /// Atomically stores `saved` in place of the stored keyring, only if the stored
+    /// keyring's newest key is still `replaces` (one compare-and-swap, durable like
+    /// [`KeyringStore::save_keyring`]); `Ok(false)` and no change otherwise. A keyring
+    /// rotation stores its new keyring this way before it is confirmed, so two resumes
+    /// of one agent that both rotate cannot both be stored.
+    fn replace_keyring(
+        &self,
+        replaces: &KeyringId,
+        saved: &SavedKeyring,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// Stores the node's key and certificate durably, replacing any earlier one (an
     /// agent that asks for certificates calls it before it confirms its join, and after a
     /// resume that renewed the certificate). A store that keeps none (the default)
@@ -267,6 +293,13 @@ impl MemoryKeyringStore {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// A store holding `saved`, as if the agent had joined with it.
+    pub fn holding(saved: SavedKeyring) -> Self {
+        let store = Self::default();
+        *lock(&store.saved) = Some(saved);
+        store
+    }
 }
 
 impl KeyringStore for MemoryKeyringStore {
@@ -277,6 +310,15 @@ impl KeyringStore for MemoryKeyringStore {
 
     async fn load_keyring(&self) -> Result<Option<SavedKeyring>, StoreError> {
         Ok(lock(&self.saved).clone())
+    }
+
+    async fn replace_keyring(&self, replaces: &KeyringId, saved: &SavedKeyring) -> Result<bool, StoreError> {
+        let mut stored = lock(&self.saved);
+        if stored.as_ref().is_none_or(|s| s.keyring.id() != *replaces) {
+            return Ok(false);
+        }
+        *stored = Some(saved.clone());
+        Ok(true)
     }
 
     async fn save_certificate(&self, certificate: &NodeCertificate) -> Result<(), StoreError> {

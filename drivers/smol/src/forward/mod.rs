@@ -735,26 +735,21 @@ pub type ServeFuture = Pin<Box<dyn Future<Output = Result<(), Error>> + Send + '
 
 #[cfg(feature = "tls")]
 impl crate::Agent {
-    /// Resumes a session with `saved` at `gateway` (`host:port`) and forwards `stream`
-    /// through it to `service` (see [`forward`]).
+    /// Resumes a session with the keyring stored in `keyrings` at `gateway`
+    /// (`host:port`; a rotation is stored there) and forwards `stream` through it to
+    /// `service` (see [`forward`]).
     ///
     /// # Errors
     ///
     /// [`ForwardError::InvalidServiceName`] (inside [`Error::Forward`]) before connecting;
-    /// any error of [`Agent::connect_with`](crate::Agent::connect_with), then of
-    /// [`forward`].
-    pub async fn forward<S>(
-        &self,
-        gateway: &str,
-        saved: boarding::client::SavedKeyring,
-        service: &str,
-        stream: S,
-    ) -> Result<Transfer, Error>
+    /// any error of [`Agent::connect`](crate::Agent::connect), then of [`forward`].
+    pub async fn forward<S, K>(&self, gateway: &str, keyrings: &K, service: &str, stream: S) -> Result<Transfer, Error>
     where
         S: AsyncRead + AsyncWrite + Unpin,
+        K: crate::KeyringStore + ?Sized,
     {
         let service = ServiceName::new(service).map_err(ForwardError::from)?;
-        let session = self.connect_with(gateway, saved).await?;
+        let session = self.connect(gateway, keyrings).await?;
         forward(session, &service, stream).await
     }
 
@@ -767,10 +762,10 @@ impl crate::Agent {
     ///
     /// [`ForwardError::InvalidServiceName`] (inside [`Error::Forward`]) at once; nothing
     /// else: errors of single streams are logged.
-    pub async fn forward_listener(
+    pub async fn forward_listener<K: crate::KeyringStore + ?Sized>(
         &self,
         gateway: &str,
-        saved: boarding::client::SavedKeyring,
+        keyrings: &K,
         service: &str,
         listener: smol::net::TcpListener,
         max_streams: usize,
@@ -791,11 +786,10 @@ impl crate::Agent {
                         }
                     };
                     let _ = stream.set_nodelay(true);
-                    let saved = saved.clone();
                     executor
                         .spawn(async move {
                             let _slot = slot;
-                            match self.forward(gateway, saved, service, stream).await {
+                            match self.forward(gateway, keyrings, service, stream).await {
                                 Ok(transfer) => {
                                     tracing::debug!(%peer, service, ?transfer, "forwarded connection ended")
                                 }
