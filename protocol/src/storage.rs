@@ -16,6 +16,7 @@
 //! Stores hold only records: the join ticket and the verdict on a client's evidence are
 //! the gateway application's (see [`crate::server::ServerRequest::Admit`]).
 
+use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -194,9 +195,9 @@ pub struct KeyringRecord {
     /// The operator asked for the keyring to be rotated at the client's next resume.
     #[serde(default, skip_serializing_if = "core::ops::Not::not")]
     pub rotation_requested: bool,
-    /// Resumes with a retired keyring, if there were any.
+    /// Resumes with a retired keyring, if there were any (boxed: most records have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clone_suspected: Option<CloneSuspicion>,
+    pub clone_suspected: Option<Box<CloneSuspicion>>,
 }
 
 impl KeyringRecord {
@@ -642,10 +643,10 @@ pub fn decide_clone(existing: Option<KeyringRecord>, keyring_id: &KeyringId, now
     if !record.retired.iter().any(|k| k.id() == *keyring_id) {
         return None;
     }
-    record.clone_suspected = Some(match record.clone_suspected.take() {
-        Some(s) => CloneSuspicion { last_at: now, count: s.count.saturating_add(1), keyring_id: *keyring_id, ..s },
+    record.clone_suspected = Some(Box::new(match record.clone_suspected.take() {
+        Some(s) => CloneSuspicion { last_at: now, count: s.count.saturating_add(1), keyring_id: *keyring_id, ..*s },
         None => CloneSuspicion { first_at: now, last_at: now, count: 1, keyring_id: *keyring_id },
-    });
+    }));
     Some(record)
 }
 
@@ -753,8 +754,8 @@ mod tests {
         let once = decide_clone(Some(rotated), &keyring(1).id(), 60).unwrap();
         let twice = decide_clone(Some(once), &keyring(1).id(), 70).unwrap();
         assert_eq!(
-            twice.clone_suspected,
-            Some(CloneSuspicion { first_at: 60, last_at: 70, count: 2, keyring_id: keyring(1).id() })
+            twice.clone_suspected.as_deref(),
+            Some(&CloneSuspicion { first_at: 60, last_at: 70, count: 2, keyring_id: keyring(1).id() })
         );
     }
 

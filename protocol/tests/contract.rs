@@ -119,6 +119,10 @@ fn drain_client(client: &mut Client, answers: &Answers, log: &mut Vec<Out>, wire
                 log.push(Out::Request("PersistKeyring"));
                 let _ = client.handle_persisted(answers.persist);
             }
+            Output::Request(ClientRequest::PersistRotation { .. }) => {
+                log.push(Out::Request("PersistRotation"));
+                let _ = client.handle_persisted(answers.persist);
+            }
             Output::Established(_) => log.push(Out::Established),
             Output::Failed(e) => log.push(Out::Failed(e)),
         }

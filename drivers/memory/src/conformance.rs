@@ -27,7 +27,8 @@ use std::sync::Barrier;
 use boarding::identity::ClientId;
 use boarding::keys::{Keyring, SymmetricKey};
 use boarding::storage::{
-    ConfirmRefusal, KeyringRecord, RedeemRefusal, RedeemRequest, Redemption, StorageAnswer, StorageRequest,
+    ConfirmRefusal, KeyringRecord, RedeemRefusal, RedeemRequest, Redemption, RotateRequest, StorageAnswer,
+    StorageRequest,
 };
 use boarding::token::{BootstrapToken, TokenId, TokenRecord};
 
@@ -53,6 +54,8 @@ pub fn run<S: ConformanceStore>(make: impl Fn() -> S) {
     confirmation_by_fingerprint(&make());
     unlimited_tokens_count_uses(&make());
     racing_redemptions_one_winner(&make());
+    rotation_retires_and_records_clones(&make());
+    racing_rotations_one_winner(&make());
 }
 
 const NOW: u64 = 1_700_000_000;
@@ -245,4 +248,92 @@ fn racing_redemptions_one_winner<S: ConformanceStore>(store: &S) {
         "race: the losers are told the token is exhausted: {outcomes:?}"
     );
     assert_eq!(store.token(id).map(|t| t.use_count), Some(1), "race: charged once");
+}
+
+/// A confirmed keyring `ring` for `client_id`, from a token of its own.
+fn enrolled<S: ConformanceStore>(store: &S, token_id: &str, client_id: &str, ring: u8) {
+    store.insert_token(TokenRecord::new(token(token_id), None, 1));
+    assert!(redeemed(store, redeem(token(token_id).id(), client_id, ring)).is_ok(), "{client_id}: redeemed");
+    assert_eq!(confirmed(store, client_id, ring), Ok(()), "{client_id}: confirmed");
+}
+
+fn rotate(client_id: &str, from: u8, to: u8, now: u64) -> StorageRequest {
+    StorageRequest::RotateKeyring(RotateRequest {
+        client_id: client(client_id),
+        from: keyring(from).id(),
+        to: keyring(to),
+        now,
+    })
+}
+
+fn rotated<S: ConformanceStore>(store: &S, request: StorageRequest) -> Result<(), ConfirmRefusal> {
+    match store.answer(request) {
+        StorageAnswer::Rotated(outcome) => outcome,
+        other => panic!("a RotateKeyring request was answered with {other:?}"),
+    }
+}
+
+fn rotation_retires_and_records_clones<S: ConformanceStore>(store: &S) {
+    enrolled(store, "rota01", "rotor", 10);
+    assert_eq!(
+        store.answer(StorageRequest::RequestRotation { client_id: client("rotor") }),
+        StorageAnswer::RotationRequested(true),
+        "rotation: an operator's request for a known client"
+    );
+    assert_eq!(
+        store.answer(StorageRequest::RequestRotation { client_id: client("nobody") }),
+        StorageAnswer::RotationRequested(false),
+        "rotation: a request for an unknown client"
+    );
+    assert!(store.keyring(&client("nobody")).is_none(), "rotation: a request creates no record");
+    assert!(store.keyring(&client("rotor")).is_some_and(|r| r.rotation_requested), "rotation: the request is stored");
+    assert_eq!(rotated(store, rotate("rotor", 10, 20, NOW + 5)), Ok(()), "rotation: from the current keyring");
+    let record = store.keyring(&client("rotor")).expect("rotation: the record");
+    assert_eq!(record.keyring, keyring(20), "rotation: the new keyring is current");
+    assert_eq!(record.retired, vec![keyring(10)], "rotation: the old one is retired");
+    assert!(record.confirmed && !record.rotation_requested, "rotation: confirmed, the request done");
+    assert_eq!(record.rotated_at, Some(NOW + 5), "rotation: its time");
+    // From a keyring that is no longer current, or for a client that is gone: nothing.
+    assert_eq!(rotated(store, rotate("rotor", 10, 30, NOW + 6)), Err(ConfirmRefusal::Replaced));
+    assert_eq!(rotated(store, rotate("ghost", 10, 30, NOW + 6)), Err(ConfirmRefusal::Missing));
+    assert_eq!(store.keyring(&client("rotor")), Some(record.clone()), "rotation: a refusal changes nothing");
+    // A clone suspicion is recorded only for a retired keyring.
+    let clone = |ring: u8, now: u64| StorageRequest::RecordClone {
+        client_id: client("rotor"),
+        keyring_id: keyring(ring).id(),
+        now,
+    };
+    assert_eq!(store.answer(clone(20, NOW + 7)), StorageAnswer::CloneRecorded(false), "clone: not the current one");
+    assert_eq!(store.keyring(&client("rotor")), Some(record), "clone: a refusal changes nothing");
+    assert_eq!(store.answer(clone(10, NOW + 8)), StorageAnswer::CloneRecorded(true), "clone: a retired keyring");
+    assert_eq!(store.answer(clone(10, NOW + 9)), StorageAnswer::CloneRecorded(true), "clone: again");
+    let suspicion = store.keyring(&client("rotor")).and_then(|r| r.clone_suspected).expect("clone: recorded");
+    assert_eq!(
+        (suspicion.first_at, suspicion.last_at, suspicion.count, suspicion.keyring_id),
+        (NOW + 8, NOW + 9, 2, keyring(10).id()),
+        "clone: first, last and count"
+    );
+}
+
+fn racing_rotations_one_winner<S: ConformanceStore>(store: &S) {
+    const RACERS: u8 = 8;
+    enrolled(store, "rota02", "raced", 1);
+    let barrier = Barrier::new(usize::from(RACERS));
+    let outcomes: Vec<Result<(), ConfirmRefusal>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..RACERS)
+            .map(|i| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    barrier.wait();
+                    rotated(store, rotate("raced", 1, 100 + i, NOW))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| panic!("a racer panicked"))).collect()
+    });
+    let winners = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert_eq!(winners, 1, "rotation race: exactly one of {RACERS} rotations of one keyring wins: {outcomes:?}");
+    assert!(outcomes.iter().all(|o| o.is_ok() || *o == Err(ConfirmRefusal::Replaced)), "{outcomes:?}");
+    let record = store.keyring(&client("raced")).expect("rotation race: the record");
+    assert_eq!(record.retired, vec![keyring(1)], "rotation race: retired once");
 }
