@@ -390,6 +390,7 @@ impl HandshakeFixture {
                     c2s: SymmetricKey::from_bytes([0; 32]),
                     s2c: SymmetricKey::from_bytes([0; 32]),
                 },
+                rotated_from: None,
             },
             keyring: KeyringRecord {
                 client_id,
@@ -402,6 +403,10 @@ impl HandshakeFixture {
                 confirmed: true,
                 created_at: 0,
                 attested: None,
+                retired: Vec::new(),
+                rotated_at: None,
+                rotation_requested: false,
+                clone_suspected: None,
             },
             store: Arc::new(MemoryStore::new()),
         };
@@ -439,6 +444,10 @@ impl HandshakeFixture {
             }
             StorageRequest::LookupKeyring { .. } => StorageAnswer::Keyring(Some(self.keyring.clone())),
             StorageRequest::ConfirmKeyring { .. } => StorageAnswer::Confirmed(Ok(())),
+            // The fixture's gateway never rotates (no policy, no request).
+            StorageRequest::RotateKeyring(_) => StorageAnswer::Rotated(Ok(())),
+            StorageRequest::RecordClone { .. } => StorageAnswer::CloneRecorded(false),
+            StorageRequest::RequestRotation { .. } => StorageAnswer::RotationRequested(true),
         }
     }
 

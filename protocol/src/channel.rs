@@ -202,6 +202,28 @@ impl Channel {
         Ok(Some(len.saturating_add(FRAME_OVERHEAD)))
     }
 
+    /// The peer's refusal of the handshake, if `buf` starts with a whole Alert frame
+    /// and no channel frame has been opened yet (`spec/PROTOCOL.md` §9): a gateway that
+    /// refuses after the client's last handshake message (a failed confirmation, a
+    /// rotation that lost, a clone's resume) can only say so where the first channel
+    /// frame would be. `None` otherwise, and always after the first channel frame: an
+    /// Alert there is [`ChannelError::UnexpectedType`], as any other type. Like every
+    /// alert it is unauthenticated: it can only end the session, which the network
+    /// could do anyway.
+    pub fn late_refusal(&self, buf: &[u8]) -> Option<crate::error::ReceivedAlert> {
+        if self.recv.seq != 0 || self.failed.is_some() {
+            return None;
+        }
+        if buf.first() != Some(&(FrameType::Alert as u8)) {
+            return None;
+        }
+        let frame = crate::messages::peek_handshake_frame(buf).ok().flatten()?;
+        Some(match <crate::messages::AlertMessage as crate::messages::Message>::decode(frame.body) {
+            Ok(alert) => crate::error::ReceivedAlert::from_code(alert.code),
+            Err(_) => crate::error::ReceivedAlert::Malformed,
+        })
+    }
+
     fn check_open(&self) -> Result<(), ChannelError> {
         match self.failed {
             Some(e) => Err(e),

@@ -156,10 +156,17 @@ enum Interruption {
 #[test]
 fn a_rotation_interrupted_at_every_step_is_completed_by_the_next_resume() {
     use Interruption::*;
-    for (seed, step) in
-        [HelloLost, ChallengeLost, PersistFailed, CrashBeforePersist, FinishedLost, RotationStoreFailed, RotationCommittedThenCrash]
-            .into_iter()
-            .enumerate()
+    for (seed, step) in [
+        HelloLost,
+        ChallengeLost,
+        PersistFailed,
+        CrashBeforePersist,
+        FinishedLost,
+        RotationStoreFailed,
+        RotationCommittedThenCrash,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let world = World::new(100 + seed as u64);
         let old = joined(&world);

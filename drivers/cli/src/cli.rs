@@ -413,6 +413,27 @@ pub struct ServeLimits {
     /// Executor threads for connections (0: one per available core).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub threads: usize,
+    /// Rotate a client's keyring at its first resume once the keyring is this old
+    /// (`never`: only when `boarding clients rotate` asks). A keyring copied from an
+    /// agent's disk stops working at the next rotation, and its use is reported as a
+    /// clone.
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = parse_rotate_after)]
+    pub rotate_after: RotateAfter,
+}
+
+/// `--rotate-after`: a duration, or never.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RotateAfter(pub Option<Duration>);
+
+fn parse_rotate_after(text: &str) -> Result<RotateAfter, String> {
+    if text == "never" {
+        return Ok(RotateAfter(None));
+    }
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("a zero age would rotate at every resume; give a duration, or `never`".into()),
+        Ok(d) => Ok(RotateAfter(Some(d))),
+        Err(e) => Err(format!("{e} (a duration such as 30d or 12h, or `never`)")),
+    }
 }
 
 impl ServeLimits {
@@ -428,6 +449,7 @@ impl ServeLimits {
             idle_timeout: self.idle_timeout,
             max_payload: self.max_message.min(boarding::channel::MAX_PAYLOAD),
             threads: self.threads,
+            rotate_after: self.rotate_after.0,
             ..boarding_smol::GatewayConfig::default()
         }
     }
@@ -522,7 +544,8 @@ pub enum TokenCommand {
 /// Client commands.
 #[derive(Debug, Subcommand)]
 pub enum ClientsCommand {
-    /// List the agents that joined: client id, token, labels, confirmed, join time.
+    /// List the agents that joined: client id, token, labels, confirmed, join time, the
+    /// keyring's age and rotation, and any clone suspicion.
     List {
         #[command(flatten)]
         data: GatewayData,
@@ -533,6 +556,16 @@ pub enum ClientsCommand {
     /// Delete an agent's keyring: it can no longer connect (it must join again with a
     /// new token; its id becomes free).
     Revoke {
+        #[command(flatten)]
+        data: GatewayData,
+        /// The agent's client id.
+        #[arg(value_name = "CLIENT_ID")]
+        id: ClientId,
+    },
+    /// Rotate an agent's keyring at its next resume: the agent gets a new keyring and
+    /// the old one stops working; a copy of the old one that resumes later is refused
+    /// and reported as a clone (`clients list`).
+    Rotate {
         #[command(flatten)]
         data: GatewayData,
         /// The agent's client id.

@@ -7,8 +7,8 @@ use crate::cli::{
 };
 use crate::error::Result;
 use crate::ops::{
-    CreateOptions, ServeOn, clients_list, clients_revoke, default_client_id, gateway_init, gateway_pin, serve,
-    token_create, token_delete, token_list, token_prune,
+    CreateOptions, ServeOn, clients_list, clients_revoke, clients_rotate, default_client_id, gateway_init, gateway_pin,
+    serve, token_create, token_delete, token_list, token_prune,
 };
 use crate::{demo, docs, ops, output, secret};
 
@@ -93,6 +93,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Clients { command } => match command {
             ClientsCommand::List { data, output } => clients_list(&data, output).await,
             ClientsCommand::Revoke { data, id } => clients_revoke(&data, id).await,
+            ClientsCommand::Rotate { data, id } => clients_rotate(&data, id).await,
         },
         Command::Agent { command } => match command {
             AgentCommand::Join { gateway, token, token_file, pin, id, attest_cert, attest_key, certificate, dir } => {

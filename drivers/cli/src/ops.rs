@@ -205,6 +205,17 @@ impl GatewayAccess {
         }
     }
 
+    /// Asks for a client's keyring to be rotated at its next resume; whether it exists.
+    pub async fn rotate_client(&mut self, id: ClientId) -> Result<bool> {
+        match self {
+            Self::Admin(client, _) => match Self::ask(client, AdminRequest::ClientsRotate { id }).await? {
+                AdminResponse::RotationRequested { existed } => Ok(existed),
+                other => Err(Self::unexpected(other)),
+            },
+            Self::Direct(store) => Ok(store.request_rotation(id).await?),
+        }
+    }
+
     /// Revokes a client; whether it existed, and how many live sessions were closed
     /// (`None` on etcd: every replica closes the client's sessions it serves).
     pub async fn revoke_client(&mut self, id: ClientId) -> Result<(bool, Option<usize>)> {
@@ -688,6 +699,19 @@ pub async fn clients_list(data: &GatewayData, format: OutputFormat) -> Result<()
         return out_raw(&document);
     }
     if records.is_empty() { out("no clients have joined yet") } else { out(client_table(&records)) }
+}
+
+/// `clients rotate`.
+pub async fn clients_rotate(data: &GatewayData, id: ClientId) -> Result<()> {
+    let mut access = GatewayAccess::open(data, Create::No).await?;
+    if access.rotate_client(id.clone()).await? {
+        out(format_args!(
+            "client {id}: its keyring is rotated at its next resume (its live sessions carry on); from then on a copy \
+             of the old keyring is refused and shown as a clone in `boarding clients list`"
+        ))
+    } else {
+        Err(CliError::NotFound(format!("no client {id} in {}; see `boarding clients list`", access.describe())))
+    }
 }
 
 /// `clients revoke`.

@@ -164,14 +164,33 @@ pub fn token_table(records: &[TokenView], now: u64) -> Table {
 /// The client table (never with keys).
 pub fn client_table(records: &[ClientView]) -> Table {
     let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED).set_header(["CLIENT ID", "TOKEN", "LABELS", "CONFIRMED", "JOINED"]);
+    table.load_preset(UTF8_FULL_CONDENSED).set_header([
+        "CLIENT ID",
+        "TOKEN",
+        "LABELS",
+        "CONFIRMED",
+        "JOINED",
+        "KEYRING",
+        "CLONE SUSPECTED",
+    ]);
     for r in records {
+        let keyring = match (r.rotated_at, r.rotation_requested) {
+            (_, true) => "rotation asked".to_owned(),
+            (Some(at), false) => format!("rotated {}", format_time(at)),
+            (None, false) => "from the join".to_owned(),
+        };
+        let clone = r.clone_suspected.as_ref().map_or_else(
+            || "no".to_owned(),
+            |s| format!("YES: {} resume(s), last {}", s.count, format_time(s.last_at)),
+        );
         table.add_row([
             r.client_id.to_string(),
             r.token_id.to_string(),
             labels(&r.labels),
             if r.confirmed { "yes" } else { "not yet" }.to_owned(),
             format_time(r.created_at),
+            keyring,
+            clone,
         ]);
     }
     table

@@ -375,6 +375,13 @@ fn a_join_interrupted_after_redemption_is_retried_through_another_replica() {
         async fn load_keyring(&self) -> Result<Option<boarding::client::SavedKeyring>, StoreError> {
             self.inner.load_keyring().await
         }
+        async fn replace_keyring(
+            &self,
+            replaces: &boarding::keys::KeyringId,
+            saved: &boarding::client::SavedKeyring,
+        ) -> Result<bool, StoreError> {
+            self.inner.replace_keyring(replaces, saved).await
+        }
     }
 
     let member = EtcdMember::start().unwrap_or_else(|e| panic!("{e}"));

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use boarding::identity::ClientId;
 use boarding::pin::Pin;
-use boarding::storage::KeyringRecord;
+use boarding::storage::{CloneSuspicion, KeyringRecord};
 use boarding::token::{BootstrapToken, TokenId, TokenRecord};
 use serde::{Deserialize, Serialize};
 use smol::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -78,6 +78,11 @@ pub enum AdminRequest {
         /// Its client id.
         id: ClientId,
     },
+    /// Rotate a client's keyring at its next resume.
+    ClientsRotate {
+        /// Its client id.
+        id: ClientId,
+    },
 }
 
 /// A token as operators see it: everything but the secret.
@@ -123,6 +128,18 @@ pub struct ClientView {
     pub confirmed: bool,
     /// When it joined (Unix seconds).
     pub created_at: u64,
+    /// When a rotation made its current keyring (`None`: the join's).
+    #[serde(default)]
+    pub rotated_at: Option<u64>,
+    /// Whether a rotation is asked for at its next resume.
+    #[serde(default)]
+    pub rotation_requested: bool,
+    /// How many keyrings it rotated away from are kept for clone detection.
+    #[serde(default)]
+    pub retired_keyrings: usize,
+    /// Resumes with a keyring it had rotated away from: a copy of it exists.
+    #[serde(default)]
+    pub clone_suspected: Option<CloneSuspicion>,
 }
 
 impl From<&KeyringRecord> for ClientView {
@@ -133,6 +150,10 @@ impl From<&KeyringRecord> for ClientView {
             labels: r.labels.clone(),
             confirmed: r.confirmed,
             created_at: r.created_at,
+            rotated_at: r.rotated_at,
+            rotation_requested: r.rotation_requested,
+            retired_keyrings: r.retired.len(),
+            clone_suspected: r.clone_suspected.as_deref().cloned(),
         }
     }
 }
@@ -156,6 +177,11 @@ pub enum AdminResponse {
     Tokens(Vec<TokenView>),
     /// Clients, ordered by client id.
     Clients(Vec<ClientView>),
+    /// The outcome of a rotation request: whether the client exists.
+    RotationRequested {
+        /// Whether the client has a keyring.
+        existed: bool,
+    },
     /// The outcome of a revocation.
     Revoked {
         /// Whether the token or client existed.
@@ -263,6 +289,10 @@ async fn execute<S: Store>(gateway: &Gateway<S>, request: AdminRequest) -> Resul
         AdminRequest::ClientsRevoke { id } => {
             let (existed, closed_sessions) = gateway.revoke_client(id).await.map_err(store_error)?;
             Ok(AdminResponse::Revoked { existed, closed_sessions })
+        }
+        AdminRequest::ClientsRotate { id } => {
+            let existed = gateway.request_rotation(id).await.map_err(store_error)?;
+            Ok(AdminResponse::RotationRequested { existed })
         }
     }
 }

@@ -70,7 +70,7 @@ where
                     write(&mut io, &outgoing).await?;
                     let (channel, peer, buffered) =
                         endpoint.into_parts().map_err(|source| Error::Handshake { source, side: E::SIDE })?;
-                    return Ok(Session::new(io, channel, peer, buffered, max_payload));
+                    return Ok(Session::new(io, E::SIDE, channel, peer, buffered, max_payload));
                 }
                 Output::Failed(source) => {
                     // The alert, best effort: the peer may be gone already.

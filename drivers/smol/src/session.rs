@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use boarding::channel::{Channel, FRAME_OVERHEAD, MAX_PAYLOAD, Received};
+use boarding::channel::{Channel, FRAME_OVERHEAD, MAX_PAYLOAD, Received, Side};
 use boarding::client::SessionInfo;
 use boarding::messages::FRAME_HEADER_LEN;
 use boarding::server::VerifiedClient;
@@ -40,6 +40,8 @@ pub(crate) async fn deadline<T>(
 /// gateway ([`GatewaySession`]), the [`SessionInfo`] on the agent ([`AgentSession`]).
 pub struct Session<IO, P> {
     io: IO,
+    /// This end's side, for errors.
+    side: Side,
     channel: Channel,
     peer: P,
     /// Bytes received: `rbuf[start..]` is not yet opened. Opened frames are dropped from
@@ -109,9 +111,10 @@ impl<IO, P: fmt::Debug> fmt::Debug for Session<IO, P> {
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin, P> Session<IO, P> {
-    pub(crate) fn new(io: IO, channel: Channel, peer: P, buffered: Vec<u8>, max_payload: usize) -> Self {
+    pub(crate) fn new(io: IO, side: Side, channel: Channel, peer: P, buffered: Vec<u8>, max_payload: usize) -> Self {
         Self {
             io,
+            side,
             channel,
             peer,
             rbuf: buffered,
@@ -230,6 +233,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, P> Session<IO, P> {
     pub async fn recv_ref(&mut self) -> Result<Option<&[u8]>, Error> {
         loop {
             let pending = self.rbuf.get(self.start..).unwrap_or_default();
+            if let Some(alert) = self.channel.late_refusal(pending) {
+                // The peer refused the handshake after this side's last message.
+                return Err(Error::Handshake { source: boarding::Error::PeerAlert(alert), side: self.side });
+            }
             if let Some(len) = Channel::frame_len(pending)? {
                 let payload = len.saturating_sub(FRAME_OVERHEAD);
                 if payload > self.max_payload {

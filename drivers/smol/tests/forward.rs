@@ -318,7 +318,9 @@ fn a_forwarded_connection_round_trips_a_mebibyte_and_the_upstream_sees_the_ident
         let local_addr = local.local_addr().unwrap();
         let forwarding = {
             let (agent, addr) = (agent.clone(), world.addr.clone());
-            smol::spawn(async move { agent.forward_listener(&addr, saved, "db", local, 8).await })
+            smol::spawn(async move {
+                agent.forward_listener(&addr, &MemoryKeyringStore::holding(saved), "db", local, 8).await
+            })
         };
 
         // The stream starts with a forged PROXY header: it reaches the upstream as data,
@@ -375,12 +377,12 @@ fn a_service_the_labels_do_not_allow_is_refused_and_no_upstream_connection_is_ma
 
         for saved in [web.clone(), unlabelled] {
             let (local, _keep) = pair().await;
-            let result = agent.forward(&world.addr, saved, "db", local).await;
+            let result = agent.forward(&world.addr, &MemoryKeyringStore::holding(saved), "db", local).await;
             assert_eq!(refusal(result), Refusal::NotAllowed);
         }
         assert_eq!(asked.load(Ordering::SeqCst), 0, "the rule refused them before the application's check");
         let (local, _keep) = pair().await;
-        let result = agent.forward(&world.addr, banned, "db", local).await;
+        let result = agent.forward(&world.addr, &MemoryKeyringStore::holding(banned), "db", local).await;
         let message = result.as_ref().unwrap_err().to_string();
         assert_eq!(refusal(result), Refusal::NotAllowed, "the application's check refused it");
         assert!(message.contains("not allowed"), "{message}");
@@ -391,7 +393,7 @@ fn a_service_the_labels_do_not_allow_is_refused_and_no_upstream_connection_is_ma
         let (local, remote) = pair().await;
         let forwarding = {
             let (agent, addr) = (agent.clone(), world.addr.clone());
-            smol::spawn(async move { agent.forward(&addr, web, "open", remote).await })
+            smol::spawn(async move { agent.forward(&addr, &MemoryKeyringStore::holding(web), "open", remote).await })
         };
         let (report, echoed) = exchange(local, b"ping").await;
         assert!(report.starts_with("client=web-1 "), "{report}");
@@ -410,12 +412,12 @@ fn an_unknown_service_is_refused_and_a_bad_name_is_an_error_before_connecting() 
         let agent = Agent::default();
         let (saved, _) = world.join(&agent, "node-1", &[("role", "db")]).await;
         let (local, _keep) = pair().await;
-        let result = agent.forward(&world.addr, saved.clone(), "nope", local).await;
+        let result = agent.forward(&world.addr, &MemoryKeyringStore::holding(saved.clone()), "nope", local).await;
         let message = result.as_ref().unwrap_err().to_string();
         assert_eq!(refusal(result), Refusal::UnknownService);
         assert!(message.contains("service nope") && message.contains("no service of that name"), "{message}");
         let (local, _keep) = pair().await;
-        let result = agent.forward(&world.addr, saved, "Not A Name", local).await;
+        let result = agent.forward(&world.addr, &MemoryKeyringStore::holding(saved), "Not A Name", local).await;
         assert!(matches!(result, Err(Error::Forward(ForwardError::InvalidServiceName(_)))), "{result:?}");
         assert_eq!(upstream.accepted.load(Ordering::SeqCst), 0);
         assert_eq!(world.gateway.stats().established, 2, "the join and the refused stream's session only");
@@ -436,7 +438,7 @@ fn an_upstream_that_is_down_gives_the_agent_a_clear_error() {
         let (saved, _) = world.join(&agent, "node-1", &[]).await;
         let (local, _keep) = pair().await;
         let started = Instant::now();
-        let result = agent.forward(&world.addr, saved, "db", local).await;
+        let result = agent.forward(&world.addr, &MemoryKeyringStore::holding(saved), "db", local).await;
         let message = result.as_ref().unwrap_err().to_string();
         assert_eq!(refusal(result), Refusal::UpstreamUnreachable);
         assert!(message.contains("cannot reach the service's upstream"), "{message}");
@@ -461,7 +463,9 @@ fn sixty_four_concurrent_streams_from_eight_agents_stay_separate() {
             for s in 0..8u64 {
                 let (local, remote) = pair().await;
                 let (agent, addr, saved) = (agent.clone(), world.addr.clone(), saved.clone());
-                let forwarding = smol::spawn(async move { agent.forward(&addr, saved, "db", remote).await });
+                let forwarding = smol::spawn(async move {
+                    agent.forward(&addr, &MemoryKeyringStore::holding(saved), "db", remote).await
+                });
                 let seed = (a as u64) * 8 + s + 100;
                 let data = pattern(seed, 64 * 1024 + usize::try_from(seed).unwrap());
                 streams.push(smol::spawn(async move {
@@ -500,7 +504,10 @@ fn revoking_the_client_closes_its_forwarded_streams() {
         for saved in [revoked.clone(), revoked, kept] {
             let (local, remote) = pair().await;
             let (agent, addr) = (agent.clone(), world.addr.clone());
-            let forwarding = smol::spawn(async move { agent.forward(&addr, saved, "db", remote).await });
+            let forwarding =
+                smol::spawn(
+                    async move { agent.forward(&addr, &MemoryKeyringStore::holding(saved), "db", remote).await },
+                );
             let mut local = BufReader::new(local);
             let mut report = String::new();
             local.read_line(&mut report).await.unwrap();
@@ -547,7 +554,7 @@ fn half_close_the_agent_shuts_its_write_side_and_the_upstream_still_answers() {
         let (local, remote) = pair().await;
         let forwarding = {
             let (agent, addr) = (agent.clone(), world.addr.clone());
-            smol::spawn(async move { agent.forward(&addr, saved, "db", remote).await })
+            smol::spawn(async move { agent.forward(&addr, &MemoryKeyringStore::holding(saved), "db", remote).await })
         };
         let request = pattern(7, 100_000);
         let (report, answer) = exchange(local, &request).await;
@@ -570,7 +577,7 @@ fn half_close_the_upstream_shuts_its_write_side_and_still_hears_the_agent() {
         let (local, remote) = pair().await;
         let forwarding = {
             let (agent, addr) = (agent.clone(), world.addr.clone());
-            smol::spawn(async move { agent.forward(&addr, saved, "db", remote).await })
+            smol::spawn(async move { agent.forward(&addr, &MemoryKeyringStore::holding(saved), "db", remote).await })
         };
         let mut reader = BufReader::new(local.clone());
         let mut report = String::new();
@@ -598,7 +605,7 @@ fn an_upstream_that_resets_mid_stream_aborts_the_agents_stream() {
         let (mut local, remote) = pair().await;
         let forwarding = {
             let (agent, addr) = (agent.clone(), world.addr.clone());
-            smol::spawn(async move { agent.forward(&addr, saved, "db", remote).await })
+            smol::spawn(async move { agent.forward(&addr, &MemoryKeyringStore::holding(saved), "db", remote).await })
         };
         local.write_all(b"first").await.unwrap();
         let result = forwarding.await;
@@ -621,7 +628,7 @@ fn keepalives_keep_an_idle_forwarded_stream_open() {
         let (local, remote) = pair().await;
         let forwarding = {
             let (agent, addr) = (agent.clone(), world.addr.clone());
-            smol::spawn(async move { agent.forward(&addr, saved, "db", remote).await })
+            smol::spawn(async move { agent.forward(&addr, &MemoryKeyringStore::holding(saved), "db", remote).await })
         };
         let mut local = BufReader::new(local);
         let mut report = String::new();
@@ -649,7 +656,7 @@ fn a_gateway_that_only_echoes_is_reported_as_not_forwarding() {
         let agent = Agent::default();
         let (saved, _) = world.join(&agent, "node-1", &[]).await;
         let (local, _keep) = pair().await;
-        let result = agent.forward(&world.addr, saved, "db", local).await;
+        let result = agent.forward(&world.addr, &MemoryKeyringStore::holding(saved), "db", local).await;
         let message = result.as_ref().unwrap_err().to_string();
         assert!(matches!(result, Err(Error::Forward(ForwardError::NotForwarding { .. }))), "{result:?}");
         assert!(message.contains("does not serve forwarded streams"), "{message}");
@@ -701,7 +708,7 @@ fn an_attested_name_rule_admits_the_attested_client_in_its_join_and_its_resumes(
         let (local, remote) = pair().await;
         let forwarding = smol::spawn({
             let (agent, addr) = (agent.clone(), world.addr.clone());
-            async move { agent.forward(&addr, saved, "attested", remote).await }
+            async move { agent.forward(&addr, &MemoryKeyringStore::holding(saved), "attested", remote).await }
         });
         let (report, echoed) = exchange(local, b"resumed").await;
         assert_eq!(echoed, b"resumed");

@@ -114,7 +114,7 @@ fn a_slow_upstream_or_a_slow_agent_does_not_grow_the_memory_past_the_bound() {
         let (mut local, remote) = pair().await;
         let forwarding = {
             let (agent, addr, saved) = (agent.clone(), addr.clone(), saved.clone());
-            smol::spawn(async move { agent.forward(&addr, saved, "sink", remote).await })
+            smol::spawn(async move { agent.forward(&addr, &MemoryKeyringStore::holding(saved), "sink", remote).await })
         };
         assert_eq!(ready.recv().await.unwrap(), 0);
         smol::Timer::after(Duration::from_millis(100)).await;
@@ -139,7 +139,7 @@ fn a_slow_upstream_or_a_slow_agent_does_not_grow_the_memory_past_the_bound() {
         let (mut local, remote) = pair().await;
         let forwarding = {
             let (agent, addr) = (agent.clone(), addr.clone());
-            smol::spawn(async move { agent.forward(&addr, saved, "sink", remote).await })
+            smol::spawn(async move { agent.forward(&addr, &MemoryKeyringStore::holding(saved), "sink", remote).await })
         };
         assert_eq!(ready.recv().await.unwrap(), 0);
         smol::Timer::after(Duration::from_millis(100)).await;
