@@ -890,6 +890,17 @@ pub fn resume_error(e: boarding_smol::Error) -> CliError {
     }
 }
 
+/// A session's first receive that found the gateway's refusal of the resume (it decides
+/// some after the agent's last handshake message): a clone's resume is said as what it is.
+fn late_refusal(e: boarding_smol::Error, gateway: &str, client: &ClientId) -> CliError {
+    match e.peer_alert() {
+        Some(boarding::Alert::RetiredKeyring) => {
+            CliError::CloneSuspected { gateway: gateway.to_owned(), client: client.clone() }
+        }
+        _ => e.into(),
+    }
+}
+
 /// The services `gateway serve --service --allow --no-proxy-header` asks for (`None`:
 /// no --service, the gateway echoes).
 pub fn services(args: &ServiceArgs) -> Result<Option<Services>> {
@@ -969,7 +980,7 @@ pub async fn agent_connect(gateway: &str, service: &ServiceName, dir: &Path) -> 
 pub async fn agent_send(gateway: &str, dir: &Path, message: &str) -> Result<()> {
     let store = existing_agent_store(dir)?;
     // Said with the store's path, before any connection.
-    store
+    let saved = store
         .load_keyring()
         .await?
         .ok_or_else(|| boarding_smol::Error::NotJoined { location: store.path().display().to_string() })?;
@@ -978,7 +989,8 @@ pub async fn agent_send(gateway: &str, dir: &Path, message: &str) -> Result<()> 
     session.send(message.as_bytes()).await?;
     let reply = session
         .recv()
-        .await?
+        .await
+        .map_err(|e| late_refusal(e, gateway, &saved.client_id))?
         .ok_or_else(|| CliError::Unexpected("the gateway closed the session without replying".into()))?;
     session.close().await?;
     out(String::from_utf8_lossy(&reply))

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{GatewayProcess, boarding, ok, stderr, stdout};
+use common::{GatewayProcess, boarding, ok, readme_block, stderr, stdout};
 
 /// Runs a shell script in `dir` (the README's commands, verbatim), failing clearly if
 /// `openssl` is missing.
@@ -155,37 +155,6 @@ fn attestation_flags_are_checked_before_anything_runs() {
     assert!(stderr(&o).contains("does not match"), "{}", stderr(&o));
 }
 
-/// The README's commands of "A client certificate at join", as written: the lines of
-/// the block after `heading` that start with `$ ` (continuations joined), and the
-/// output lines the README shows for them.
-fn readme_block(heading: &str) -> (Vec<String>, Vec<String>) {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
-    let section = readme.split_once(heading).unwrap_or_else(|| panic!("README has no {heading:?}")).1;
-    let mut commands: Vec<String> = Vec::new();
-    let mut outputs = Vec::new();
-    let mut in_block = false;
-    for line in section.lines() {
-        let Some(code) = line.strip_prefix("    ") else {
-            if in_block && !line.is_empty() {
-                break;
-            }
-            continue;
-        };
-        in_block = true;
-        let continues = commands.last().is_some_and(|c| c.ends_with('\\'));
-        if continues {
-            let last = commands.last_mut().unwrap();
-            last.pop();
-            last.push_str(code.trim_start());
-        } else if let Some(command) = code.strip_prefix("$ ") {
-            commands.push(command.to_owned());
-        } else {
-            outputs.push(code.to_owned());
-        }
-    }
-    (commands, outputs)
-}
-
 #[test]
 fn the_readme_join_with_attestation_and_a_certificate_runs_as_pasted() {
     let dir = tempfile::tempdir().unwrap();
@@ -205,26 +174,7 @@ fn the_readme_join_with_attestation_and_a_certificate_runs_as_pasted() {
         .map(|arg| if d.join(arg).is_file() { d.join(arg).display().to_string() } else { arg.to_owned() })
         .collect();
     let gateway = GatewayProcess::start_with(&d.join("gw"), &args.iter().map(String::as_str).collect::<Vec<_>>());
-    let bin_dir = Path::new(common::BIN).parent().unwrap();
-    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
-    let script = commands[1..].join("\n").replace("127.0.0.1:7443", &gateway.addr);
-    let out = Command::new("sh")
-        .arg("-ec")
-        .arg(&script)
-        .current_dir(d)
-        .env("PATH", path)
-        .env("PIN", &gateway.pin)
-        .env("BOARDING_LOG", "warn")
-        .output()
-        .unwrap();
-    let printed = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{script}\nfailed:\n{printed}\n{}", String::from_utf8_lossy(&out.stderr));
-    for expected in &outputs {
-        assert!(
-            printed.lines().any(|l| l == expected),
-            "the README shows {expected:?}; the commands printed {printed}"
-        );
-    }
+    common::run_readme_commands(d, &commands[1..], &outputs, &gateway);
     // What the commands left: a certificate for node-1's new key, from the gateway's CA.
     let subject = Command::new("openssl")
         .args(["x509", "-noout", "-subject", "-ext", "subjectAltName", "-in", "node-1-client.pem"])

@@ -110,3 +110,59 @@ impl GatewayProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A README section's commands, as written: the lines of the first block after `heading` that start with `$ ` (continuations joined), and the
+/// output lines the README shows for them.
+pub fn readme_block(heading: &str) -> (Vec<String>, Vec<String>) {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = readme.split_once(heading).unwrap_or_else(|| panic!("README has no {heading:?}")).1;
+    let mut commands: Vec<String> = Vec::new();
+    let mut outputs = Vec::new();
+    let mut in_block = false;
+    for line in section.lines() {
+        let Some(code) = line.strip_prefix("    ") else {
+            if in_block && !line.is_empty() {
+                break;
+            }
+            continue;
+        };
+        in_block = true;
+        let continues = commands.last().is_some_and(|c| c.ends_with('\\'));
+        if continues {
+            let last = commands.last_mut().unwrap();
+            last.pop();
+            last.push_str(code.trim_start());
+        } else if let Some(command) = code.strip_prefix("$ ") {
+            commands.push(command.to_owned());
+        } else {
+            outputs.push(code.to_owned());
+        }
+    }
+    (commands, outputs)
+}
+
+
+/// Runs `commands` (a README block's, in order) with `sh -e` in `dir`, with the binary on
+/// PATH, the running `gateway`'s address for the README's 127.0.0.1:7443 and its pin in
+/// `$PIN`, and checks that stdout shows every one of the README's `outputs` lines.
+pub fn run_readme_commands(dir: &Path, commands: &[String], outputs: &[String], gateway: &GatewayProcess) -> String {
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let script = commands.join("\n").replace("127.0.0.1:7443", &gateway.addr);
+    let out = Command::new("sh")
+        .arg("-ec")
+        .arg(&script)
+        .current_dir(dir)
+        .env("PATH", path)
+        .env("PIN", &gateway.pin)
+        .env("BOARDING_LOG", "warn")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{script}\nfailed:\n{printed}\n{}", String::from_utf8_lossy(&out.stderr));
+    for expected in outputs {
+        let expected = expected.replace("127.0.0.1:7443", &gateway.addr);
+        assert!(printed.lines().any(|l| l == expected), "the README shows {expected:?}; the commands printed {printed}");
+    }
+    printed
+}
