@@ -141,7 +141,6 @@ pub fn readme_block(heading: &str) -> (Vec<String>, Vec<String>) {
     (commands, outputs)
 }
 
-
 /// Runs `commands` (a README block's, in order) with `sh -e` in `dir`, with the binary on
 /// PATH, the running `gateway`'s address for the README's 127.0.0.1:7443 and its pin in
 /// `$PIN`, and checks that stdout shows every one of the README's `outputs` lines.
@@ -162,7 +161,10 @@ pub fn run_readme_commands(dir: &Path, commands: &[String], outputs: &[String], 
     assert!(out.status.success(), "{script}\nfailed:\n{printed}\n{}", String::from_utf8_lossy(&out.stderr));
     for expected in outputs {
         let expected = expected.replace("127.0.0.1:7443", &gateway.addr);
-        assert!(printed.lines().any(|l| l == expected), "the README shows {expected:?}; the commands printed {printed}");
+        assert!(
+            printed.lines().any(|l| l == expected),
+            "the README shows {expected:?}; the commands printed {printed}"
+        );
     }
     printed
 }
