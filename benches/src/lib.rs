@@ -446,6 +446,8 @@ impl HandshakeFixture {
             StorageRequest::ConfirmKeyring { .. } => StorageAnswer::Confirmed(Ok(())),
             // The fixture's gateway never rotates (no policy, no request).
             StorageRequest::RotateKeyring(_) => StorageAnswer::Rotated(Ok(())),
+            StorageRequest::FenceKeyring { .. } => StorageAnswer::Fenced(Some(1)),
+            StorageRequest::CheckKeyring { .. } => StorageAnswer::Checked(Ok(())),
             StorageRequest::RecordClone { .. } => StorageAnswer::CloneRecorded(false),
             StorageRequest::RequestRotation { .. } => StorageAnswer::RotationRequested(true),
         }

@@ -21,6 +21,13 @@
 //! can be **bound** to that TLS session ([`transcript::ChannelBinding`]), so a relay that
 //! terminates TLS on each side fails the first proof.
 //!
+//! Keyrings **move**: a gateway may rotate a client's keyring in a resume
+//! ([`server::ServerConfig::with_rotation`], or an operator's request), the new one derived
+//! from the resume's fresh exchange and stored by the agent before it confirms
+//! ([`client::ClientRequest::PersistRotation`]); a resume that later proves a keyring the
+//! client rotated away from is a clone's, refused and recorded
+//! ([`storage::decide_rotation`], [`storage::decide_clone`]).
+//!
 //! The wire format, key schedule and state machines are specified byte for byte in
 //! `spec/PROTOCOL.md`, which this package ships (with the test vectors,
 //! `spec/vectors/boarding-v1.json`); this crate implements that document.

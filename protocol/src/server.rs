@@ -310,6 +310,7 @@ struct AwaitKeyring {
 #[derive(Debug)]
 struct Selected {
     record: KeyringRecord,
+    keyring: Keyring,
     id: KeyringId,
     standing: KeyringStanding,
     rotate: bool,
@@ -333,6 +334,13 @@ struct AwaitTicket {
     suite: MacSuite,
 }
 
+/// A resume selected the second keyring it offered; the record is being fenced.
+#[derive(Debug)]
+struct AwaitFence {
+    hello: AwaitKeyring,
+    selected: Selected,
+}
+
 /// A resume proved a retired keyring; the clone suspicion is being recorded.
 #[derive(Debug)]
 struct AwaitCloneRecord;
@@ -340,8 +348,6 @@ struct AwaitCloneRecord;
 /// A verified rotating resume waits for its rotation to be committed.
 #[derive(Debug)]
 struct AwaitRotation {
-    from: KeyringId,
-    now: UnixTime,
     session: SessionKeys,
     peer: VerifiedClient,
     suite: MacSuite,
@@ -370,6 +376,7 @@ enum State {
     AwaitRedeem(AwaitRedeem),
     ExpectClientFinished(ExpectClientFinished),
     AwaitKeyring(AwaitKeyring),
+    AwaitFence(AwaitFence),
     ExpectResumeFinished(ExpectResumeFinished),
     AwaitTicket(AwaitTicket),
     AwaitCloneRecord(AwaitCloneRecord),
@@ -388,6 +395,7 @@ impl HandshakeState for State {
             Self::AwaitRedeem(_) => "AwaitRedeem",
             Self::ExpectClientFinished(_) => "ExpectClientFinished",
             Self::AwaitKeyring(_) => "AwaitKeyring",
+            Self::AwaitFence(_) => "AwaitFence",
             Self::ExpectResumeFinished(_) => "ExpectResumeFinished",
             Self::AwaitTicket(_) => "AwaitTicket",
             Self::AwaitCloneRecord(_) => "AwaitCloneRecord",
@@ -407,6 +415,7 @@ impl HandshakeState for State {
             | Self::AwaitAdmission(_)
             | Self::AwaitRedeem(_)
             | Self::AwaitKeyring(_)
+            | Self::AwaitFence(_)
             | Self::AwaitTicket(_)
             | Self::AwaitCloneRecord(_)
             | Self::AwaitRotation(_)
@@ -425,13 +434,15 @@ impl State {
             (Self::AwaitTokens(_), StorageAnswer::Tokens(_))
                 | (Self::AwaitRedeem(_), StorageAnswer::Redeemed(_))
                 | (Self::AwaitKeyring(_), StorageAnswer::Keyring(_))
-                | (Self::AwaitConfirm(_), StorageAnswer::Confirmed(_))
+                | (Self::AwaitConfirm(_), StorageAnswer::Confirmed(_) | StorageAnswer::Checked(_))
                 | (Self::AwaitRotation(_), StorageAnswer::Rotated(_))
+                | (Self::AwaitFence(_), StorageAnswer::Fenced(_))
                 | (Self::AwaitCloneRecord(_), StorageAnswer::CloneRecorded(_))
                 | (
                     Self::AwaitTokens(_)
                         | Self::AwaitRedeem(_)
                         | Self::AwaitKeyring(_)
+                        | Self::AwaitFence(_)
                         | Self::AwaitConfirm(_)
                         | Self::AwaitRotation(_)
                         | Self::AwaitCloneRecord(_),
@@ -536,8 +547,13 @@ impl Server {
                 (State::AwaitTokens(s), StorageAnswer::Tokens(records)) => context.on_tokens(s, records, outbox),
                 (State::AwaitRedeem(s), StorageAnswer::Redeemed(outcome)) => on_redeemed(s, outcome, outbox),
                 (State::AwaitKeyring(s), StorageAnswer::Keyring(record)) => context.on_keyring(s, record, outbox),
-                (State::AwaitConfirm(s), StorageAnswer::Confirmed(outcome)) => on_confirmed(s, outcome, outbox),
+                (State::AwaitConfirm(s), StorageAnswer::Confirmed(outcome) | StorageAnswer::Checked(outcome)) => {
+                    on_confirmed(s, outcome, outbox)
+                }
                 (State::AwaitRotation(s), StorageAnswer::Rotated(outcome)) => on_rotated(s, outcome, outbox),
+                (State::AwaitFence(s), StorageAnswer::Fenced(generation)) => {
+                    Ok(context.on_fenced(s, generation, outbox))
+                }
                 // Refused either way: as a clone's if the keyring is retired, else (the
                 // record is gone, or a rejoin replaced it) as a keyring the gateway no
                 // longer holds.
@@ -852,7 +868,7 @@ impl Context {
             (Some(record), Some((keyring, standing))) => {
                 let rotate =
                     standing == KeyringStanding::Current && self.config.rotation.wants_rotation(&record, self.now);
-                Some((Selected { id: keyring.id(), record, standing, rotate }, keyring))
+                Some(Selected { id: keyring.id(), keyring, record, standing, rotate })
             }
             // Kept until the Server drops, as for a failed resume (see `Context::held`).
             (record, _) => {
@@ -860,11 +876,44 @@ impl Context {
                 None
             }
         };
-        let keyring = selected.as_ref().map_or(&self.decoy, |(_, k)| k);
+        match selected {
+            // The agent holds a rotated keyring whose commit it has not seen, and this
+            // resume runs with the one before: fence that commit off first (§11).
+            Some(sel) if sel.standing == KeyringStanding::Current && s.offered.first() != Some(&sel.id) => {
+                outbox.request(ServerRequest::Storage(StorageRequest::FenceKeyring {
+                    client_id: sel.record.client_id.clone(),
+                    keyring_id: sel.id,
+                    generation: sel.record.generation,
+                }));
+                Ok(State::AwaitFence(AwaitFence { hello: s, selected: sel }))
+            }
+            selected => Ok(self.challenge(s, selected, outbox)),
+        }
+    }
+
+    fn on_fenced(&mut self, s: AwaitFence, generation: Option<u64>, outbox: &mut ServerOutbox) -> State {
+        let AwaitFence { hello, mut selected } = s;
+        match generation {
+            Some(generation) => {
+                selected.record.generation = generation;
+                self.challenge(hello, Some(selected), outbox)
+            }
+            // The record moved since it was read (the commit landed, say): this resume
+            // gets the decoy, and the agent's next one finds the new keyring.
+            None => {
+                self.held = Some(selected.record);
+                self.challenge(hello, None, outbox)
+            }
+        }
+    }
+
+    /// The ResumeChallenge, with the selected keyring or the decoy.
+    fn challenge(&mut self, s: AwaitKeyring, selected: Option<Selected>, outbox: &mut ServerOutbox) -> State {
+        let keyring = selected.as_ref().map_or(&self.decoy, |sel| &sel.keyring);
         let mut challenge = ResumeChallenge {
             version: s.negotiated.version,
             suite: s.negotiated.suite.code(),
-            rotate: selected.as_ref().is_some_and(|(sel, _)| sel.rotate),
+            rotate: selected.as_ref().is_some_and(|sel| sel.rotate),
             nonce: self.nonce,
             ephemeral: self.ephemeral.public(),
             mac: [0; 32],
@@ -872,17 +921,11 @@ impl Context {
         let th = s.transcript.hash_partial(FrameType::ResumeChallenge as u8, &challenge.signed_part());
         let secrets = resume_secrets(&s.dh, keyring, &th, &s.client_id, &self.config.pin);
         challenge.mac = finished_mac(&secrets.server_finished, &th);
-        let selected = selected.map(|(sel, _)| sel);
         let frame = challenge.to_frame();
         let mut transcript = s.transcript;
         transcript.add_frame(&frame);
         outbox.transmit(frame);
-        Ok(State::ExpectResumeFinished(ExpectResumeFinished {
-            transcript,
-            secrets,
-            selected,
-            suite: s.negotiated.suite,
-        }))
+        State::ExpectResumeFinished(ExpectResumeFinished { transcript, secrets, selected, suite: s.negotiated.suite })
     }
 
     fn on_resume_finished(
@@ -941,8 +984,9 @@ impl Context {
     }
 }
 
-/// A verified resume with the client's current keyring: established at once, or once
-/// its rotation is committed or its unconfirmed keyring confirmed.
+/// A verified resume with the client's current keyring: established once its rotation is
+/// committed, or once its keyring is confirmed (still current, and marked confirmed if
+/// it was not).
 fn resumed(
     selected: &Selected,
     secrets: &ResumeSecrets,
@@ -958,17 +1002,19 @@ fn resumed(
             client_id: record.client_id.clone(),
             from: selected.id,
             to: secrets.rotated.clone(),
+            generation: record.generation,
             now,
         })));
-        return State::AwaitRotation(AwaitRotation { from: selected.id, now, session, peer, suite });
+        return State::AwaitRotation(AwaitRotation { session, peer, suite });
     }
-    if record.confirmed {
-        outbox.established(peer.clone());
-        return State::Established(Established { session, peer, suite });
-    }
-    outbox.request(ServerRequest::Storage(StorageRequest::ConfirmKeyring {
-        client_id: record.client_id.clone(),
-        keyring_id: selected.id,
+    // Confirmed or not, the keyring must still be current when the resume completes: a
+    // rotation committed since it was read (by another holder of the keyring) ends this
+    // one. For a confirmed keyring that is a read.
+    let (client_id, keyring_id) = (record.client_id.clone(), selected.id);
+    outbox.request(ServerRequest::Storage(if record.confirmed {
+        StorageRequest::CheckKeyring { client_id, keyring_id }
+    } else {
+        StorageRequest::ConfirmKeyring { client_id, keyring_id }
     }));
     State::AwaitConfirm(AwaitConfirm { session, peer, suite })
 }
@@ -1023,6 +1069,9 @@ fn on_confirmed(
 ) -> Result<State, Error> {
     outcome.map_err(|refusal| match refusal {
         ConfirmRefusal::Missing => Error::from(Refusal::UnknownClient),
+        // A resume's keyring was rotated away from while it ran (no clone is recorded:
+        // two resumes of one agent could meet here); a join's was replaced by a retry.
+        ConfirmRefusal::Replaced if s.peer.resumed => Error::from(Refusal::RetiredKeyring),
         ConfirmRefusal::Replaced => Error::from(Refusal::ClientIdTaken),
     })?;
     outbox.established(s.peer.clone());
@@ -1034,22 +1083,14 @@ fn on_rotated(
     outcome: Result<(), ConfirmRefusal>,
     outbox: &mut ServerOutbox,
 ) -> Result<State, Error> {
-    match outcome {
-        Ok(()) => {
-            outbox.established(s.peer.clone());
-            Ok(State::Established(Established { session: s.session, peer: s.peer, suite: s.suite }))
-        }
-        Err(ConfirmRefusal::Missing) => Err(Refusal::UnknownClient.into()),
-        // Another resume with the same keyring rotated it first: two holders resumed
-        // with it at once. The keyring this one proved is retired now, so this is a
-        // clone's resume too (or a rejoin replaced the keyring, which the rule tells).
-        Err(ConfirmRefusal::Replaced) => {
-            outbox.request(ServerRequest::Storage(StorageRequest::RecordClone {
-                client_id: s.peer.client_id.clone(),
-                keyring_id: s.from,
-                now: s.now,
-            }));
-            Ok(State::AwaitCloneRecord(AwaitCloneRecord))
-        }
-    }
+    outcome.map_err(|refusal| match refusal {
+        ConfirmRefusal::Missing => Error::from(Refusal::UnknownClient),
+        // The record moved since this resume read it: another resume rotated the keyring
+        // first, or fenced this commit off (the agent resumed again, with the keyring
+        // before this rotation, while this one was in flight). No clone is recorded: an
+        // honest agent's own delayed commit ends here.
+        ConfirmRefusal::Replaced => Error::from(Refusal::RetiredKeyring),
+    })?;
+    outbox.established(s.peer.clone());
+    Ok(State::Established(Established { session: s.session, peer: s.peer, suite: s.suite }))
 }

@@ -62,10 +62,31 @@ pub enum StorageRequest {
         /// The keyring the handshake derived.
         keyring_id: KeyringId,
     },
+    /// Check that a confirmed keyring is still the client's current one when a resume
+    /// that read it completes (a rotation may have retired it meanwhile). A read: answer
+    /// with [`StorageAnswer::Checked`], computed by [`decide_confirmation`].
+    CheckKeyring {
+        /// The client id.
+        client_id: ClientId,
+        /// The keyring the resume ran with.
+        keyring_id: KeyringId,
+    },
     /// Replace a client's current keyring by the one a rotating resume derived, if the
-    /// current one is still `from`, retiring `from`. Answer with
+    /// record is still as the resume read it, retiring `from`. Answer with
     /// [`StorageAnswer::Rotated`], computed by [`decide_rotation`].
     RotateKeyring(RotateRequest),
+    /// A resume offered two keyrings and runs with the second (the agent does not know
+    /// whether its last rotation was committed): fence the record, so that rotation's
+    /// commit, if it is still in flight, can never land after this resume. Answer with
+    /// [`StorageAnswer::Fenced`], computed by [`decide_fence`].
+    FenceKeyring {
+        /// The client id.
+        client_id: ClientId,
+        /// The current keyring the resume selected.
+        keyring_id: KeyringId,
+        /// The record's generation as the resume read it.
+        generation: u64,
+    },
     /// The operator asks for the client's keyring to be rotated at its next resume
     /// (`boarding clients rotate`). Never yielded by the state machine: a store's admin
     /// path carries it out through [`execute`] like the others. Answer with
@@ -96,6 +117,7 @@ impl StorageRequest {
             Self::Redeem(_)
                 | Self::ConfirmKeyring { .. }
                 | Self::RotateKeyring(_)
+                | Self::FenceKeyring { .. }
                 | Self::RecordClone { .. }
                 | Self::RequestRotation { .. }
         )
@@ -109,7 +131,9 @@ impl StorageRequest {
             Self::Redeem(_) => "Redeem",
             Self::LookupKeyring { .. } => "LookupKeyring",
             Self::ConfirmKeyring { .. } => "ConfirmKeyring",
+            Self::CheckKeyring { .. } => "CheckKeyring",
             Self::RotateKeyring(_) => "RotateKeyring",
+            Self::FenceKeyring { .. } => "FenceKeyring",
             Self::RecordClone { .. } => "RecordClone",
             Self::RequestRotation { .. } => "RequestRotation",
         }
@@ -141,6 +165,8 @@ pub struct RotateRequest {
     pub from: KeyringId,
     /// The keyring the resume derived to replace it.
     pub to: Keyring,
+    /// The record's generation as the resume read it (after its fence, if it made one).
+    pub generation: u64,
     /// The current time.
     pub now: UnixTime,
 }
@@ -198,6 +224,11 @@ pub struct KeyringRecord {
     /// Resumes with a retired keyring, if there were any (boxed: most records have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clone_suspected: Option<Box<CloneSuspicion>>,
+    /// How many times the rules have rewritten this record: a rotation commits only
+    /// over the generation its resume read, so no write in between (a fence, another
+    /// rotation, an operator's request) can be overtaken by it.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 impl KeyringRecord {
@@ -304,8 +335,13 @@ pub enum StorageAnswer {
     Keyring(Option<KeyringRecord>),
     /// The outcome of [`StorageRequest::ConfirmKeyring`].
     Confirmed(Result<(), ConfirmRefusal>),
+    /// The outcome of [`StorageRequest::CheckKeyring`].
+    Checked(Result<(), ConfirmRefusal>),
     /// The outcome of [`StorageRequest::RotateKeyring`].
     Rotated(Result<(), ConfirmRefusal>),
+    /// The outcome of [`StorageRequest::FenceKeyring`]: the record's new generation, or
+    /// `None` if the record is no longer as the resume read it (nothing written).
+    Fenced(Option<u64>),
     /// [`StorageRequest::RecordClone`] is done (whether it found the keyring retired:
     /// `false` if the record is gone or no longer lists it).
     CloneRecorded(bool),
@@ -324,7 +360,9 @@ impl StorageAnswer {
             Self::Redeemed(_) => "StorageAnswer::Redeemed",
             Self::Keyring(_) => "StorageAnswer::Keyring",
             Self::Confirmed(_) => "StorageAnswer::Confirmed",
+            Self::Checked(_) => "StorageAnswer::Checked",
             Self::Rotated(_) => "StorageAnswer::Rotated",
+            Self::Fenced(_) => "StorageAnswer::Fenced",
             Self::CloneRecorded(_) => "StorageAnswer::CloneRecorded",
             Self::RotationRequested(_) => "StorageAnswer::RotationRequested",
             Self::Failed => "StorageAnswer::Failed",
@@ -443,9 +481,13 @@ pub fn execute<T: StoreTransaction + ?Sized>(txn: &mut T, request: &StorageReque
                 && !record.confirmed
             {
                 record.confirmed = true;
+                record.generation = record.generation.saturating_add(1);
                 txn.put_keyring(&record)?;
             }
             StorageAnswer::Confirmed(outcome)
+        }
+        StorageRequest::CheckKeyring { client_id, keyring_id } => {
+            StorageAnswer::Checked(decide_confirmation(txn.keyring(client_id)?.as_ref(), keyring_id))
         }
         StorageRequest::RotateKeyring(req) => {
             let existing = txn.keyring(&req.client_id)?;
@@ -455,6 +497,16 @@ pub fn execute<T: StoreTransaction + ?Sized>(txn: &mut T, request: &StorageReque
                     StorageAnswer::Rotated(Ok(()))
                 }
                 Err(refusal) => StorageAnswer::Rotated(Err(refusal)),
+            }
+        }
+        StorageRequest::FenceKeyring { client_id, keyring_id, generation } => {
+            let existing = txn.keyring(client_id)?;
+            match decide_fence(existing, keyring_id, *generation) {
+                Some(record) => {
+                    txn.put_keyring(&record)?;
+                    StorageAnswer::Fenced(Some(record.generation))
+                }
+                None => StorageAnswer::Fenced(None),
             }
         }
         StorageRequest::RecordClone { client_id, keyring_id, now } => {
@@ -471,6 +523,7 @@ pub fn execute<T: StoreTransaction + ?Sized>(txn: &mut T, request: &StorageReque
             Some(mut record) => {
                 if !record.rotation_requested {
                     record.rotation_requested = true;
+                    record.generation = record.generation.saturating_add(1);
                     txn.put_keyring(&record)?;
                 }
                 StorageAnswer::RotationRequested(true)
@@ -586,6 +639,7 @@ pub fn decide_redemption(
             rotated_at: None,
             rotation_requested: false,
             clone_suspected: None,
+            generation: existing.map_or(0, |e| e.generation.saturating_add(1)),
         },
     })
 }
@@ -615,15 +669,17 @@ pub fn decide_confirmation(existing: Option<&KeyringRecord>, keyring_id: &Keyrin
 ///
 /// [`ConfirmRefusal::Missing`] if the client has no keyring record (revoked meanwhile),
 /// [`ConfirmRefusal::Replaced`] if its current keyring is no longer `request.from`
-/// (another resume rotated it first, or a rejoin replaced it).
+/// (another resume rotated it first, or a rejoin replaced it) or the record was rewritten
+/// since the resume read it (its generation moved: a fence, an operator's request).
 pub fn decide_rotation(
     existing: Option<KeyringRecord>,
     request: &RotateRequest,
 ) -> Result<KeyringRecord, ConfirmRefusal> {
     let mut record = existing.ok_or(ConfirmRefusal::Missing)?;
-    if record.keyring.id() != request.from {
+    if record.keyring.id() != request.from || record.generation != request.generation {
         return Err(ConfirmRefusal::Replaced);
     }
+    record.generation = record.generation.saturating_add(1);
     let old = core::mem::replace(&mut record.keyring, request.to.clone());
     record.retired.push(old);
     let excess = record.retired.len().saturating_sub(MAX_RETIRED_KEYRINGS);
@@ -632,6 +688,21 @@ pub fn decide_rotation(
     record.rotated_at = Some(request.now);
     record.rotation_requested = false;
     Ok(record)
+}
+
+/// The fence rule: a resume that runs with the second keyring it offered (the agent
+/// holds a rotated keyring whose commit it has not seen) moves the record's generation,
+/// if the record is still as the resume read it (current keyring `keyring_id`,
+/// `generation`): a commit of that rotation still in flight then finds the generation
+/// moved and is refused, so it can never replace a keyring the agent may drop after this
+/// resume. Returns the record to write, or `None` if the record changed (nothing to write).
+pub fn decide_fence(existing: Option<KeyringRecord>, keyring_id: &KeyringId, generation: u64) -> Option<KeyringRecord> {
+    let mut record = existing?;
+    if record.keyring.id() != *keyring_id || record.generation != generation {
+        return None;
+    }
+    record.generation = record.generation.saturating_add(1);
+    Some(record)
 }
 
 /// The clone rule: a resume that proved `keyring_id`, one of the client's retired
@@ -643,6 +714,7 @@ pub fn decide_clone(existing: Option<KeyringRecord>, keyring_id: &KeyringId, now
     if !record.retired.iter().any(|k| k.id() == *keyring_id) {
         return None;
     }
+    record.generation = record.generation.saturating_add(1);
     record.clone_suspected = Some(Box::new(match record.clone_suspected.take() {
         Some(s) => CloneSuspicion { last_at: now, count: s.count.saturating_add(1), keyring_id: *keyring_id, ..*s },
         None => CloneSuspicion { first_at: now, last_at: now, count: 1, keyring_id: *keyring_id },
@@ -714,8 +786,13 @@ mod tests {
     }
 
     fn rotate(record: &KeyringRecord, to: u8, now: UnixTime) -> Result<KeyringRecord, ConfirmRefusal> {
-        let req =
-            RotateRequest { client_id: record.client_id.clone(), from: record.keyring.id(), to: keyring(to), now };
+        let req = RotateRequest {
+            client_id: record.client_id.clone(),
+            from: record.keyring.id(),
+            to: keyring(to),
+            generation: record.generation,
+            now,
+        };
         decide_rotation(Some(record.clone()), &req)
     }
 
@@ -728,8 +805,13 @@ mod tests {
         assert_eq!(rotated.retired, [keyring(1)]);
         assert_eq!((rotated.rotated_at, rotated.keyring_since(), rotated.rotation_requested), (Some(50), 50, false));
         // A second resume that proved the old keyring lost the race: nothing written.
-        let late =
-            RotateRequest { client_id: record.client_id.clone(), from: keyring(1).id(), to: keyring(3), now: 51 };
+        let late = RotateRequest {
+            client_id: record.client_id.clone(),
+            from: keyring(1).id(),
+            to: keyring(3),
+            generation: record.generation,
+            now: 51,
+        };
         assert_eq!(decide_rotation(Some(rotated.clone()), &late), Err(ConfirmRefusal::Replaced));
         assert_eq!(decide_rotation(None, &late), Err(ConfirmRefusal::Missing));
         // The selection: current first, retired next, else nothing (a decoy).
@@ -744,6 +826,33 @@ mod tests {
         }
         assert_eq!(r.retired, [keyring(4), keyring(5), keyring(6), keyring(7)]);
         assert!(r.select(&[keyring(1).id()]).is_none());
+    }
+
+    #[test]
+    fn a_fence_overtakes_a_rotation_in_flight() {
+        let record = confirmed_record();
+        // A rotation read the record; then a resume with the agent's fallback fenced it.
+        let fenced = decide_fence(Some(record.clone()), &record.keyring.id(), record.generation).unwrap();
+        assert_eq!(fenced.generation, record.generation + 1);
+        assert_eq!(rotate(&record, 2, 50), Ok(rotate(&record, 2, 50).unwrap()), "over the read generation: commits");
+        assert_eq!(
+            decide_rotation(
+                Some(fenced.clone()),
+                &RotateRequest {
+                    client_id: record.client_id.clone(),
+                    from: record.keyring.id(),
+                    to: keyring(2),
+                    generation: record.generation,
+                    now: 50,
+                }
+            ),
+            Err(ConfirmRefusal::Replaced),
+            "the fenced-off commit is refused"
+        );
+        // A fence over a record that moved writes nothing.
+        assert!(decide_fence(Some(fenced.clone()), &record.keyring.id(), record.generation).is_none());
+        assert!(decide_fence(Some(fenced), &keyring(9).id(), record.generation + 1).is_none());
+        assert!(decide_fence(None, &record.keyring.id(), 0).is_none());
     }
 
     #[test]

@@ -246,6 +246,8 @@ impl Reads {
             StorageRequest::LookupKeyring { client_id }
             | StorageRequest::ConfirmKeyring { client_id, .. }
             | StorageRequest::RecordClone { client_id, .. }
+            | StorageRequest::FenceKeyring { client_id, .. }
+            | StorageRequest::CheckKeyring { client_id, .. }
             | StorageRequest::RequestRotation { client_id } => Self::Keyring(client_id.clone()),
             StorageRequest::RotateKeyring(req) => Self::Keyring(req.client_id.clone()),
         }

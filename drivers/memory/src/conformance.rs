@@ -257,13 +257,18 @@ fn enrolled<S: ConformanceStore>(store: &S, token_id: &str, client_id: &str, rin
     assert_eq!(confirmed(store, client_id, ring), Ok(()), "{client_id}: confirmed");
 }
 
-fn rotate(client_id: &str, from: u8, to: u8, now: u64) -> StorageRequest {
+fn rotate(client_id: &str, from: u8, to: u8, generation: u64, now: u64) -> StorageRequest {
     StorageRequest::RotateKeyring(RotateRequest {
         client_id: client(client_id),
         from: keyring(from).id(),
         to: keyring(to),
+        generation,
         now,
     })
+}
+
+fn generation<S: ConformanceStore>(store: &S, client_id: &str) -> u64 {
+    store.keyring(&client(client_id)).map_or(0, |r| r.generation)
 }
 
 fn rotated<S: ConformanceStore>(store: &S, request: StorageRequest) -> Result<(), ConfirmRefusal> {
@@ -287,15 +292,19 @@ fn rotation_retires_and_records_clones<S: ConformanceStore>(store: &S) {
     );
     assert!(store.keyring(&client("nobody")).is_none(), "rotation: a request creates no record");
     assert!(store.keyring(&client("rotor")).is_some_and(|r| r.rotation_requested), "rotation: the request is stored");
-    assert_eq!(rotated(store, rotate("rotor", 10, 20, NOW + 5)), Ok(()), "rotation: from the current keyring");
+    // A rotation that read the record before the request was stored is refused.
+    let read = generation(store, "rotor");
+    assert_eq!(rotated(store, rotate("rotor", 10, 20, read - 1, NOW + 5)), Err(ConfirmRefusal::Replaced));
+    assert_eq!(rotated(store, rotate("rotor", 10, 20, read, NOW + 5)), Ok(()), "rotation: from the current keyring");
     let record = store.keyring(&client("rotor")).expect("rotation: the record");
     assert_eq!(record.keyring, keyring(20), "rotation: the new keyring is current");
     assert_eq!(record.retired, vec![keyring(10)], "rotation: the old one is retired");
     assert!(record.confirmed && !record.rotation_requested, "rotation: confirmed, the request done");
     assert_eq!(record.rotated_at, Some(NOW + 5), "rotation: its time");
     // From a keyring that is no longer current, or for a client that is gone: nothing.
-    assert_eq!(rotated(store, rotate("rotor", 10, 30, NOW + 6)), Err(ConfirmRefusal::Replaced));
-    assert_eq!(rotated(store, rotate("ghost", 10, 30, NOW + 6)), Err(ConfirmRefusal::Missing));
+    let read = generation(store, "rotor");
+    assert_eq!(rotated(store, rotate("rotor", 10, 30, read, NOW + 6)), Err(ConfirmRefusal::Replaced));
+    assert_eq!(rotated(store, rotate("ghost", 10, 30, 0, NOW + 6)), Err(ConfirmRefusal::Missing));
     assert_eq!(store.keyring(&client("rotor")), Some(record.clone()), "rotation: a refusal changes nothing");
     // A clone suspicion is recorded only for a retired keyring.
     let clone = |ring: u8, now: u64| StorageRequest::RecordClone {
@@ -313,11 +322,20 @@ fn rotation_retires_and_records_clones<S: ConformanceStore>(store: &S) {
         (NOW + 8, NOW + 9, 2, keyring(10).id()),
         "clone: first, last and count"
     );
+    // A fence moves the generation, so a rotation that read the record before it fails.
+    let read = generation(store, "rotor");
+    let fence =
+        |g| StorageRequest::FenceKeyring { client_id: client("rotor"), keyring_id: keyring(20).id(), generation: g };
+    assert_eq!(store.answer(fence(read)), StorageAnswer::Fenced(Some(read + 1)), "fence: over the read record");
+    assert_eq!(store.answer(fence(read)), StorageAnswer::Fenced(None), "fence: over a record that moved");
+    assert_eq!(rotated(store, rotate("rotor", 20, 40, read, NOW + 10)), Err(ConfirmRefusal::Replaced));
+    assert_eq!(rotated(store, rotate("rotor", 20, 40, read + 1, NOW + 10)), Ok(()), "fence: a later read commits");
 }
 
 fn racing_rotations_one_winner<S: ConformanceStore>(store: &S) {
     const RACERS: u8 = 8;
     enrolled(store, "rota02", "raced", 1);
+    let read = generation(store, "raced");
     let barrier = Barrier::new(usize::from(RACERS));
     let outcomes: Vec<Result<(), ConfirmRefusal>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..RACERS)
@@ -325,7 +343,7 @@ fn racing_rotations_one_winner<S: ConformanceStore>(store: &S) {
                 let barrier = &barrier;
                 scope.spawn(move || {
                     barrier.wait();
-                    rotated(store, rotate("raced", 1, 100 + i, NOW))
+                    rotated(store, rotate("raced", 1, 100 + i, read, NOW))
                 })
             })
             .collect();

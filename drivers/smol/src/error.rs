@@ -200,7 +200,7 @@ pub enum Error {
         client_id: boarding::identity::ClientId,
     },
     /// The gateway asked for a keyring rotation in a resume that has no keyring store
-    /// to keep the new keyring in ([`crate::resume`], [`crate::Agent::connect_with`]);
+    /// to keep the new keyring in ([`crate::agent::resume`], [`crate::Agent::connect_with`]);
     /// the resume was abandoned before its proof, so the gateway keeps the old keyring.
     #[error(
         "the gateway asked client {client_id} to rotate its keyring, but this resume has no keyring store to keep the \

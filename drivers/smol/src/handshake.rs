@@ -288,6 +288,8 @@ impl Attempt {
             StorageRequest::LookupKeyring { client_id }
             | StorageRequest::ConfirmKeyring { client_id, .. }
             | StorageRequest::RecordClone { client_id, .. }
+            | StorageRequest::FenceKeyring { client_id, .. }
+            | StorageRequest::CheckKeyring { client_id, .. }
             | StorageRequest::RequestRotation { client_id } => {
                 self.client_id = Some(client_id.clone());
             }

@@ -30,7 +30,12 @@
 //!   and that token's labels, constructible only by a successful handshake.
 //! * **Agent** ([`Agent`]): [`Agent::join`] (token, pins, client id; the keyring is
 //!   stored durably *before* the key confirmation is sent) and [`Agent::connect`]
-//!   (resume with the stored keyring), each returning an [`AgentSession`].
+//!   (resume with the stored keyring), each returning an [`AgentSession`]. A resume in
+//!   which the gateway rotates the keyring ([`GatewayConfig::rotate_after`],
+//!   [`Gateway::request_rotation`]) stores the new one in the [`KeyringStore`] (a
+//!   compare-and-swap, [`KeyringStore::replace_keyring`]) before it confirms; a copy of a
+//!   keyring rotated away from is refused (`RetiredKeyring`) and counted as a suspected
+//!   clone, in the gateway's log, its metrics and its store.
 //! * **Stores**: the [`Store`] trait (gateway) and [`KeyringStore`] (agent), each with
 //!   an in-memory implementation ([`MemoryStore`], [`MemoryKeyringStore`]) and an
 //!   embedded, ACID one on `redb` ([`RedbStore`], [`RedbKeyringStore`]). Every store

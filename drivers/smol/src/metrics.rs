@@ -59,8 +59,11 @@ impl HandshakeKind {
             }
             StorageRequest::LookupKeyring { .. }
             | StorageRequest::RotateKeyring(_)
+            | StorageRequest::FenceKeyring { .. }
             | StorageRequest::RecordClone { .. } => Some(Self::Resume),
-            StorageRequest::ConfirmKeyring { .. } | StorageRequest::RequestRotation { .. } => None,
+            StorageRequest::ConfirmKeyring { .. }
+            | StorageRequest::CheckKeyring { .. }
+            | StorageRequest::RequestRotation { .. } => None,
         }
     }
 }
@@ -126,6 +129,8 @@ pub(crate) fn operation_label(request: &StorageRequest) -> &'static str {
         StorageRequest::LookupKeyring { .. } => "lookup_keyring",
         StorageRequest::ConfirmKeyring { .. } => "confirm_keyring",
         StorageRequest::RotateKeyring(_) => "rotate_keyring",
+        StorageRequest::FenceKeyring { .. } => "fence_keyring",
+        StorageRequest::CheckKeyring { .. } => "check_keyring",
         StorageRequest::RecordClone { .. } => "record_clone",
         StorageRequest::RequestRotation { .. } => "request_rotation",
     }
