@@ -64,6 +64,25 @@
 //! to the token) breaks `authentication`; [`Variant::CleartextToken`] (the proof is
 //! the token itself) breaks `token secrecy`; [`Variant::UnboundEvidence`] (evidence
 //! fixed before the session, the same in every join) breaks `attestation`.
+//!
+//! ## Keyring rotation on resume ([`rotation`])
+//!
+//! A second model, of the resume (§8) with keyring rotation: the gateway may ask a resuming
+//! agent to rotate, the agent persists the new keyring (keeping the one it used as a fallback)
+//! before it answers, and the gateway commits the rotation in one atomic store step, keeping
+//! the keyrings it retired. Against the network attacker (which also crashes either side at
+//! any point) and a **thief** that copies the agent's stored keyrings once and resumes with
+//! them, it checks that at most one keyring is acceptable (`one acceptable keyring`), that the
+//! owner loses access only to a thief's rotation and then holds a retired keyring, so its next
+//! resume raises a clone event (`no silent lockout`), and that no clone event is raised without
+//! a thief (`no false clone alarm`). Its known-bad [`rotation::Variant`]s include the three
+//! gaps the checker finds without Boarding's three rules (a stale acceptance after a concurrent rotation,
+//! a delayed rotation committing after the agent moved on, an unchecked finish of a concurrent
+//! resume): see the module documentation. The claims stop at a thief on the path: holding the
+//! keyring, it can answer the agent's resumes as the gateway (the resume keys need no identity
+//! key) and talk it out of the gateway's keyring ([`rotation::RotationModel::thief_on_path`]).
+
+pub mod rotation;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
