@@ -513,6 +513,16 @@ impl<K: KeyringStore + ?Sized> AgentEndpoint<'_, K> {
 }
 
 impl<K: KeyringStore + ?Sized> AgentEndpoint<'_, K> {
+    /// Answers a persist request with what storing gave, keeping the driver's error as
+    /// the cause to report.
+    fn persisted(&mut self, stored: Result<(), Error>) {
+        let outcome = stored.map_err(|e| {
+            self.cause = Some(e);
+            PersistFailed
+        });
+        let _ = self.client.handle_persisted(outcome);
+    }
+
     /// Stores a rotation's new keyring (with the one it replaces) before its proof
     /// leaves, only over the state the resume started from.
     async fn persist_rotation(&self, saved: &SavedKeyring, replaces: &KeyringId) -> Result<(), Error> {
@@ -555,26 +565,14 @@ impl<K: KeyringStore + ?Sized> Endpoint for AgentEndpoint<'_, K> {
             }
             ClientRequest::PersistKeyring { saved, ticket } => (saved, ticket),
             ClientRequest::PersistRotation { saved, replaces } => {
-                let outcome = match self.persist_rotation(&saved, &replaces).await {
-                    Ok(()) => Ok(()),
-                    Err(e) => {
-                        self.cause = Some(e);
-                        Err(PersistFailed)
-                    }
-                };
-                let _ = self.client.handle_persisted(outcome);
+                let stored = self.persist_rotation(&saved, &replaces).await;
+                self.persisted(stored);
                 return;
             }
         };
         let (saved, ticket) = saved;
-        let outcome = match self.persist(&saved, &ticket).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.cause = Some(e);
-                Err(PersistFailed)
-            }
-        };
-        let _ = self.client.handle_persisted(outcome);
+        let stored = self.persist(&saved, &ticket).await;
+        self.persisted(stored);
     }
 
     fn take_cause(&mut self) -> Option<Error> {

@@ -653,34 +653,55 @@ impl BoardingModel {
     /// (up to `max_depth`) until a violation appears. Returns each step with the
     /// messages it put on the wire, up to the first state that violates the property.
     pub fn counterexample(self, property: &'static str, max_depth: usize) -> Option<Vec<Step>> {
-        let condition = self.properties().into_iter().find(|p| p.name == property)?.condition;
-        for depth in 1..=max_depth {
-            let path = self
-                .clone()
-                .checker()
-                .threads(1)
-                .target_max_depth(depth)
-                .finish_when(HasDiscoveries::AnyOf(BTreeSet::from([property])))
-                .spawn_bfs()
-                .join()
-                .discovery(property);
-            let Some(path) = path else { continue };
-            let mut steps = Vec::new();
-            let mut before: Option<State> = None;
-            for (state, action) in path.into_vec() {
-                if let (Some(last), Some(prev)) = (steps.last_mut(), &before) {
-                    let step: &mut Step = last;
-                    step.sent = state.seen.difference(&prev.seen).cloned().collect();
-                }
-                if !condition(&self, &state) {
-                    return Some(steps);
-                }
-                steps.push(Step { action: action?, sent: Vec::new() });
-                before = Some(state);
+        let (condition, path) = shortest_violation(&self, property, max_depth)?;
+        let mut steps = Vec::new();
+        let mut before: Option<State> = None;
+        for (state, action) in path {
+            if let (Some(last), Some(prev)) = (steps.last_mut(), &before) {
+                let step: &mut Step = last;
+                step.sent = state.seen.difference(&prev.seen).cloned().collect();
             }
+            if !condition(&self, &state) {
+                return Some(steps);
+            }
+            steps.push(Step { action: action?, sent: Vec::new() });
+            before = Some(state);
         }
         None
     }
+}
+
+/// A path of a model's states and actions, as a checker's discovery yields it.
+pub type Path<M> = Vec<(<M as Model>::State, Option<<M as Model>::Action>)>;
+
+/// The condition of `model`'s property `property` with a shortest path to a state that
+/// violates it: breadth first on one thread, the depth bound raised one step at a time
+/// (up to `max_depth`) until the checker discovers one. Both models' counterexamples
+/// start here.
+#[allow(clippy::type_complexity)]
+pub fn shortest_violation<M>(
+    model: &M,
+    property: &'static str,
+    max_depth: usize,
+) -> Option<(fn(&M, &M::State) -> bool, Path<M>)>
+where
+    M: Model + Clone + Send + Sync + 'static,
+    M::State: Clone + fmt::Debug + std::hash::Hash + PartialEq + Send + Sync + 'static,
+    M::Action: Clone + fmt::Debug + PartialEq + Send + Sync + 'static,
+{
+    let condition = model.properties().into_iter().find(|p| p.name == property)?.condition;
+    (1..=max_depth).find_map(|depth| {
+        model
+            .clone()
+            .checker()
+            .threads(1)
+            .target_max_depth(depth)
+            .finish_when(HasDiscoveries::AnyOf(BTreeSet::from([property])))
+            .spawn_bfs()
+            .join()
+            .discovery(property)
+            .map(|path| (condition, path.into_vec()))
+    })
 }
 
 impl Model for BoardingModel {

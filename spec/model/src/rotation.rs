@@ -112,7 +112,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use stateright::{Checker, HasDiscoveries, Model, Property};
+use stateright::{Checker, Model, Property};
 
 /// Which protocol the rotation model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -746,32 +746,20 @@ impl RotationModel {
     /// [`crate::BoardingModel::counterexample`] does: breadth first on one thread, the depth
     /// bound raised one step at a time up to `max_depth`.
     pub fn counterexample(self, property: &'static str, max_depth: usize) -> Option<Vec<Step>> {
-        let condition = self.properties().into_iter().find(|p| p.name == property)?.condition;
-        for depth in 1..=max_depth {
-            let path = self
-                .clone()
-                .checker()
-                .threads(1)
-                .target_max_depth(depth)
-                .finish_when(HasDiscoveries::AnyOf(BTreeSet::from([property])))
-                .spawn_bfs()
-                .join()
-                .discovery(property);
-            let Some(path) = path else { continue };
-            let mut steps = Vec::new();
-            let mut before: Option<State> = None;
-            for (state, action) in path.into_vec() {
-                if let (Some(last), Some(prev)) = (steps.last_mut(), &before) {
-                    let step: &mut Step = last;
-                    step.sent = state.seen.difference(&prev.seen).cloned().collect();
-                    step.after = summary(&state);
-                }
-                if !condition(&self, &state) {
-                    return Some(steps);
-                }
-                steps.push(Step { action: action?, sent: Vec::new(), after: String::new() });
-                before = Some(state);
+        let (condition, path) = crate::shortest_violation(&self, property, max_depth)?;
+        let mut steps = Vec::new();
+        let mut before: Option<State> = None;
+        for (state, action) in path {
+            if let (Some(last), Some(prev)) = (steps.last_mut(), &before) {
+                let step: &mut Step = last;
+                step.sent = state.seen.difference(&prev.seen).cloned().collect();
+                step.after = summary(&state);
             }
+            if !condition(&self, &state) {
+                return Some(steps);
+            }
+            steps.push(Step { action: action?, sent: Vec::new(), after: String::new() });
+            before = Some(state);
         }
         None
     }
