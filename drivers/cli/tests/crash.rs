@@ -98,35 +98,14 @@ fn sigkill_loop_loses_nothing_and_charges_once() {
         let addr = gateway.addr.clone();
         // Start every agent at once; kill the gateway part-way through (later each round).
         let delay = Duration::from_millis(5 + 40 * round as u64);
-        let results = smol::block_on(async {
-            let visits: Vec<_> = agents
-                .iter()
-                .map(|a| {
-                    let (a, addr) = (a.clone(), addr.clone());
-                    smol::spawn(async move { visit(&addr, pin, &a).await })
-                })
-                .collect();
-            let all = async {
-                let mut results = Vec::new();
-                for v in visits {
-                    results.push(v.await);
-                }
-                results
-            };
-            let killer = async {
-                smol::Timer::after(delay).await;
-                gateway.kill();
-            };
-            let (results, ()) = smol::future::zip(
-                smol::future::or(all, async {
-                    smol::Timer::after(Duration::from_secs(30)).await;
-                    panic!("agents hung after the gateway was killed");
-                }),
-                killer,
-            )
-            .await;
-            results
-        });
+        let visits: Vec<_> = agents
+            .iter()
+            .map(|a| {
+                let (a, addr) = (a.clone(), addr.clone());
+                smol::spawn(async move { visit(&addr, pin, &a).await })
+            })
+            .collect();
+        let results = common::kill_during(gateway, delay, visits);
         completed_any += results.iter().filter(|r| r.is_ok()).count();
         let joined = smol::block_on(check(&db, &agents));
         eprintln!("round {round}: killed after {delay:?}; {joined}/{AGENTS} agents hold a keyring");

@@ -159,35 +159,14 @@ fn a_gateway_killed_in_the_middle_of_rotations_locks_no_agent_out() {
         let addr = gateway.addr.clone();
         // Every agent resumes at once; the gateway dies part-way (later each round).
         let delay = Duration::from_millis(2 + 6 * round as u64);
-        let results = smol::block_on(async {
-            let visits: Vec<_> = agents
-                .iter()
-                .map(|a| {
-                    let (a, addr) = (a.clone(), addr.clone());
-                    smol::spawn(async move { visit(&addr, &a).await })
-                })
-                .collect();
-            let all = async {
-                let mut results = Vec::new();
-                for v in visits {
-                    results.push(v.await);
-                }
-                results
-            };
-            let killer = async {
-                smol::Timer::after(delay).await;
-                gateway.kill();
-            };
-            let (results, ()) = smol::future::zip(
-                smol::future::or(all, async {
-                    smol::Timer::after(Duration::from_secs(30)).await;
-                    panic!("agents hung after the gateway was killed");
-                }),
-                killer,
-            )
-            .await;
-            results
-        });
+        let visits: Vec<_> = agents
+            .iter()
+            .map(|a| {
+                let (a, addr) = (a.clone(), addr.clone());
+                smol::spawn(async move { visit(&addr, &a).await })
+            })
+            .collect();
+        let results = common::kill_during(gateway, delay, visits);
         completed += results.iter().filter(|r| r.is_ok()).count();
         let rotations = check(&db, &agents);
         eprintln!("round {round}: killed after {delay:?}; {rotations} rotations committed so far");

@@ -168,3 +168,30 @@ pub fn run_readme_commands(dir: &Path, commands: &[String], outputs: &[String], 
     }
     printed
 }
+
+/// Runs `visits` (tasks already spawned) while SIGKILL takes `gateway` after `delay`;
+/// their results, in order. A visit still running 30 s after the kill fails the test.
+pub fn kill_during<T: Send + 'static>(gateway: GatewayProcess, delay: Duration, visits: Vec<smol::Task<T>>) -> Vec<T> {
+    smol::block_on(async {
+        let all = async {
+            let mut results = Vec::new();
+            for v in visits {
+                results.push(v.await);
+            }
+            results
+        };
+        let killer = async {
+            smol::Timer::after(delay).await;
+            gateway.kill();
+        };
+        let (results, ()) = smol::future::zip(
+            smol::future::or(all, async {
+                smol::Timer::after(Duration::from_secs(30)).await;
+                panic!("agents hung after the gateway was killed");
+            }),
+            killer,
+        )
+        .await;
+        results
+    })
+}
