@@ -14,8 +14,8 @@
 
 use boarding::messages::{
     AlertMessage, ClientAuth, ClientFinished, ClientHello, HandshakeMessage, MAC_LEN, MAX_CHALLENGES, MAX_EVIDENCE,
-    MAX_OFFERS, MAX_REQUEST, MAX_TICKET, NONCE_LEN, ResumeChallenge, ResumeFinished, ResumeHello, ResumeTicket,
-    ServerChallenge, ServerFinished,
+    MAX_OFFERED_KEYRINGS, MAX_OFFERS, MAX_REQUEST, MAX_TICKET, NONCE_LEN, ResumeChallenge, ResumeFinished, ResumeHello,
+    ResumeTicket, ServerChallenge, ServerFinished,
 };
 use boarding::token::{BootstrapToken, TokenId};
 use proptest::collection::vec;
@@ -122,15 +122,31 @@ pub fn server_finished() -> impl Strategy<Value = ServerFinished> {
 
 /// Any `ResumeHello`.
 pub fn resume_hello() -> impl Strategy<Value = ResumeHello> {
-    (offers(), offers(), wire_client_id(), bytes32(), bytes32()).prop_map(
-        |(versions, suites, client_id, nonce, ephemeral)| ResumeHello { versions, suites, client_id, nonce, ephemeral },
+    let keyrings = proptest::collection::vec(bytes32(), 1..=MAX_OFFERED_KEYRINGS);
+    (offers(), offers(), wire_client_id(), keyrings, bytes32(), bytes32()).prop_map(
+        |(versions, suites, client_id, keyrings, nonce, ephemeral)| ResumeHello {
+            versions,
+            suites,
+            client_id,
+            keyrings,
+            nonce,
+            ephemeral,
+        },
     )
 }
 
 /// Any `ResumeChallenge`.
 pub fn resume_challenge() -> impl Strategy<Value = ResumeChallenge> {
-    (any::<u16>(), any::<u16>(), bytes32(), bytes32(), any::<[u8; MAC_LEN]>())
-        .prop_map(|(version, suite, nonce, ephemeral, mac)| ResumeChallenge { version, suite, nonce, ephemeral, mac })
+    (any::<u16>(), any::<u16>(), any::<bool>(), bytes32(), bytes32(), any::<[u8; MAC_LEN]>()).prop_map(
+        |(version, suite, rotate, nonce, ephemeral, mac)| ResumeChallenge {
+            version,
+            suite,
+            rotate,
+            nonce,
+            ephemeral,
+            mac,
+        },
+    )
 }
 
 /// Any handshake message of any type.

@@ -6,6 +6,8 @@
 //! * decoders are canonical: whatever decodes re-encodes to the same bytes;
 //! * arbitrary bytes and mutated valid encodings never panic any decoder, nor the
 //!   client and gateway state machines;
+//! * a resume challenge's rotate byte is `0x00` or `0x01`, a resume hello offers one or two
+//!   keyrings: anything else is refused;
 //! * token, pin and client-id validity agree with independent regex predicates;
 //! * JWS sign/verify round trips, and any change to content, key, kid or the compact
 //!   form is rejected.
@@ -14,15 +16,16 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use boarding::channel::Channel;
 use boarding::client::Client;
+use boarding::codec::DecodeError;
 use boarding::identity::ClientId;
 use boarding::jws::{
     DetachedJws, JwsError, check_hs256_detached, eddsa_detached, hs256_detached, verify_eddsa_detached,
     verify_hs256_detached,
 };
 use boarding::messages::{
-    AlertMessage, ClientAuth, ClientFinished, ClientHello, FrameType, HandshakeMessage, MAX_OFFERS, Message,
-    ResumeChallenge, ResumeFinished, ResumeHello, ResumeTicket, ServerChallenge, ServerFinished, encode_frame,
-    peek_handshake_frame,
+    AlertMessage, ClientAuth, ClientFinished, ClientHello, FrameType, HandshakeMessage, MAX_OFFERED_KEYRINGS,
+    MAX_OFFERS, Message, ResumeChallenge, ResumeFinished, ResumeHello, ResumeTicket, ServerChallenge, ServerFinished,
+    encode_frame, peek_handshake_frame,
 };
 use boarding::pin::Pin;
 use boarding::server::Server;
@@ -166,6 +169,22 @@ proptest! {
         body.extend(std::iter::repeat_n(fill, usize::from(count) * 2 + 200));
         prop_assert!(ClientHello::decode(&body).is_err());
         prop_assert!(ResumeHello::decode(&body).is_err());
+    }
+
+    #[test]
+    fn a_rotate_byte_other_than_0_or_1_is_refused(m in resume_challenge(), byte in 2u8..) {
+        // The flag follows the version and the suite; everything else stays valid.
+        let mut body = m.encode_body();
+        body[4] = byte;
+        prop_assert_eq!(ResumeChallenge::decode(&body), Err(DecodeError::InvalidValue { field: "rotate" }));
+    }
+
+    #[test]
+    fn a_resume_hello_offers_one_or_two_keyrings(m in resume_hello(), n in 0usize..=8) {
+        let mut m = m;
+        m.keyrings = vec![[0x6b; 32]; n];
+        let decoded = ResumeHello::decode(&m.encode_body());
+        prop_assert_eq!(decoded.is_ok(), (1..=MAX_OFFERED_KEYRINGS).contains(&n), "{} keyrings: {:?}", n, decoded);
     }
 
     #[test]

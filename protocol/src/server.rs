@@ -355,6 +355,9 @@ struct AwaitRotation {
 
 #[derive(Debug)]
 struct AwaitConfirm {
+    /// Whether the request was a [`StorageRequest::CheckKeyring`] (answered with
+    /// `Checked`) rather than a `ConfirmKeyring` (answered with `Confirmed`).
+    checking: bool,
     session: SessionKeys,
     peer: VerifiedClient,
     suite: MacSuite,
@@ -434,7 +437,8 @@ impl State {
             (Self::AwaitTokens(_), StorageAnswer::Tokens(_))
                 | (Self::AwaitRedeem(_), StorageAnswer::Redeemed(_))
                 | (Self::AwaitKeyring(_), StorageAnswer::Keyring(_))
-                | (Self::AwaitConfirm(_), StorageAnswer::Confirmed(_) | StorageAnswer::Checked(_))
+                | (Self::AwaitConfirm(AwaitConfirm { checking: false, .. }), StorageAnswer::Confirmed(_))
+                | (Self::AwaitConfirm(AwaitConfirm { checking: true, .. }), StorageAnswer::Checked(_))
                 | (Self::AwaitRotation(_), StorageAnswer::Rotated(_))
                 | (Self::AwaitFence(_), StorageAnswer::Fenced(_))
                 | (Self::AwaitCloneRecord(_), StorageAnswer::CloneRecorded(_))
@@ -1016,7 +1020,7 @@ fn resumed(
     } else {
         StorageRequest::ConfirmKeyring { client_id, keyring_id }
     }));
-    State::AwaitConfirm(AwaitConfirm { session, peer, suite })
+    State::AwaitConfirm(AwaitConfirm { checking: record.confirmed, session, peer, suite })
 }
 
 fn on_ticket(s: AwaitTicket, ticket: Vec<u8>, now: UnixTime, outbox: &mut ServerOutbox) -> State {
@@ -1059,7 +1063,12 @@ fn on_client_finished(s: ExpectClientFinished, m: ClientFinished, outbox: &mut S
         client_id: s.peer.client_id.clone(),
         keyring_id: s.secrets.keyring.id(),
     }));
-    Ok(State::AwaitConfirm(AwaitConfirm { session: s.secrets.session.clone(), peer: s.peer, suite: s.suite }))
+    Ok(State::AwaitConfirm(AwaitConfirm {
+        checking: false,
+        session: s.secrets.session.clone(),
+        peer: s.peer,
+        suite: s.suite,
+    }))
 }
 
 fn on_confirmed(

@@ -61,3 +61,47 @@ fn saved_session_scripts_reach_deep() {
     assert_eq!((race.connections, race.established, race.use_count), (2, 1, 1));
     assert_eq!(run("tamper").established, 0);
 }
+
+/// The scripted resumes of the state-machine targets reach the rotation states they are
+/// built for, so the saved inputs for them (and the fuzzer) exercise those states: the
+/// agent awaiting the store of a rotated keyring, the gateway fencing a rotation in
+/// doubt, committing a rotation and recording a clone.
+#[test]
+fn scripted_resumes_reach_the_rotation_states() {
+    use boarding::storage::StorageRequest;
+    use boarding_memory::StorageAction;
+    use checks::client::ClientStage;
+    use checks::fixtures::{Flow, Script, recording};
+    use checks::server::ServerStage;
+
+    for flow in [Flow::ResumeRotating, Flow::ResumeUnsettled] {
+        let script = ClientStage::ResumeAwaitRotationPersist.build(flow);
+        assert!(format!("{:?}", script.pair.client).contains("AwaitRotationPersist("), "{flow:?}");
+    }
+    // The gateway, its storage writes held: the request it waits on, and its state.
+    let held = |script: &mut Script, bytes: Option<&[u8]>| {
+        script.pair.storage =
+            Box::new(|request| if request.writes() { StorageAction::Hold } else { StorageAction::Answer });
+        match bytes {
+            Some(bytes) => {
+                let now = script.world.now;
+                let _ = script.pair.server.handle_input(now, bytes);
+                script.pair.flush();
+            }
+            None => script.hop_to_server(),
+        }
+        (script.pair.held_storage.clone(), format!("{:?}", script.pair.server))
+    };
+    let mut unsettled = Script::new(Flow::ResumeUnsettled);
+    let (request, state) = held(&mut unsettled, None);
+    assert!(matches!(request, Some(StorageRequest::FenceKeyring { .. })) && state.contains("AwaitFence("), "{state}");
+    for (flow, state_name) in [(Flow::ResumeRotating, "AwaitRotation("), (Flow::ResumeClone, "AwaitCloneRecord")] {
+        let mut script = ServerStage::ResumeExpectFinished.build(flow);
+        let (request, state) = held(&mut script, Some(&recording(flow).client_sent[1]));
+        let expected = match flow {
+            Flow::ResumeRotating => matches!(request, Some(StorageRequest::RotateKeyring(_))),
+            _ => matches!(request, Some(StorageRequest::RecordClone { .. })),
+        };
+        assert!(expected && state.contains(state_name), "{flow:?}: {request:?} in {state}");
+    }
+}

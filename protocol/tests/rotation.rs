@@ -463,3 +463,34 @@ fn a_rotated_keyring_depends_on_the_resumes_fresh_exchange() {
     assert_ne!(a.keyring, b.keyring);
     assert_ne!(a.keyring, saved.keyring);
 }
+
+/// A resume's completion check (`CheckKeyring`) and a join's confirmation
+/// (`ConfirmKeyring`) each take only their own answer: the other is misuse and changes
+/// nothing (found by the fuzz harness).
+#[test]
+fn the_completion_check_and_the_confirmation_take_only_their_own_answers() {
+    use boarding::error::ApiMisuse;
+    use boarding::storage::{ConfirmRefusal, StorageAnswer};
+    let world = World::new(15);
+    let saved = joined(&world);
+    let mut pair = world.resume_pair(&saved).with_storage(|r| match r {
+        StorageRequest::CheckKeyring { .. } => StorageAction::Hold,
+        _ => StorageAction::Answer,
+    });
+    pair.drive();
+    let err = pair.server.handle_storage(StorageAnswer::Confirmed(Err(ConfirmRefusal::Missing))).unwrap_err();
+    assert!(matches!(err, Error::Misuse(ApiMisuse::NotPending { .. })), "{err:?}");
+    assert!(pair.release_storage());
+    assert!(pair.drive().both_established(), "the check still completes the resume");
+
+    let token = world.issue_token(None, 1);
+    let mut pair = world.join_pair("node-2", &token).with_storage(|r| match r {
+        StorageRequest::ConfirmKeyring { .. } => StorageAction::Hold,
+        _ => StorageAction::Answer,
+    });
+    pair.drive();
+    let err = pair.server.handle_storage(StorageAnswer::Checked(Err(ConfirmRefusal::Replaced))).unwrap_err();
+    assert!(matches!(err, Error::Misuse(ApiMisuse::NotPending { .. })), "{err:?}");
+    assert!(pair.release_storage());
+    assert!(pair.drive().both_established());
+}

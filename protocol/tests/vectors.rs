@@ -7,8 +7,11 @@
 //! The file is self-contained: its `inputs` name everything a handshake depends on
 //! besides randomness (versions and suites offered, the gateway's suite preference,
 //! the named- or unnamed-token flow, the evidence, the requests and the tickets the
-//! applications exchange, the token record), and each flow lists the random values
-//! each side draws. [`the_committed_inputs_and_randomness_reproduce_the_wire_bytes`]
+//! applications exchange, the token record, the gateway's rotation policy and when the
+//! rotating resume runs), and each flow lists the random values each side draws. Each
+//! resume lists the keyrings it offers (by fingerprint) and the one the gateway answers
+//! with; the rotating one also the keyring it rotates to, which the resume after it
+//! offers first. [`the_committed_inputs_and_randomness_reproduce_the_wire_bytes`]
 //! reads only the file and replays it.
 //!
 //! To update the file after an intended change: `BOARDING_BLESS=1 cargo test -p boarding --test vectors`.
@@ -21,10 +24,10 @@ use boarding::channel::{Channel, Side};
 use boarding::client::{Client, ClientRequest, JoinConfig, ResumeConfig, SavedKeyring};
 use boarding::handshake::Output;
 use boarding::identity::{ClientId, ServerIdentity};
-use boarding::keys::{SessionKeys, SymmetricKey};
+use boarding::keys::{Keyring, KeyringId, SessionKeys, SymmetricKey};
 use boarding::messages::{HandshakeMessage, Message as _};
 use boarding::server::{Admission, Server, ServerConfig, ServerRequest};
-use boarding::storage::Records;
+use boarding::storage::{Records, RotationPolicy};
 use boarding::suite::{MacSuite, SUPPORTED_VERSIONS};
 use boarding::token::{BootstrapToken, TokenRecord};
 use boarding::transcript::ChannelBinding;
@@ -70,6 +73,10 @@ struct Inputs {
     resume_ticket: Vec<u8>,
     /// The TLS exporter value of the bound join (both ends).
     channel_binding: [u8; 32],
+    /// The gateway's rotation policy: a resume rotates a keyring this many seconds old.
+    rotation_max_age: u64,
+    /// When the rotating resume runs (the other resumes run at `now`, the join's time).
+    rotation_resume_at: u64,
     /// The gateway's record of the token.
     token_max_uses: u32,
     token_expires_at: Option<u64>,
@@ -94,6 +101,8 @@ impl Inputs {
             resume_request: b"resume request".to_vec(),
             resume_ticket: b"resume ticket".to_vec(),
             channel_binding: [0xcb; 32],
+            rotation_max_age: 86_400,
+            rotation_resume_at: 1_700_086_400,
             token_max_uses: 1,
             token_expires_at: None,
         }
@@ -119,6 +128,8 @@ impl Inputs {
             "resume_request": h(&self.resume_request),
             "resume_ticket": h(&self.resume_ticket),
             "channel_binding": h(&self.channel_binding),
+            "rotation_max_age": self.rotation_max_age,
+            "rotation_resume_at": self.rotation_resume_at,
             "token_max_uses": self.token_max_uses,
             "token_expires_at": self.token_expires_at,
         })
@@ -157,6 +168,8 @@ impl Inputs {
             resume_request: unhex(&v["resume_request"]),
             resume_ticket: unhex(&v["resume_ticket"]),
             channel_binding: unhex(&v["channel_binding"]).try_into().unwrap(),
+            rotation_max_age: v["rotation_max_age"].as_u64().expect("inputs.rotation_max_age is a number"),
+            rotation_resume_at: v["rotation_resume_at"].as_u64().expect("inputs.rotation_resume_at is a number"),
             token_max_uses: u32::try_from(v["token_max_uses"].as_u64().unwrap()).unwrap(),
             token_expires_at: v["token_expires_at"].as_u64(),
         };
@@ -175,7 +188,11 @@ impl Inputs {
     }
 
     fn server_config(&self) -> Arc<ServerConfig> {
-        Arc::new(ServerConfig::new(ServerIdentity::from_seed(self.identity_seed)).with_suites(&self.gateway_suites))
+        Arc::new(
+            ServerConfig::new(ServerIdentity::from_seed(self.identity_seed))
+                .with_suites(&self.gateway_suites)
+                .with_rotation(RotationPolicy { max_age: Some(self.rotation_max_age) }),
+        )
     }
 
     /// The gateway's records: the one token. [`Records::answer`] is the core's own
@@ -205,8 +222,10 @@ fn unhex(v: &Value) -> Vec<u8> {
 /// What one handshake of the vectors produced.
 struct Run {
     frames: Vec<Vec<u8>>,
-    /// The client's saved keyring (a join).
+    /// The client's saved keyring (a join, or a rotating resume).
     saved: Option<SavedKeyring>,
+    /// The newest keyring of the stored state a rotating resume replaces.
+    replaces: Option<KeyringId>,
     /// The binding the client was asked to attest and the one the gateway's application
     /// was given (a join); they must be equal.
     bindings: (Option<AttestationBinding>, Option<AttestationBinding>),
@@ -219,6 +238,7 @@ struct Run {
 fn run(mut client: Client, mut server: Server, store: &mut Records, now: u64, inputs: &Inputs) -> Run {
     let mut frames = Vec::new();
     let mut saved = None;
+    let mut replaces = None;
     let mut bindings = (None, None);
     for _ in 0..32 {
         while let Some(out) = client.poll_output() {
@@ -233,6 +253,11 @@ fn run(mut client: Client, mut server: Server, store: &mut Records, now: u64, in
                 }
                 Output::Request(ClientRequest::PersistKeyring { saved: s, .. }) => {
                     saved = Some(s);
+                    client.handle_persisted(Ok(())).unwrap();
+                }
+                Output::Request(ClientRequest::PersistRotation { saved: s, replaces: r }) => {
+                    assert!(saved.is_none() && replaces.is_none(), "one persist per handshake");
+                    (saved, replaces) = (Some(s), Some(r));
                     client.handle_persisted(Ok(())).unwrap();
                 }
                 Output::Established(_) => {}
@@ -263,7 +288,7 @@ fn run(mut client: Client, mut server: Server, store: &mut Records, now: u64, in
     }
     assert!(client.is_established() && server.is_established());
     assert_eq!(bindings.0, bindings.1, "both sides compute the same attestation binding");
-    Run { frames, saved, bindings, client, server }
+    Run { frames, saved, replaces, bindings, client, server }
 }
 
 fn sha256(parts: &[&[u8]]) -> [u8; 32] {
@@ -384,7 +409,7 @@ fn generate(inputs: &Inputs) -> Value {
     s_draw.fill_bytes(&mut s_nonce);
     s_draw.fill_bytes(&mut s_eph);
 
-    let Run { frames, saved, bindings, client, server } = run(
+    let Run { frames, saved, bindings, client, server, .. } = run(
         Client::join(inputs.join_config(), &mut crng),
         Server::new(config.clone(), &mut srng),
         &mut store,
@@ -472,18 +497,35 @@ fn generate(inputs: &Inputs) -> Value {
     });
 
     let bound_json = bound_join_flow(inputs);
-    let resume_json = resume_flow(inputs, &saved, &mut store, 10, &[]);
-    let resume_with_request_json = resume_flow(inputs, &saved, &mut store, 20, &inputs.resume_request);
+    let old = &saved.keyring;
+    let case =
+        |seed_offset, now, request, rotate| ResumeCase { saved: &saved, used: old, seed_offset, now, request, rotate };
+    let (resume_json, _) = resume_flow(inputs, &mut store, &case(10, inputs.now, &[], false));
+    let (resume_with_request_json, _) =
+        resume_flow(inputs, &mut store, &case(20, inputs.now, &inputs.resume_request, false));
+    // The keyring reaches the policy's age: the next resume rotates it.
+    let at = inputs.rotation_resume_at;
+    assert_eq!(at, inputs.now + inputs.rotation_max_age, "the rotating resume runs when the keyring is due");
+    let (rotating_json, rotated) = resume_flow(inputs, &mut store, &case(30, at, &[], true));
+    let rotated = rotated.unwrap();
+    // The agent does not know the gateway committed: it offers both, and is answered with the new one.
+    let after =
+        ResumeCase { saved: &rotated, used: &rotated.keyring, seed_offset: 40, now: at, request: &[], rotate: false };
+    let (after_json, _) = resume_flow(inputs, &mut store, &after);
 
     json!({
-        "description": "Boarding protocol v1 test vectors: a join, a resume, and a resume with a request \
-            (answered in a ResumeTicket), from fixed seeds. Secrets are included so that an independent \
+        "description": "Boarding protocol v1 test vectors: a join, a resume, a resume with a request \
+            (answered in a ResumeTicket), a resume that rotates the keyring (the gateway's policy: the keyring \
+            is rotation_max_age old), and the resume after it, offering the new and the old keyring and \
+            answered with the new one, from fixed seeds. Secrets are included so that an independent \
             implementation can check every step.",
         "inputs": inputs.to_json(),
         "join": join_json,
         "join_channel_bound": bound_json,
         "resume": resume_json,
         "resume_with_request": resume_with_request_json,
+        "resume_rotating": rotating_json,
+        "resume_after_rotation": after_json,
         "alerts": alert_frames(),
     })
 }
@@ -541,40 +583,87 @@ fn bound_join_flow(inputs: &Inputs) -> Value {
     })
 }
 
-/// One resume of the join's keyring, with `request` (empty: none), from seeds offset by
-/// `seed_offset`; checked against the spec's formulas.
-fn resume_flow(inputs: &Inputs, saved: &SavedKeyring, store: &mut Records, seed_offset: u64, request: &[u8]) -> Value {
+/// What one resume of the vectors starts from and expects.
+struct ResumeCase<'a> {
+    /// The agent's stored state (its newest keyring first, then the one it rotated from).
+    saved: &'a SavedKeyring,
+    /// The keyring the gateway answers with (the one its record holds as current).
+    used: &'a Keyring,
+    /// The seeds are offset by this from the join's.
+    seed_offset: u64,
+    /// The gateway's clock.
+    now: u64,
+    /// The application request (empty: none).
+    request: &'a [u8],
+    /// Whether the gateway's policy rotates the keyring in this resume.
+    rotate: bool,
+}
+
+/// The frames of a resume, as the file names them.
+fn resume_frame_names(with_request: bool) -> &'static [&'static str] {
+    if with_request {
+        &["resume_hello", "resume_challenge", "resume_finished", "resume_ticket"]
+    } else {
+        &["resume_hello", "resume_challenge", "resume_finished"]
+    }
+}
+
+/// A keyring as the file records it: both keys and the fingerprint.
+fn keyring_json(keyring: &Keyring) -> Value {
+    json!({ "c2s": h(keyring.c2s.expose()), "s2c": h(keyring.s2c.expose()), "id": h(&keyring.id().0) })
+}
+
+/// `SHA-256("boarding v1 keyring id" || c2s || s2c)`, the fingerprint of the spec.
+fn fingerprint(c2s: &[u8; 32], s2c: &[u8; 32]) -> [u8; 32] {
+    sha256(&[b"boarding v1 keyring id", c2s, s2c])
+}
+
+/// One resume, from seeds offset by `case.seed_offset`; checked against the spec's
+/// formulas. Returns the flow's object and, for a rotating resume, the state the agent
+/// stored.
+fn resume_flow(inputs: &Inputs, store: &mut Records, case: &ResumeCase<'_>) -> (Value, Option<SavedKeyring>) {
     let pin = ServerIdentity::from_seed(inputs.identity_seed).pin();
     let client_id = inputs.client_id.as_str();
     let suite = inputs.negotiated();
     let payload = &inputs.payload[..];
-    let keyring = (*saved.keyring.c2s.expose(), *saved.keyring.s2c.expose());
+    let request = case.request;
+    let keyring = (*case.used.c2s.expose(), *case.used.s2c.expose());
+    let offered: Vec<[u8; 32]> = case.saved.offered().iter().map(|id| id.0).collect();
     // The client draws its ephemeral, then its nonce.
-    let mut crng = ChaCha20Rng::seed_from_u64(CLIENT_SEED + seed_offset);
-    let mut srng = ChaCha20Rng::seed_from_u64(SERVER_SEED + seed_offset);
-    let mut c_draw = ChaCha20Rng::seed_from_u64(CLIENT_SEED + seed_offset);
-    let mut s_draw = ChaCha20Rng::seed_from_u64(SERVER_SEED + seed_offset);
+    let mut crng = ChaCha20Rng::seed_from_u64(CLIENT_SEED + case.seed_offset);
+    let mut srng = ChaCha20Rng::seed_from_u64(SERVER_SEED + case.seed_offset);
+    let mut c_draw = ChaCha20Rng::seed_from_u64(CLIENT_SEED + case.seed_offset);
+    let mut s_draw = ChaCha20Rng::seed_from_u64(SERVER_SEED + case.seed_offset);
     let (mut rc_eph, mut rc_nonce, mut rs_nonce, mut rs_eph) = ([0u8; 32], [0u8; 32], [0u8; 32], [0u8; 32]);
     c_draw.fill_bytes(&mut rc_eph);
     c_draw.fill_bytes(&mut rc_nonce);
     s_draw.fill_bytes(&mut rs_nonce);
     s_draw.fill_bytes(&mut rs_eph);
-    let resume = ResumeConfig::new(saved.clone()).with_suites(&inputs.suites).with_request(request.to_vec()).unwrap();
-    let Run { frames, bindings, client, .. } = run(
-        Client::resume(resume, &mut crng),
-        Server::new(inputs.server_config(), &mut srng),
-        store,
-        inputs.now,
-        inputs,
-    );
+    let resume =
+        ResumeConfig::new(case.saved.clone()).with_suites(&inputs.suites).with_request(request.to_vec()).unwrap();
+    let Run { frames, saved, replaces, bindings, client, server } =
+        run(Client::resume(resume, &mut crng), Server::new(inputs.server_config(), &mut srng), store, case.now, inputs);
     assert_eq!(bindings, (None, None), "a resume attests nothing");
     let f: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
     assert_eq!(f.len(), if request.is_empty() { 3 } else { 4 }, "a ResumeTicket answers a request, only");
+    let HandshakeMessage::ResumeHello(hello) = HandshakeMessage::decode_frame(f[0]).unwrap() else { panic!() };
+    assert_eq!(hello.keyrings, offered, "the hello offers the stored keyrings, newest first");
+    // The hello's keyring list follows the versions, the suites and the client id; the
+    // nonce and the ephemeral share end it.
+    let at = 5 + (1 + 2 * inputs.versions.len()) + (1 + 2 * inputs.suites.len()) + (1 + client_id.len());
+    assert_eq!(usize::from(f[0][at]), offered.len(), "the keyring count");
+    assert_eq!(f[0][at + 1..at + 1 + 32 * offered.len()], offered.concat()[..], "the fingerprints");
+    assert_eq!(f[0].len(), at + 1 + 32 * offered.len() + 64, "nonce and ephemeral end the hello");
+    assert_eq!(f[0][f[0].len() - 64..f[0].len() - 32], rc_nonce, "client nonce position");
     let HandshakeMessage::ResumeChallenge(rc) = HandshakeMessage::decode_frame(f[1]).unwrap() else { panic!() };
     assert_eq!(rc.suite, suite.code(), "the resume negotiates like the join");
-    let rs_eph_pub: [u8; 32] = f[1][5 + 36..5 + 68].try_into().unwrap();
+    // ResumeChallenge signed part: version 2, suite 2, rotate 1, nonce 32, ephemeral 32.
+    assert_eq!(f[1][5 + 4], u8::from(case.rotate), "the rotate byte");
+    assert_eq!(rc.rotate, case.rotate);
+    assert_eq!(f[1][5 + 5..5 + 37], rs_nonce, "server nonce position");
+    let rs_eph_pub: [u8; 32] = f[1][5 + 37..5 + 69].try_into().unwrap();
     let dh = x25519(rc_eph, &rs_eph_pub);
-    let th_rc = partial(&f[..1], f[1], 68);
+    let th_rc = partial(&f[..1], f[1], 69);
     let mut ikm = dh.to_vec();
     ikm.extend_from_slice(&keyring.0);
     ikm.extend_from_slice(&keyring.1);
@@ -592,18 +681,29 @@ fn resume_flow(inputs: &Inputs, saved: &SavedKeyring, store: &mut Records, seed_
     let mut frames_json = json!({ "resume_hello": h(f[0]), "resume_challenge": h(f[1]), "resume_finished": h(f[2]) });
     let mut transcript_json = json!({ "resume_challenge_signed": h(&th_rc), "resume_finished_signed": h(&th_rf) });
     let mut keys_json = json!({ "server": h(&sf_key), "client": h(&cf_key) });
+    let info = client.session_info().unwrap().clone();
     if let Some(ticket_frame) = f.get(3) {
         // ResumeTicket signed part: the ticket, 2+len, under its own key.
         let ticket_key = k("boarding v1 resume ticket");
         let th_rt = partial(&f[..3], ticket_frame, 2 + inputs.resume_ticket.len());
         assert_eq!(&ticket_frame[ticket_frame.len() - 32..], &hmac(&ticket_key, &th_rt));
-        let info = client.session_info().unwrap();
         assert_eq!(info.ticket, inputs.resume_ticket, "the agent receives the ticket");
         frames_json["resume_ticket"] = json!(h(ticket_frame));
         transcript_json["resume_ticket_signed"] = json!(h(&th_rt));
         keys_json["ticket"] = json!(h(&ticket_key));
     }
-    json!({
+    // Both sides' channels agree with the derived session keys.
+    let (mut cs, mut ss) = (client.into_session().unwrap(), server.into_session().unwrap());
+    assert_eq!(ss.peer.rotated(), case.rotate, "the gateway reports the rotation");
+    let mut buf = vec![0u8; 128];
+    let n = cs.channel.seal(payload, &mut buf).unwrap();
+    assert_eq!(buf[..n], first_frame(suite, session.c2s.expose(), payload)[..]);
+    ss.channel.open(&buf[..n]).unwrap();
+    let record = store.keyrings[&case.saved.client_id].clone();
+    let mut flow = json!({
+        "keyrings_offered": offered.iter().map(|id| h(id)).collect::<Vec<_>>(),
+        "keyring_used": h(&fingerprint(&keyring.0, &keyring.1)),
+        "rotate": case.rotate,
         "frames": frames_json,
         "client_nonce": h(&rc_nonce), "client_ephemeral_secret": h(&rc_eph),
         "server_nonce": h(&rs_nonce), "server_ephemeral_secret": h(&rs_eph),
@@ -612,7 +712,32 @@ fn resume_flow(inputs: &Inputs, saved: &SavedKeyring, store: &mut Records, seed_
         "session": { "c2s": h(session.c2s.expose()), "s2c": h(session.s2c.expose()) },
         "finished_keys": keys_json,
         "first_data_frame_c2s": frames_of_channel(&session, payload),
-    })
+    });
+    assert_eq!(info.rotated, case.rotate, "the agent reports the rotation");
+    if !case.rotate {
+        assert!(saved.is_none() && replaces.is_none(), "a resume that does not rotate stores nothing");
+        assert_eq!(&record.keyring, case.used, "the gateway still holds the keyring it used");
+        // Offering two keyrings and being answered with one settles which the gateway holds.
+        let settled = (case.saved.rotated_from.is_some()).then(|| SavedKeyring {
+            keyring: case.used.clone(),
+            rotated_from: None,
+            ..case.saved.clone()
+        });
+        assert_eq!(info.settled, settled, "what the agent learns it may keep");
+        return (flow, None);
+    }
+    // The rotated keyring: from the same PRK, under the rotated-keyring labels.
+    let (new_c2s, new_s2c) = (k("boarding v1 rotated keyring c2s"), k("boarding v1 rotated keyring s2c"));
+    let saved = saved.expect("a rotating resume stores the new keyring before its ResumeFinished");
+    assert_eq!((saved.keyring.c2s.expose(), saved.keyring.s2c.expose()), (&new_c2s, &new_s2c));
+    assert_eq!(saved.keyring.id().0, fingerprint(&new_c2s, &new_s2c));
+    assert_eq!(saved.rotated_from.as_ref(), Some(case.used), "the agent keeps the keyring it rotated from");
+    assert_eq!(replaces, Some(case.saved.keyring.id()), "the store is swapped only from the state resumed with");
+    assert_eq!(info.settled, None);
+    assert_eq!((&record.keyring, &record.retired[..]), (&saved.keyring, std::slice::from_ref(case.used)));
+    assert_eq!(record.rotated_at, Some(case.now), "the gateway committed the rotation");
+    flow["rotated_keyring"] = keyring_json(&saved.keyring);
+    (flow, Some(saved))
 }
 
 /// Every alert as a frame, by name: `0x15 || length 1 || code`.
@@ -688,8 +813,8 @@ impl TryRng for Replay {
 impl TryCryptoRng for Replay {}
 
 /// The committed file alone (its inputs and the random values it lists, drawn in the
-/// order the spec gives) reproduces every frame of both flows, so an independent
-/// implementation has everything it needs.
+/// order the spec gives) reproduces every frame of every flow, the rotating resume's
+/// new keyring included, so an independent implementation has everything it needs.
 #[test]
 fn the_committed_inputs_and_randomness_reproduce_the_wire_bytes() {
     let file: Value = serde_json::from_str(&committed()).unwrap();
@@ -726,23 +851,39 @@ fn the_committed_inputs_and_randomness_reproduce_the_wire_bytes() {
     assert_eq!(h(saved.keyring.c2s.expose()), join["keyring"]["c2s"].as_str().unwrap());
     assert_eq!(h(saved.keyring.s2c.expose()), join["keyring"]["s2c"].as_str().unwrap());
 
-    for (flow, request, names) in [
-        ("resume", &[][..], &["resume_hello", "resume_challenge", "resume_finished"][..]),
-        (
-            "resume_with_request",
-            &inputs.resume_request[..],
-            &["resume_hello", "resume_challenge", "resume_finished", "resume_ticket"][..],
-        ),
+    let rotated = SavedKeyring {
+        keyring: Keyring {
+            c2s: SymmetricKey::from_bytes(
+                unhex(&file["resume_rotating"]["rotated_keyring"]["c2s"]).try_into().unwrap(),
+            ),
+            s2c: SymmetricKey::from_bytes(
+                unhex(&file["resume_rotating"]["rotated_keyring"]["s2c"]).try_into().unwrap(),
+            ),
+        },
+        rotated_from: Some(saved.keyring.clone()),
+        ..saved.clone()
+    };
+    let at = inputs.rotation_resume_at;
+    for (flow, state, now, request) in [
+        ("resume", &saved, inputs.now, &[][..]),
+        ("resume_with_request", &saved, inputs.now, &inputs.resume_request[..]),
+        ("resume_rotating", &saved, at, &[][..]),
+        ("resume_after_rotation", &rotated, at, &[][..]),
     ] {
         let resume = &file[flow];
+        let offered: Vec<String> = state.offered().iter().map(|id| h(&id.0)).collect();
+        assert_eq!(resume["keyrings_offered"], json!(offered), "{flow}: the keyrings offered");
         let mut crng = Replay::new(&[unhex(&resume["client_ephemeral_secret"]), unhex(&resume["client_nonce"])]);
         let mut srng =
             Replay::new(&[unhex(&resume["server_nonce"]), unhex(&resume["server_ephemeral_secret"]), decoy.clone()]);
-        let config_for = ResumeConfig::new(saved.clone()).with_suites(&inputs.suites);
+        let config_for = ResumeConfig::new(state.clone()).with_suites(&inputs.suites);
         let client = Client::resume(config_for.with_request(request.to_vec()).unwrap(), &mut crng);
         let server = Server::new(config.clone(), &mut srng);
         assert!(crng.exhausted() && srng.exhausted(), "each side draws exactly what the vectors list");
-        let Run { frames, .. } = run(client, server, &mut store, inputs.now, &inputs);
-        assert_eq!(frames, frames_of(resume, names), "{flow} frames");
+        let Run { frames, saved: stored, .. } = run(client, server, &mut store, now, &inputs);
+        assert_eq!(frames, frames_of(resume, resume_frame_names(!request.is_empty())), "{flow} frames");
+        if flow == "resume_rotating" {
+            assert_eq!(stored.as_ref(), Some(&rotated), "the rotated keyring is the one the file records");
+        }
     }
 }

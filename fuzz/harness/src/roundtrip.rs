@@ -14,9 +14,9 @@ use boarding::jws::{
 };
 use boarding::keys::{SessionKeys, SymmetricKey};
 use boarding::messages::{
-    AlertMessage, ClientAuth, ClientFinished, ClientHello, HandshakeMessage, MAX_CHALLENGES, MAX_EVIDENCE, MAX_OFFERS,
-    MAX_REQUEST, MAX_TICKET, Message, ResumeChallenge, ResumeFinished, ResumeHello, ResumeTicket, ServerChallenge,
-    ServerFinished,
+    AlertMessage, ClientAuth, ClientFinished, ClientHello, HandshakeMessage, MAX_CHALLENGES, MAX_EVIDENCE,
+    MAX_OFFERED_KEYRINGS, MAX_OFFERS, MAX_REQUEST, MAX_TICKET, Message, ResumeChallenge, ResumeFinished, ResumeHello,
+    ResumeTicket, ServerChallenge, ServerFinished,
 };
 use boarding::pin::Pin;
 use boarding::suite::MacSuite;
@@ -91,7 +91,12 @@ pub fn within_limits(m: &HandshakeMessage) -> bool {
         HandshakeMessage::ServerFinished(f) => f.ticket.len() <= MAX_TICKET,
         HandshakeMessage::ResumeFinished(f) => f.request.len() <= MAX_REQUEST,
         HandshakeMessage::ResumeTicket(t) => t.ticket.len() <= MAX_TICKET,
-        HandshakeMessage::ResumeHello(h) => list_ok(&h.versions) && list_ok(&h.suites) && id_ok(&h.client_id),
+        HandshakeMessage::ResumeHello(h) => {
+            list_ok(&h.versions)
+                && list_ok(&h.suites)
+                && id_ok(&h.client_id)
+                && (1..=MAX_OFFERED_KEYRINGS).contains(&h.keyrings.len())
+        }
         _ => true,
     }
 }
@@ -143,12 +148,17 @@ pub fn any_message(u: &mut Unstructured<'_>) -> Result<HandshakeMessage> {
             versions: u16_list(u)?,
             suites: u16_list(u)?,
             client_id: bytes(u, 1, MAX_CLIENT_ID_LEN)?,
+            keyrings: {
+                let n = length(u, 1, MAX_OFFERED_KEYRINGS)?;
+                (0..n).map(|_| u.arbitrary()).collect::<Result<_>>()?
+            },
             nonce: u.arbitrary()?,
             ephemeral: u.arbitrary()?,
         }),
         6 => HandshakeMessage::ResumeChallenge(ResumeChallenge {
             version: u.arbitrary()?,
             suite: u.arbitrary()?,
+            rotate: u.arbitrary()?,
             nonce: u.arbitrary()?,
             ephemeral: u.arbitrary()?,
             mac: u.arbitrary()?,

@@ -25,7 +25,9 @@ use boarding::messages::{
 use boarding::suite::{MacSuite, VERSION_1};
 use boarding::transcript::TRANSCRIPT_LABEL;
 use boarding_fuzz_harness::checks::TARGETS;
-use boarding_fuzz_harness::checks::client::{ClientStage, EvidencePlan, evidence_stage_byte, stage_byte};
+use boarding_fuzz_harness::checks::client::{
+    ClientStage, EvidencePlan, evidence_stage_byte, resume_stage_byte, stage_byte,
+};
 use boarding_fuzz_harness::checks::fixtures::{Flow, Script, concat, recording};
 use boarding_fuzz_harness::checks::parsers::{eddsa_reference, hs256_reference};
 use boarding_fuzz_harness::checks::server::{AdmissionPlan, ServerAnswers, ServerStage, StoragePlan, Target};
@@ -41,9 +43,8 @@ fn add(corpus: &mut Corpus, target: &'static str, name: impl Into<String>, bytes
 /// Every frame of every honest flow, with a short name.
 fn honest_frames() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
-    for (flow, name) in
-        [(Flow::Join, "join"), (Flow::UnnamedToken, "seed"), (Flow::Resume, "resume"), (Flow::ResumeUnknown, "decoy")]
-    {
+    for flow in Flow::ALL {
+        let name = flow_name(flow);
         let rec = recording(flow);
         for (i, f) in rec.client_sent.iter().enumerate() {
             out.push((format!("{name}-c{i}"), f.clone()));
@@ -53,6 +54,21 @@ fn honest_frames() -> Vec<(String, Vec<u8>)> {
         }
     }
     out
+}
+
+/// A flow's short name in seed names.
+fn flow_name(flow: Flow) -> &'static str {
+    match flow {
+        Flow::Join => "join",
+        Flow::UnnamedToken => "seed",
+        Flow::Resume => "resume",
+        Flow::ResumeUnknown => "decoy",
+        Flow::ResumeRotating => "rotating",
+        Flow::ResumeClone => "clone",
+        Flow::ResumeSettling => "settling",
+        Flow::ResumeForeign => "foreign",
+        Flow::ResumeUnsettled => "unsettled",
+    }
 }
 
 fn decoder_target(frame: &[u8]) -> Option<&'static str> {
@@ -111,9 +127,28 @@ fn parsers(corpus: &mut Corpus) {
         add(corpus, "frame_decode", name.clone(), frame.clone());
         add(corpus, target, name, frame[5..].to_vec());
     }
-    for alert in
-        [Alert::Malformed, Alert::BadProof, Alert::Internal, Alert::AdmissionRefused, Alert::AttestationRefused]
-    {
+    // Resume messages just outside the rules: a rotate byte that is neither 0 nor 1, and
+    // hellos offering no keyring and three.
+    let rotating = recording(Flow::ResumeRotating);
+    let mut challenge = rotating.server_sent[0][5..].to_vec();
+    challenge[4] = 2;
+    add(corpus, "decode_resume_challenge", "rotate-2", challenge.clone());
+    add(corpus, "frame_decode", "resume-challenge-rotate-2", encode_frame(FrameType::ResumeChallenge, &challenge));
+    if let Ok(HandshakeMessage::ResumeHello(hello)) = HandshakeMessage::decode_frame(&rotating.client_sent[0]) {
+        for n in [0usize, 3] {
+            let mut h = hello.clone();
+            h.keyrings = vec![[0x6b; 32]; n];
+            add(corpus, "decode_resume_hello", format!("keyrings-{n}"), h.encode_body());
+        }
+    }
+    for alert in [
+        Alert::Malformed,
+        Alert::BadProof,
+        Alert::Internal,
+        Alert::AdmissionRefused,
+        Alert::AttestationRefused,
+        Alert::RetiredKeyring,
+    ] {
         let body = vec![alert.code()];
         add(corpus, "decode_alert", format!("alert-{}", alert.code()), body.clone());
         add(corpus, "frame_decode", format!("alert-{}", alert.code()), encode_frame(FrameType::Alert, &body));
@@ -138,13 +173,14 @@ fn channel(corpus: &mut Corpus) {
 }
 
 /// Frames that must end a handshake at its first byte or header: an Alert of every
-/// kind (a known code, the two newest ones, an unknown one, an empty and a two-byte body),
+/// kind (a known code, the three newest ones, an unknown one, an empty and a two-byte body),
 /// a channel frame and an undefined type.
 fn stoppers() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         ("alert-internal", AlertMessage { code: Alert::Internal.code() }.to_frame()),
         ("alert-admission-refused", AlertMessage { code: Alert::AdmissionRefused.code() }.to_frame()),
         ("alert-attestation-refused", AlertMessage { code: Alert::AttestationRefused.code() }.to_frame()),
+        ("alert-retired-keyring", AlertMessage { code: Alert::RetiredKeyring.code() }.to_frame()),
         ("alert-unknown", AlertMessage { code: 0xee }.to_frame()),
         ("alert-empty", encode_frame(FrameType::Alert, &[])),
         ("alert-long", encode_frame(FrameType::Alert, &[Alert::BadProof.code(), 0])),
@@ -166,7 +202,7 @@ fn low_order_hello(frame: &[u8], share: [u8; 32]) -> Vec<u8> {
 
 fn states(corpus: &mut Corpus) {
     for stage in ClientStage::ALL {
-        let next = stage.genuine_next().map(<[u8]>::to_vec).unwrap_or_else(|| vec![0x17, 0, 0, 0, 0]);
+        let next = stage.genuine_next(stage.flow()).map(<[u8]>::to_vec).unwrap_or_else(|| vec![0x17, 0, 0, 0, 0]);
         let idx = stage_byte(stage, false);
         add(corpus, "client_states", format!("{stage:?}"), [&[idx, 0][..], &next].concat());
         add(corpus, "client_states", format!("{stage:?}-split"), [&[idx, 7][..], &next].concat());
@@ -220,6 +256,8 @@ fn states(corpus: &mut Corpus) {
         "JoinExpectChallenge-both-persist-failed",
         [vec![idx, 0], concat(&join.server_sent[..2])].concat(),
     );
+
+    resume_client_states(corpus);
 
     let seed = recording(Flow::UnnamedToken);
     let resume = recording(Flow::Resume);
@@ -303,6 +341,7 @@ fn states(corpus: &mut Corpus) {
             add(corpus, "server_states", name, [vec![answers.stage_byte(stage), 0], concat(&rest)].concat());
         }
     }
+    resume_server_states(corpus);
     // Resume hellos with a low-order share, for a known and an unknown client id.
     for (rec, name) in [(resume, "known"), (decoy, "unknown")] {
         let mut one = [0u8; 32];
@@ -317,6 +356,113 @@ fn states(corpus: &mut Corpus) {
             );
         }
     }
+}
+
+/// The agent's resume stages in every flow of [`Flow::RESUMES`]: the genuine next
+/// message (split too) and both messages at once; the rotation's store answered both
+/// ways, with the genuine ticket or a stopper arriving before the answer.
+fn resume_client_states(corpus: &mut Corpus) {
+    let data = vec![0x17, 0, 0, 0, 0];
+    for flow in Flow::RESUMES.into_iter().skip(1) {
+        let name = flow_name(flow);
+        let rec = recording(flow);
+        for stage in
+            [ClientStage::ResumeExpectChallenge, ClientStage::ResumeExpectTicket, ClientStage::ResumeEstablished]
+        {
+            if stage.flow_for(flow.resume_digit()) != flow {
+                continue;
+            }
+            let idx = resume_stage_byte(stage, flow, false);
+            let next = stage.genuine_next(flow).map(<[u8]>::to_vec).unwrap_or_else(|| data.clone());
+            add(corpus, "client_states", format!("{stage:?}-{name}"), [&[idx, 0][..], &next].concat());
+            add(corpus, "client_states", format!("{stage:?}-{name}-split"), [&[idx, 7][..], &next].concat());
+        }
+        let idx = resume_stage_byte(ClientStage::ResumeExpectChallenge, flow, false);
+        let both = [vec![idx, 0], concat(&rec.server_sent[..2]), data.clone()].concat();
+        add(corpus, "client_states", format!("ResumeExpectChallenge-{name}-both"), both);
+    }
+    // The rotation's store, acknowledged or failed, with the genuine ticket (and data)
+    // arriving before the answer, or nothing; in both rotating flows.
+    for flow in [Flow::ResumeRotating, Flow::ResumeUnsettled] {
+        let name = flow_name(flow);
+        let rec = recording(flow);
+        let ticket = rec.server_sent[1].clone();
+        for fails in [false, true] {
+            let suffix = if fails { "-persist-failed" } else { "" };
+            let idx = resume_stage_byte(ClientStage::ResumeAwaitRotationPersist, flow, fails);
+            add(corpus, "client_states", format!("ResumeAwaitRotationPersist-{name}-nothing{suffix}"), vec![idx, 0]);
+            add(
+                corpus,
+                "client_states",
+                format!("ResumeAwaitRotationPersist-{name}-ticket{suffix}"),
+                [vec![idx, 0], ticket.clone(), data.clone()].concat(),
+            );
+            add(
+                corpus,
+                "client_states",
+                format!("ResumeAwaitRotationPersist-{name}-ticket-split{suffix}"),
+                [vec![idx, 5], ticket.clone()].concat(),
+            );
+            let idx = resume_stage_byte(ClientStage::ResumeExpectChallenge, flow, fails);
+            add(
+                corpus,
+                "client_states",
+                format!("ResumeExpectChallenge-{name}-both-data{suffix}"),
+                [vec![idx, 0], concat(&rec.server_sent[..2]), data.clone()].concat(),
+            );
+        }
+    }
+    for (stopper, frame) in stoppers() {
+        let idx = stage_byte(ClientStage::ResumeAwaitRotationPersist, false);
+        add(corpus, "client_states", format!("ResumeAwaitRotationPersist-{stopper}"), [vec![idx, 0], frame].concat());
+    }
+}
+
+/// The gateway's resume stages in every flow of [`Flow::RESUMES`] (and a known client
+/// offering keyrings it never held), whole and split; the rotation's commit and the
+/// clone's record failed, held while more bytes arrive, answered late after mismatched
+/// answers, or failed late.
+fn resume_server_states(corpus: &mut Corpus) {
+    let data = vec![0x17, 0, 0, 0, 0];
+    for flow in
+        [Flow::ResumeRotating, Flow::ResumeClone, Flow::ResumeSettling, Flow::ResumeForeign, Flow::ResumeUnsettled]
+    {
+        let name = flow_name(flow);
+        let rec = recording(flow);
+        let stages: &[ServerStage] = match flow {
+            Flow::ResumeForeign => &[ServerStage::ResumeUnknownExpectFinished],
+            Flow::ResumeClone => &[ServerStage::ResumeExpectFinished],
+            Flow::ResumeUnsettled => &[ServerStage::ResumeEstablished],
+            _ => &[ServerStage::ResumeExpectFinished, ServerStage::ResumeEstablished],
+        };
+        for &stage in stages {
+            let idx = ServerAnswers::resume_stage_byte(stage, flow, StoragePlan::Answer);
+            let rest =
+                if stage == ServerStage::ResumeEstablished { data.clone() } else { concat(&rec.client_sent[1..]) };
+            add(corpus, "server_states", format!("{stage:?}-{name}"), [vec![idx, 0], rest.clone()].concat());
+            add(corpus, "server_states", format!("{stage:?}-{name}-split"), [vec![idx, 3], rest].concat());
+        }
+        if !matches!(flow, Flow::ResumeRotating | Flow::ResumeClone) {
+            continue;
+        }
+        // The commit of the rotation, or the clone's record, is the phase's first request
+        // and its first write.
+        let finished = rec.client_sent[1].clone();
+        for plan in StoragePlan::ALL.into_iter().skip(1) {
+            let idx = ServerAnswers::resume_stage_byte(ServerStage::ResumeExpectFinished, flow, plan);
+            let plan_name: String = format!("{plan:?}").chars().filter(char::is_ascii_alphanumeric).collect();
+            let stream = [vec![idx, 0], finished.clone()].concat();
+            add(corpus, "server_states", format!("ResumeExpectFinished-{name}-{plan_name}"), stream);
+            // More bytes while the request is held.
+            let stream = [vec![idx, 4], finished.clone(), data.clone()].concat();
+            add(corpus, "server_states", format!("ResumeExpectFinished-{name}-{plan_name}-more"), stream);
+        }
+    }
+    // The stored keyrings the flows leave: a rotation committed, a clone recorded.
+    let rotating = recording(Flow::ResumeRotating);
+    let clone = recording(Flow::ResumeClone);
+    assert!(rotating.peer.as_ref().is_some_and(|p| p.rotated()), "the rotating resume did not rotate");
+    assert!(clone.peer.is_none(), "the clone's resume completed");
 }
 
 /// Connection `c`'s action byte.
@@ -558,6 +704,7 @@ fn dictionary() -> String {
         FrameType::ResumeHello,
         FrameType::ResumeChallenge,
         FrameType::ResumeFinished,
+        FrameType::ResumeTicket,
         FrameType::Alert,
         FrameType::Data,
         FrameType::Close,
@@ -572,6 +719,12 @@ fn dictionary() -> String {
     }
     put("offer_suites", &[2, 0, 2, 0, 1]);
     put("token_flag", &[1]);
+    // A resume's keyring count (one, or two while a rotation is unsettled) and the
+    // challenge's rotate flag after the suite.
+    put("keyrings_one", &[1]);
+    put("keyrings_two", &[2]);
+    put("suite_Blake3_no_rotate", &[0, 2, 0]);
+    put("suite_Blake3_rotate", &[0, 2, 1]);
     for alert in Alert::ALL {
         let code = alert.code();
         put(&format!("alert_{code}"), &[0x15, 0, 0, 0, 1, code]);
@@ -601,6 +754,9 @@ fn dictionary() -> String {
         ("resume_s2c", labels::RESUME_S2C),
         ("resume_server_finished", labels::RESUME_SERVER_FINISHED),
         ("resume_client_finished", labels::RESUME_CLIENT_FINISHED),
+        ("resume_ticket", labels::RESUME_TICKET),
+        ("rotated_keyring_c2s", labels::ROTATED_KEYRING_C2S),
+        ("rotated_keyring_s2c", labels::ROTATED_KEYRING_S2C),
         ("keyring_id", labels::KEYRING_ID),
     ] {
         put(&format!("label_{name}"), label);

@@ -13,13 +13,21 @@
 //! confirms only once the persist is acknowledged and fails (telling the gateway
 //! `Internal`) when it is not; answers it did not ask for are harmless misuse; and
 //! bytes that arrive after the handshake are handed to the channel untouched.
+//!
+//! The resume stages run in one of [`Flow::RESUMES`] (a plain resume, one the gateway
+//! rotates, a clone's, one that offers two keyrings after a rotation, and one that offers
+//! two after a rotation whose commit failed, which rotates again): a rotating resume
+//! asks to store exactly the honest rotated keyring, only on the genuine challenge, and
+//! sends its `ResumeFinished` only once that is acknowledged (a failed store fails it
+//! with `Internal`); a clone's resume fails with the gateway's `RetiredKeyring` alert;
+//! an established resume reports whether it rotated and what it may keep.
 
 use boarding::Alert;
 use boarding::Error;
 use boarding::attestation::AttestFailed;
 use boarding::channel::Received;
-use boarding::client::PersistFailed;
-use boarding::error::LocalFailure;
+use boarding::client::{PersistFailed, SavedKeyring};
+use boarding::error::{LocalFailure, ReceivedAlert};
 use boarding::jws::{challenge_header_prefix, header_starts_with};
 use boarding::messages::{
     AlertMessage, FRAME_HEADER_LEN, FrameType, HandshakeMessage, MAX_EVIDENCE, MAX_HANDSHAKE_BODY, Message,
@@ -52,12 +60,16 @@ pub enum ClientStage {
     ResumeEstablished,
     /// Join verified the challenge; waits for the caller's evidence.
     JoinAwaitEvidence,
+    /// A rotating resume verified the challenge; waits for the caller to store the new
+    /// keyring before its `ResumeFinished` ([`Flow::ResumeRotating`], or
+    /// [`Flow::ResumeUnsettled`]).
+    ResumeAwaitRotationPersist,
 }
 
 impl ClientStage {
-    /// Every stage, indexed by the target's first input byte (modulo 9; the quotient
-    /// picks the answers, see [`client_states`]).
-    pub const ALL: [ClientStage; 9] = [
+    /// Every stage, indexed by the target's first input byte (modulo 10; the quotient
+    /// picks the answers and, at a resume stage, the flow, see [`client_states`]).
+    pub const ALL: [ClientStage; 10] = [
         Self::JoinExpectChallenge,
         Self::UnnamedExpectChallenge,
         Self::JoinExpectServerFinished,
@@ -67,13 +79,27 @@ impl ClientStage {
         Self::ResumeEstablished,
         Self::JoinAwaitEvidence,
         Self::ResumeExpectTicket,
+        Self::ResumeAwaitRotationPersist,
     ];
 
-    /// The flow the stage belongs to.
+    /// The flow the stage belongs to, for the plain resume at a resume stage.
     pub fn flow(self) -> Flow {
+        self.flow_for(0)
+    }
+
+    /// The flow the stage runs with `digit` (the evidence-plan digit, which a resume
+    /// never uses): a join stage's own flow; at a resume stage, [`Flow::RESUMES`]`[digit]`
+    /// (a clone's resume never completes, so at `ResumeEstablished` that digit is the
+    /// plain resume; awaiting the rotation's store, either rotating flow).
+    pub fn flow_for(self, digit: usize) -> Flow {
+        let resume = Flow::RESUMES[digit % Flow::RESUMES.len()];
         match self {
             Self::UnnamedExpectChallenge => Flow::UnnamedToken,
-            Self::ResumeExpectChallenge | Self::ResumeExpectTicket | Self::ResumeEstablished => Flow::Resume,
+            Self::ResumeAwaitRotationPersist if resume == Flow::ResumeUnsettled => resume,
+            Self::ResumeAwaitRotationPersist => Flow::ResumeRotating,
+            Self::ResumeExpectChallenge | Self::ResumeExpectTicket => resume,
+            Self::ResumeEstablished if resume == Flow::ResumeClone => Flow::Resume,
+            Self::ResumeEstablished => resume,
             _ => Flow::Join,
         }
     }
@@ -85,18 +111,34 @@ impl ClientStage {
             Self::JoinExpectServerFinished => Some(&[FrameType::ServerFinished]),
             Self::ResumeExpectChallenge => Some(&[FrameType::ResumeChallenge]),
             Self::ResumeExpectTicket => Some(&[FrameType::ResumeTicket]),
-            Self::JoinAwaitEvidence | Self::JoinAwaitPersist | Self::JoinEstablished | Self::ResumeEstablished => None,
+            Self::JoinAwaitEvidence
+            | Self::JoinAwaitPersist
+            | Self::JoinEstablished
+            | Self::ResumeEstablished
+            | Self::ResumeAwaitRotationPersist => None,
         }
     }
 
-    /// Drives an honest exchange to this stage.
-    pub fn build(self) -> Script {
-        let mut s = Script::new(self.flow());
+    /// Drives an honest exchange of `flow` to this stage.
+    pub fn build(self, flow: Flow) -> Script {
+        let mut s = Script::new(flow);
         match self {
             Self::JoinExpectChallenge | Self::UnnamedExpectChallenge | Self::ResumeExpectChallenge => {}
-            Self::JoinExpectServerFinished | Self::ResumeExpectTicket => {
+            Self::JoinExpectServerFinished => {
                 s.hop_to_server();
                 s.hop_to_client();
+            }
+            Self::ResumeExpectTicket => {
+                s.hop_to_server();
+                s.hop_to_client();
+                // A rotating resume stores the new keyring before its ResumeFinished.
+                s.pair.release_persist(Ok(()));
+                assert!(!s.pair.held_persist && s.pair.sent(Dir::ToServer).len() == 2, "no ResumeFinished sent");
+            }
+            Self::ResumeAwaitRotationPersist => {
+                s.hop_to_server();
+                s.hop_to_client();
+                assert!(s.pair.held_persist, "the agent did not ask to store the rotated keyring");
             }
             Self::JoinAwaitEvidence => {
                 s.pair.hold_attest = true;
@@ -115,9 +157,10 @@ impl ClientStage {
         s
     }
 
-    /// The gateway message the agent waits for here, if it waits for one.
-    pub fn genuine_next(self) -> Option<&'static [u8]> {
-        let rec = recording(self.flow());
+    /// The gateway message the agent waits for here in `flow`, if it waits for one (for
+    /// a clone's resume awaiting its ticket: the gateway's `RetiredKeyring` alert).
+    pub fn genuine_next(self, flow: Flow) -> Option<&'static [u8]> {
+        let rec = recording(flow);
         let index = match self {
             Self::JoinExpectChallenge | Self::UnnamedExpectChallenge | Self::ResumeExpectChallenge => 0,
             Self::JoinExpectServerFinished | Self::ResumeExpectTicket => 1,
@@ -156,20 +199,33 @@ pub fn evidence_stage_byte(plan: EvidencePlan) -> u8 {
 /// persist is answered `Err(PersistFailed)` (bit 0 of the quotient; 0, what the
 /// committed seeds use, acknowledges it) and the evidence plan (bits 1 and 2).
 pub fn stage_byte(stage: ClientStage, persist_fails: bool) -> u8 {
-    let index = ClientStage::ALL.iter().position(|s| *s == stage).unwrap_or(0);
-    u8::try_from(index + if persist_fails { ClientStage::ALL.len() } else { 0 }).unwrap_or(0)
+    resume_stage_byte(stage, stage.flow(), persist_fails)
 }
 
-/// The target. Input: stage byte (see [`stage_byte`]), fragmentation byte, then the
-/// gateway's bytes.
+/// The target's first byte for a resume stage run in `flow` (one of [`Flow::RESUMES`]:
+/// the quotient's bits from 1 up, the evidence plan's at a join stage).
+pub fn resume_stage_byte(stage: ClientStage, flow: Flow, persist_fails: bool) -> u8 {
+    let index = ClientStage::ALL.iter().position(|s| *s == stage).unwrap_or(0);
+    let n = ClientStage::ALL.len();
+    u8::try_from(index + n * (usize::from(persist_fails) + 2 * flow.resume_digit())).unwrap_or(0)
+}
+
+/// The target. Input: stage byte (see [`stage_byte`] and [`resume_stage_byte`]),
+/// fragmentation byte, then the gateway's bytes.
 pub fn client_states(data: &[u8]) {
     let mut input = Input::new(data);
     let first = input.byte();
     let stages = ClientStage::ALL.len();
     let stage = ClientStage::ALL[usize::from(first) % stages];
     let persist_fails = (usize::from(first) / stages) & 1 == 1;
-    let plan = [EvidencePlan::Empty, EvidencePlan::Fail, EvidencePlan::Sized, EvidencePlan::TooLong]
-        [usize::from(first) / (2 * stages) % 4];
+    let digit = usize::from(first) / (2 * stages);
+    let flow = stage.flow_for(digit);
+    // A resume asks for no evidence: the digit picked its flow instead.
+    let plan = if flow.is_resume() {
+        EvidencePlan::Empty
+    } else {
+        [EvidencePlan::Empty, EvidencePlan::Fail, EvidencePlan::Sized, EvidencePlan::TooLong][digit % 4]
+    };
     let chunk = input.byte();
     let evidence_len = match plan {
         EvidencePlan::Sized => usize::from(input.u16()) % (MAX_EVIDENCE + 2),
@@ -177,11 +233,11 @@ pub fn client_states(data: &[u8]) {
         EvidencePlan::Empty | EvidencePlan::Fail => 0,
     };
     let stream = input.rest();
-    let mut script = stage.build();
+    let mut script = stage.build(flow);
     let established_before = script.pair.client.is_established();
     let sent_before = script.pair.sent(Dir::ToServer).len();
     let saved_before = script.pair.saved.is_some();
-    let rec = recording(stage.flow());
+    let rec = recording(flow);
 
     let mut first_error = None;
     for piece in chunks(stream, chunk) {
@@ -207,7 +263,7 @@ pub fn client_states(data: &[u8]) {
         check_first_frame("agent", stream, expected, failure.as_ref(), &sent);
     }
     probe_client_misuse(&mut script.pair);
-    let head_is_genuine = stage.genuine_next().is_some_and(|g| stream.starts_with(g));
+    let head_is_genuine = stage.genuine_next(flow).is_some_and(|g| stream.starts_with(g));
 
     match stage {
         ClientStage::JoinExpectChallenge | ClientStage::UnnamedExpectChallenge => {
@@ -249,34 +305,60 @@ pub fn client_states(data: &[u8]) {
             }
         }
         ClientStage::ResumeExpectChallenge => {
+            let rotating = flow.rotates();
             let advanced =
                 sent.first().is_some_and(|f| matches!(check_emitted(f), HandshakeMessage::ResumeFinished(_)));
-            assert!(persisted.is_none(), "a resume asked to persist a keyring");
+            if let Some(saved) = &persisted {
+                // Only the genuine challenge of a rotating resume asks for it, and only the
+                // honest rotated keyring (with the one it replaces) is to be stored.
+                assert!(rotating && head_is_genuine, "asked to store a rotation the gateway did not ask for");
+                assert_eq!(Some(saved), rec.saved.as_ref(), "asked to store another keyring than the honest rotation");
+                assert!(sent.is_empty(), "sent its ResumeFinished before the rotated keyring was stored");
+                let rest = &stream[rec.server_sent[0].len()..];
+                answer_rotation_persist(script, flow, persist_fails, rest);
+                return;
+            }
             if advanced {
-                assert!(head_is_genuine, "accepted a ResumeChallenge the gateway did not send");
+                assert!(head_is_genuine && !rotating, "accepted a ResumeChallenge the gateway did not send");
                 assert_eq!(sent.first(), Some(&rec.client_sent[1]), "the ResumeFinished differs from the honest one");
             }
             if script.pair.client.is_established() {
                 // The request's answer too: both messages exactly the gateway's.
                 assert!(stream.starts_with(&concat(&rec.server_sent[..2])), "accepted a forged ResumeTicket");
-                check_resume_ticket(&script);
+                check_resume_ticket(&script, flow);
+            }
+            if flow == Flow::ResumeClone && stream.starts_with(&concat(&rec.server_sent[..2])) {
+                check_clone_refused(failure.as_ref());
             }
             if head_is_genuine {
-                assert!(advanced, "the genuine ResumeChallenge was refused");
+                assert!(advanced || rotating, "the genuine ResumeChallenge was refused");
+                assert!(!rotating || failure.is_some(), "the genuine rotating ResumeChallenge asked to store nothing");
             }
         }
         ClientStage::ResumeExpectTicket => {
             let advanced = script.pair.client.is_established();
-            assert!(persisted.is_none(), "a resume asked to persist a keyring");
+            assert!(persisted.is_none(), "the agent asked to store a keyring after its ResumeFinished");
             let only_alerts = sent.iter().all(|f| matches!(check_emitted(f), HandshakeMessage::Alert(_)));
             assert!(only_alerts, "the agent sent a handshake message after its ResumeFinished");
             if advanced {
-                assert!(head_is_genuine, "accepted a ResumeTicket the gateway did not send");
-                check_resume_ticket(&script);
+                assert!(
+                    head_is_genuine && flow != Flow::ResumeClone,
+                    "accepted a ResumeTicket the gateway did not send"
+                );
+                check_resume_ticket(&script, flow);
             }
-            if head_is_genuine {
+            if head_is_genuine && flow == Flow::ResumeClone {
+                check_clone_refused(failure.as_ref());
+            } else if head_is_genuine {
                 assert!(advanced, "the genuine ResumeTicket was refused");
             }
+        }
+        ClientStage::ResumeAwaitRotationPersist => {
+            assert!(sent.is_empty() && persisted.is_none(), "the agent acted on input while awaiting its store");
+            if overflowed(failure.as_ref(), stream) {
+                return;
+            }
+            answer_rotation_persist(script, flow, persist_fails, stream);
         }
         ClientStage::JoinAwaitEvidence => {
             assert!(sent.is_empty() && persisted.is_none(), "the agent acted on input while awaiting evidence");
@@ -304,11 +386,81 @@ pub fn client_states(data: &[u8]) {
     }
 }
 
-/// An established resume learned the gateway application's answer to its request.
-fn check_resume_ticket(script: &Script) {
+/// An established resume learned the gateway application's answer to its request,
+/// whether it rotated, and (offering two keyrings) which one it may keep.
+fn check_resume_ticket(script: &Script, flow: Flow) {
     let info = script.pair.info.as_ref().unwrap_or_else(|| panic!("established without SessionInfo"));
     assert!(info.resumed, "a resume established as a join");
     assert_eq!(info.ticket, RESUME_TICKET, "the agent holds another ticket than the gateway's answer");
+    assert_eq!(info.rotated, flow.rotates(), "the agent misreports the rotation");
+    let settled = (flow == Flow::ResumeSettling).then(|| {
+        let offered = recording(Flow::ResumeSettling).resumed_from.clone();
+        let offered = offered.unwrap_or_else(|| panic!("the settling resume started from nothing"));
+        // The gateway holds the newest: that one alone is kept.
+        SavedKeyring { rotated_from: None, ..offered }
+    });
+    assert_eq!(info.settled, settled, "the agent settles on another keyring than the gateway holds");
+}
+
+/// A clone's resume ends with the gateway's `RetiredKeyring` alert, unanswered.
+fn check_clone_refused(failure: Option<&Error>) {
+    let alert = Error::PeerAlert(ReceivedAlert::Known(Alert::RetiredKeyring));
+    assert_eq!(failure, Some(&alert), "a clone's resume did not end with the gateway's alert");
+}
+
+/// Answers the rotating resume's pending store of the new keyring (acknowledged, or
+/// failed) and checks what the agent does: acknowledged, it sends the honest
+/// `ResumeFinished` and then reads `buffered` (what arrived meanwhile): the genuine
+/// `ResumeTicket` at its head completes the resume, which reports the rotation, and the
+/// bytes after it go to the channel; failed, it fails with [`LocalFailure::Persist`]
+/// and sends only the `Internal` alert.
+fn answer_rotation_persist(mut script: Script, flow: Flow, fails: bool, buffered: &[u8]) {
+    let rec = recording(flow);
+    let pair = &mut script.pair;
+    assert!(pair.held_persist, "the agent asked to store its keyring but nothing is pending");
+    let before = pair.sent(Dir::ToServer).len();
+    let outcome = if fails { Err(PersistFailed) } else { Ok(()) };
+    if let Some(e) = pair.client.failure().cloned() {
+        // Only an overflowing receive buffer fails it meanwhile; the answer then changes nothing.
+        assert_eq!(pair.client.handle_persisted(outcome), Err(e), "the agent's error did not stick");
+        return;
+    }
+    let result = pair.client.handle_persisted(outcome);
+    pair.held_persist = false;
+    pair.flush();
+    let sent = pair.sent(Dir::ToServer)[before..].to_vec();
+    let failure = pair.client.failure().cloned();
+    check_failure("agent", failure.as_ref(), pair.outcome().client_error(), &sent);
+    probe_client_misuse(pair);
+    if fails {
+        let e = Error::Local(LocalFailure::Persist);
+        assert_eq!(result, Err(e.clone()), "a failed store did not fail the rotating resume");
+        assert_eq!(failure, Some(e));
+        assert_eq!(sent, [AlertMessage { code: Alert::Internal.code() }.to_frame()], "a failed store sent more");
+        assert!(pair.info.is_none() && !pair.client.is_established());
+        return;
+    }
+    assert_eq!(sent.first(), Some(&rec.client_sent[1]), "the ResumeFinished differs from the honest one");
+    let ticket = &rec.server_sent[1];
+    if !buffered.starts_with(ticket) {
+        assert!(!pair.client.is_established(), "completed on a ResumeTicket the gateway did not send");
+        return;
+    }
+    assert_eq!(result, Ok(()), "an acknowledged store failed with the genuine ResumeTicket buffered");
+    assert!(pair.client.is_established(), "the genuine ResumeTicket buffered meanwhile was refused");
+    assert_eq!(sent.len(), 1, "the agent sent more than its ResumeFinished");
+    check_resume_ticket(&script, flow);
+    let rest = &buffered[ticket.len()..];
+    if overflowed(script.pair.client.failure(), rest) {
+        return;
+    }
+    if script.server_got.is_empty() {
+        // The real gateway never got the hello (the fuzzer played it): the agent alone.
+        let client = script.pair.client.into_session().unwrap_or_else(|e| panic!("no session: {e}"));
+        assert_eq!(client.buffered, rest, "bytes after the handshake were not kept for the channel");
+    } else {
+        check_buffered(script, rest);
+    }
 }
 
 /// Whether a state that consumes no frames failed, which only a receive buffer

@@ -137,6 +137,12 @@ pub fn every_answer() -> Vec<StorageAnswer> {
         StorageAnswer::Redeemed(Err(RedeemRefusal::UnknownToken)),
         StorageAnswer::Keyring(None),
         StorageAnswer::Confirmed(Err(ConfirmRefusal::Missing)),
+        StorageAnswer::Checked(Err(ConfirmRefusal::Replaced)),
+        StorageAnswer::Rotated(Err(ConfirmRefusal::Replaced)),
+        StorageAnswer::Fenced(None),
+        StorageAnswer::CloneRecorded(true),
+        // The answer to the operator's request, which no state machine ever makes.
+        StorageAnswer::RotationRequested(true),
         StorageAnswer::Failed,
     ]
 }
@@ -157,6 +163,11 @@ pub fn mismatched(request: &StorageRequest) -> Vec<StorageAnswer> {
                     | (StorageRequest::Redeem(_), StorageAnswer::Redeemed(_))
                     | (StorageRequest::LookupKeyring { .. }, StorageAnswer::Keyring(_))
                     | (StorageRequest::ConfirmKeyring { .. }, StorageAnswer::Confirmed(_))
+                    | (StorageRequest::CheckKeyring { .. }, StorageAnswer::Checked(_))
+                    | (StorageRequest::RotateKeyring(_), StorageAnswer::Rotated(_))
+                    | (StorageRequest::FenceKeyring { .. }, StorageAnswer::Fenced(_))
+                    | (StorageRequest::RecordClone { .. }, StorageAnswer::CloneRecorded(_))
+                    | (StorageRequest::RequestRotation { .. }, StorageAnswer::RotationRequested(_))
             )
         })
         .collect()

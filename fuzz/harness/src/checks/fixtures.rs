@@ -7,16 +7,26 @@
 //! hooks. A script only decides which message moves next and how requests are
 //! answered; the persist request is always held ([`PersistAction::Hold`]) so the
 //! targets answer it themselves.
+//!
+//! Besides the plain resume, the scripted resumes cover keyring rotation
+//! (`spec/PROTOCOL.md` §8.5): a resume the gateway rotates (the operator asked), a
+//! clone's resume (the keyring copied before an honest rotation retired it), a resume
+//! that offers the new and the old keyring after a rotation (the gateway's age policy
+//! made it) and learns which one the gateway holds, one that offers both after a
+//! rotation whose commit failed (the gateway fences it off and rotates again), and a
+//! resume of a known client id that offers only keyrings the gateway never held.
 
 use std::sync::OnceLock;
 
 use boarding::attestation::AttestationBinding;
 use boarding::client::{Client, ResumeConfig, SavedKeyring};
 use boarding::identity::ClientId;
+use boarding::keys::{Keyring, SymmetricKey};
 use boarding::messages::HandshakeMessage;
 use boarding::server::VerifiedClient;
+use boarding::storage::{RotationPolicy, StorageRequest};
 use boarding::token::BootstrapToken;
-use boarding_memory::{Dir, Pair, PersistAction, World};
+use boarding_memory::{Dir, Pair, PersistAction, StorageAction, World};
 
 /// The seed of every scripted world.
 pub const WORLD_SEED: u64 = 0x0b0a_4d19;
@@ -28,6 +38,9 @@ pub const UNKNOWN_CLIENT_ID: &str = "node-9";
 pub const RESUME_REQUEST: &[u8] = b"renew node-1";
 /// The gateway application's answer to it, in the ResumeTicket.
 pub const RESUME_TICKET: &[u8] = b"renewed node-1";
+/// The age at which the gateway of [`Flow::ResumeSettling`] rotates a keyring; its clock
+/// moves on by this much after the join.
+pub const ROTATION_MAX_AGE: u64 = 30 * 86_400;
 
 /// Which handshake a script runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +55,75 @@ pub enum Flow {
     Resume,
     /// A resume under a client id the gateway does not know.
     ResumeUnknown,
+    /// A resume, with [`RESUME_REQUEST`], that the gateway rotates: the operator asked
+    /// for it after the join. The agent stores the new keyring (held, then acknowledged)
+    /// before its `ResumeFinished`, and the gateway commits it after the `ResumeTicket`.
+    ResumeRotating,
+    /// A clone's resume, with [`RESUME_REQUEST`]: the keyring saved at the join, copied
+    /// before the honest agent resumed with a rotation that retired it. The gateway
+    /// answers with the retired keyring, verifies the proof, records the clone and
+    /// refuses with `RetiredKeyring`.
+    ResumeClone,
+    /// A resume, with [`RESUME_REQUEST`], after a rotation the gateway's age policy made
+    /// (the clock moved on by [`ROTATION_MAX_AGE`]): the agent offers the new and the old
+    /// keyring, the gateway answers with the new one without rotating again, and the
+    /// agent learns it may keep that one alone.
+    ResumeSettling,
+    /// A resume of the joined client id offering two keyrings the gateway never held: a
+    /// decoy, as for an unknown client id.
+    ResumeForeign,
+    /// A resume, with [`RESUME_REQUEST`], after a rotation whose commit failed (the
+    /// agent stored the new keyring, the gateway's store refused to write it): the agent
+    /// offers the new and the old keyring, the gateway still holds the old one and the
+    /// operator's request still stands, so it fences the failed commit off and rotates
+    /// again, from the old keyring.
+    ResumeUnsettled,
+}
+
+impl Flow {
+    /// Every flow.
+    pub const ALL: [Flow; 9] = [
+        Self::Join,
+        Self::UnnamedToken,
+        Self::Resume,
+        Self::ResumeUnknown,
+        Self::ResumeRotating,
+        Self::ResumeClone,
+        Self::ResumeSettling,
+        Self::ResumeForeign,
+        Self::ResumeUnsettled,
+    ];
+
+    /// The flows a resume stage of the state-machine targets runs, by the digit of
+    /// their first byte that picks an answer a resume never asks for (the agent's
+    /// evidence, the gateway's admission): 0, what the stage seeds without a digit use,
+    /// is the plain resume. The gateway's digit has four values: the first four.
+    pub const RESUMES: [Flow; 5] =
+        [Self::Resume, Self::ResumeRotating, Self::ResumeClone, Self::ResumeSettling, Self::ResumeUnsettled];
+
+    /// Whether the gateway rotates the keyring in the flow's resume.
+    pub fn rotates(self) -> bool {
+        matches!(self, Self::ResumeRotating | Self::ResumeUnsettled)
+    }
+
+    /// Whether the flow is a resume.
+    pub fn is_resume(self) -> bool {
+        !matches!(self, Self::Join | Self::UnnamedToken)
+    }
+
+    /// Whether the gateway knows the keyring the flow's resume offers first (the honest
+    /// exchange verifies on both ends).
+    pub fn is_genuine_resume(self) -> bool {
+        matches!(
+            self,
+            Self::Resume | Self::ResumeRotating | Self::ResumeClone | Self::ResumeSettling | Self::ResumeUnsettled
+        )
+    }
+
+    /// The flow's digit among [`Flow::RESUMES`] (0 for the others).
+    pub fn resume_digit(self) -> usize {
+        Self::RESUMES.iter().position(|f| *f == self).unwrap_or(0)
+    }
 }
 
 /// A client and a gateway over a perfect network that moves one message at a time
@@ -58,6 +140,8 @@ pub struct Script {
     pub pair: Pair,
     /// Every byte delivered to the gateway so far.
     pub server_got: Vec<u8>,
+    /// The stored state a resume flow's agent resumes with.
+    pub resumed_from: Option<SavedKeyring>,
 }
 
 impl Script {
@@ -74,14 +158,60 @@ impl Script {
         }
         // The client's draws come before the gateway's (`pair_with` makes the gateway).
         let pair = world.pair_with(Client::join(config, &mut world.rng())).with_persist(PersistAction::Hold);
-        let mut script = Self { world, token, pair, server_got: Vec::new() };
-        if matches!(flow, Flow::Resume | Flow::ResumeUnknown) {
+        let mut script = Self { world, token, pair, server_got: Vec::new(), resumed_from: None };
+        if flow.is_resume() {
             script.run_honest();
             let mut saved = script.pair.saved.clone().unwrap_or_else(|| panic!("the honest join did not persist"));
-            if flow == Flow::ResumeUnknown {
-                saved.client_id = ClientId::new(UNKNOWN_CLIENT_ID).unwrap_or_else(|e| panic!("{e}"));
+            let id = saved.client_id.clone();
+            match flow {
+                Flow::ResumeUnknown => {
+                    saved.client_id = ClientId::new(UNKNOWN_CLIENT_ID).unwrap_or_else(|e| panic!("{e}"));
+                }
+                Flow::ResumeForeign => {
+                    saved.keyring = fixed_keyring(0x42);
+                    saved.rotated_from = Some(fixed_keyring(0x24));
+                }
+                Flow::ResumeRotating => {
+                    assert!(script.world.store.request_rotation(&id), "no keyring to rotate");
+                }
+                Flow::ResumeClone => {
+                    // The thief copies the state now; the honest agent then rotates.
+                    assert!(script.world.store.request_rotation(&id), "no keyring to rotate");
+                    let rotated = script.resume_honestly(&saved);
+                    assert_eq!(rotated.rotated_from.as_ref(), Some(&saved.keyring), "the honest resume did not rotate");
+                }
+                Flow::ResumeUnsettled => {
+                    assert!(script.world.store.request_rotation(&id), "no keyring to rotate");
+                    // The agent stores the rotation and sends its proof; the commit fails.
+                    script.pair =
+                        script.world.resume_pair(&saved).with_persist(PersistAction::Hold).with_storage(|request| {
+                            match request {
+                                StorageRequest::RotateKeyring(_) => StorageAction::Fail,
+                                _ => StorageAction::Answer,
+                            }
+                        });
+                    script.pair.flush();
+                    script.run_honest();
+                    let unsettled = script.pair.saved.clone().unwrap_or_else(|| panic!("the rotation was not stored"));
+                    assert_eq!(unsettled.rotated_from.as_ref(), Some(&saved.keyring), "the resume did not rotate");
+                    let record = script.world.store.keyring(&id).unwrap_or_else(|| panic!("no keyring record"));
+                    assert_eq!(record.keyring, saved.keyring, "the failed commit changed the gateway's keyring");
+                    saved = unsettled;
+                }
+                Flow::ResumeSettling => {
+                    script.world =
+                        script.world.clone().with_rotation(RotationPolicy { max_age: Some(ROTATION_MAX_AGE) });
+                    script.world.now = script.world.now.saturating_add(ROTATION_MAX_AGE);
+                    let rotated = script.resume_honestly(&saved);
+                    assert_eq!(rotated.rotated_from.as_ref(), Some(&saved.keyring), "the aged keyring was not rotated");
+                    saved = rotated;
+                }
+                _ => {}
             }
-            script.pair = if flow == Flow::Resume {
+            script.resumed_from = Some(saved.clone());
+            script.pair = if matches!(flow, Flow::ResumeUnknown | Flow::ResumeForeign) {
+                script.world.resume_pair(&saved)
+            } else {
                 let config = ResumeConfig::new(saved)
                     .with_request(RESUME_REQUEST.to_vec())
                     .unwrap_or_else(|e| panic!("the scripted request: {e}"));
@@ -89,14 +219,23 @@ impl Script {
                     .world
                     .pair_with(Client::resume(config, &mut script.world.rng()))
                     .with_tickets(|_| RESUME_TICKET.to_vec())
-            } else {
-                script.world.resume_pair(&saved)
             }
             .with_persist(PersistAction::Hold);
             script.server_got.clear();
         }
         script.pair.flush();
         script
+    }
+
+    /// Runs an honest resume of `saved` to completion on a pair of its own (which then
+    /// stays the script's until replaced) and returns what it stored: the rotated state if
+    /// it rotated, else `saved`.
+    fn resume_honestly(&mut self, saved: &SavedKeyring) -> SavedKeyring {
+        self.pair = self.world.resume_pair(saved).with_persist(PersistAction::Hold);
+        self.pair.flush();
+        self.run_honest();
+        assert!(self.pair.outcome().both_established(), "the honest resume failed: {:?}", self.pair.outcome());
+        self.pair.saved.clone().unwrap_or_else(|| saved.clone())
     }
 
     /// Delivers the next message in flight in `dir` and lets both sides answer (the
@@ -135,12 +274,15 @@ pub struct Recording {
     pub client_sent: Vec<Vec<u8>>,
     /// The gateway's frames, in order.
     pub server_sent: Vec<Vec<u8>>,
-    /// What the agent persisted (joins).
+    /// What the agent persisted (a join; a rotating resume: the new keyring, with the
+    /// one it was rotated from).
     pub saved: Option<SavedKeyring>,
     /// The gateway's verified peer.
     pub peer: Option<VerifiedClient>,
     /// The bindings the agent was asked to attest (one for a join).
     pub bindings: Vec<AttestationBinding>,
+    /// The stored state a resume started from.
+    pub resumed_from: Option<SavedKeyring>,
 }
 
 fn record(flow: Flow) -> Recording {
@@ -152,19 +294,20 @@ fn record(flow: Flow) -> Recording {
         saved: script.pair.saved.clone(),
         peer: script.pair.peer.clone(),
         bindings: script.pair.bindings.clone(),
+        resumed_from: script.resumed_from.clone(),
     }
 }
 
 /// The honest transcript of `flow`.
 pub fn recording(flow: Flow) -> &'static Recording {
-    static CELLS: [OnceLock<Recording>; 4] = [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()];
-    let i = match flow {
-        Flow::Join => 0,
-        Flow::UnnamedToken => 1,
-        Flow::Resume => 2,
-        Flow::ResumeUnknown => 3,
-    };
+    static CELLS: [OnceLock<Recording>; Flow::ALL.len()] = [const { OnceLock::new() }; Flow::ALL.len()];
+    let i = Flow::ALL.iter().position(|f| *f == flow).unwrap_or(0);
     CELLS[i].get_or_init(|| record(flow))
+}
+
+/// A keyring of fixed bytes, one no gateway ever derived.
+pub fn fixed_keyring(b: u8) -> Keyring {
+    Keyring { c2s: SymmetricKey::from_bytes([b; 32]), s2c: SymmetricKey::from_bytes([b ^ 0xff; 32]) }
 }
 
 /// Checks that a frame a state machine emitted is a well-formed handshake frame that

@@ -5,14 +5,16 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use boarding::channel::{Channel, FRAME_OVERHEAD, MAX_PAYLOAD};
+use boarding::codec::DecodeError;
+use boarding::identity::MAX_CLIENT_ID_LEN;
 use boarding::jws::{
     DetachedJws, MAX_JWS_LEN, challenge_header, challenge_header_prefix, check_hs256_detached, eddsa_detached,
     header_starts_with, hs256_detached, verify_eddsa_detached, verify_hs256_detached,
 };
 use boarding::messages::{
     AlertMessage, ClientAuth, ClientFinished, ClientHello, FRAME_HEADER_LEN, FrameType, HandshakeMessage,
-    MAX_HANDSHAKE_BODY, Message, ResumeChallenge, ResumeFinished, ResumeHello, ResumeTicket, ServerChallenge,
-    ServerFinished, encode_frame, peek_handshake_frame,
+    MAX_HANDSHAKE_BODY, MAX_OFFERED_KEYRINGS, MAX_OFFERS, Message, ResumeChallenge, ResumeFinished, ResumeHello,
+    ResumeTicket, ServerChallenge, ServerFinished, encode_frame, peek_handshake_frame,
 };
 use boarding::pin::Pin;
 use boarding::token::{BootstrapToken, TokenId, TokenSecret};
@@ -223,12 +225,119 @@ pub fn server_finished(data: &[u8]) {
 pub fn client_finished(data: &[u8]) {
     message::<ClientFinished>(data, HandshakeMessage::ClientFinished);
 }
-/// `ResumeHello` decoding.
+/// A cursor for the specification's own walks over a message body (`None`: the body
+/// ends inside a field, or a count is out of its range).
+struct Walk<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Walk<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, tail) = (self.rest.get(..n)?, self.rest.get(n..)?);
+        self.rest = tail;
+        Some(head)
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+
+    /// A one-byte count in `min..=max`, then that many items of `width` bytes.
+    fn counted(&mut self, min: usize, max: usize, width: usize) -> Option<Vec<&'a [u8]>> {
+        let n = usize::from(self.byte()?);
+        if !(min..=max).contains(&n) {
+            return None;
+        }
+        (0..n).map(|_| self.take(width)).collect()
+    }
+}
+
+/// The fields of a `ResumeHello` body as `spec/PROTOCOL.md` §8.1 lays it out, judged
+/// without the decoder: versions and suites (a count of 1 to 16, two bytes each), the
+/// client id (a length of 1 to 63, then its bytes), the keyrings offered (a count of 1 to
+/// 2, a 32-byte fingerprint each, newest first), the nonce and the ephemeral share (32
+/// bytes each), and nothing after.
+#[allow(clippy::type_complexity)]
+fn resume_hello_fields(data: &[u8]) -> Option<(Vec<u16>, Vec<u16>, &[u8], Vec<[u8; 32]>, &[u8], &[u8])> {
+    let mut w = Walk { rest: data };
+    let u16s = |items: Vec<&[u8]>| items.iter().map(|b| u16::from_be_bytes([b[0], b[1]])).collect::<Vec<u16>>();
+    let versions = u16s(w.counted(1, MAX_OFFERS, 2)?);
+    let suites = u16s(w.counted(1, MAX_OFFERS, 2)?);
+    let len = usize::from(w.byte()?);
+    if !(1..=MAX_CLIENT_ID_LEN).contains(&len) {
+        return None;
+    }
+    let client_id = w.take(len)?;
+    let keyrings = w.counted(1, MAX_OFFERED_KEYRINGS, 32)?;
+    let keyrings = keyrings.iter().map(|k| <[u8; 32]>::try_from(*k).ok()).collect::<Option<Vec<_>>>()?;
+    let (nonce, ephemeral) = (w.take(32)?, w.take(32)?);
+    w.rest.is_empty().then_some((versions, suites, client_id, keyrings, nonce, ephemeral))
+}
+
+/// `ResumeHello` decoding: the decoder accepts exactly what the specification's walk
+/// does ([`resume_hello_fields`]) and reads the same fields; a keyring count outside
+/// 1..=2 is refused as such.
 pub fn resume_hello(data: &[u8]) {
+    let decoded = ResumeHello::decode(data);
+    match (&decoded, resume_hello_fields(data)) {
+        (Ok(m), Some((versions, suites, client_id, keyrings, nonce, ephemeral))) => {
+            assert_eq!((&m.versions, &m.suites, &m.client_id[..]), (&versions, &suites, client_id));
+            assert_eq!(m.keyrings, keyrings, "the keyrings offered differ from the specification's walk");
+            assert_eq!((&m.nonce[..], &m.ephemeral[..]), (nonce, ephemeral));
+        }
+        (Err(_), None) => {}
+        (Ok(m), None) => panic!("a ResumeHello the specification rules out decoded: {m:?} from {data:02x?}"),
+        (Err(e), Some(_)) => panic!("a ResumeHello the specification allows was refused ({e}): {data:02x?}"),
+    }
+    if let Some(n) = keyring_count(data).filter(|n| !(1..=MAX_OFFERED_KEYRINGS).contains(n)) {
+        let expected = if n == 0 {
+            DecodeError::TooShort { field: "keyrings", len: 0, min: 1 }
+        } else {
+            DecodeError::TooLong { field: "keyrings", len: n, max: MAX_OFFERED_KEYRINGS }
+        };
+        assert_eq!(decoded, Err(expected), "a keyring count of {n} refused otherwise");
+    }
     message::<ResumeHello>(data, HandshakeMessage::ResumeHello);
 }
-/// `ResumeChallenge` decoding.
+
+/// The keyring count of a `ResumeHello` body whose versions, suites and client id are
+/// well formed (the byte after them), by the specification's walk.
+fn keyring_count(data: &[u8]) -> Option<usize> {
+    let mut w = Walk { rest: data };
+    w.counted(1, MAX_OFFERS, 2)?;
+    w.counted(1, MAX_OFFERS, 2)?;
+    let len = usize::from(w.byte()?);
+    if !(1..=MAX_CLIENT_ID_LEN).contains(&len) {
+        return None;
+    }
+    w.take(len)?;
+    w.byte().map(usize::from)
+}
+
+/// `ResumeChallenge` decoding against the specification (§8.2): version and suite (two
+/// bytes each), the rotate flag (one byte, `0x00` or `0x01`; any other value is
+/// malformed, as such), nonce, ephemeral share and MAC (32 bytes each), nothing after;
+/// the signed part is the first 69 bytes.
 pub fn resume_challenge(data: &[u8]) {
+    let decoded = ResumeChallenge::decode(data);
+    let rotate = data.get(4).copied();
+    let spec_ok = data.len() == 2 + 2 + 1 + 32 + 32 + 32 && rotate.is_some_and(|r| r <= 1);
+    match &decoded {
+        Ok(m) => {
+            assert!(spec_ok, "a ResumeChallenge the specification rules out decoded: {data:02x?}");
+            assert_eq!(m.version.to_be_bytes(), data[..2]);
+            assert_eq!(m.suite.to_be_bytes(), data[2..4]);
+            assert_eq!(m.rotate, data[4] == 1, "the rotate flag misread");
+            assert_eq!((&m.nonce[..], &m.ephemeral[..], &m.mac[..]), (&data[5..37], &data[37..69], &data[69..]));
+            assert_eq!(m.signed_part(), data[..69], "the signed part is not version, suite, rotate, nonce, ephemeral");
+        }
+        Err(e) => {
+            assert!(!spec_ok, "a ResumeChallenge the specification allows was refused ({e}): {data:02x?}");
+            if rotate.is_some_and(|r| r > 1) {
+                assert_eq!(*e, DecodeError::InvalidValue { field: "rotate" }, "a bad rotate byte refused otherwise");
+            }
+        }
+    }
     message::<ResumeChallenge>(data, HandshakeMessage::ResumeChallenge);
 }
 /// `ResumeFinished` decoding.

@@ -17,6 +17,16 @@
 //! exchange is there and every answer is the honest one; the one-use token is charged
 //! at most once and binds at most one client id; bytes after the handshake are handed
 //! to the channel untouched.
+//!
+//! The resume stages run in one of [`Flow::RESUMES`] (or, awaiting a decoy's finished,
+//! an unknown client id or a known one offering keyrings it never held): a resume
+//! completes only on the genuine exchange, and reports a rotation exactly when it
+//! rotated; the store's current keyring changes only by a completed rotating resume, to
+//! the keyring its agent stored, retiring the old one; a clone's genuine resume never
+//! completes: it is refused with `RetiredKeyring` once the clone is recorded, and a clone
+//! is recorded exactly then. The rotation's commit and the clone's record are storage
+//! requests like the others: failed, or held while more bytes arrive (the gateway then
+//! waits in `AwaitRotation` or `AwaitCloneRecord`) and answered late.
 
 use std::sync::{Arc, Mutex};
 
@@ -24,6 +34,7 @@ use boarding::Error;
 use boarding::channel::Received;
 use boarding::error::{LocalFailure, PeerMisbehaved, Refusal};
 use boarding::identity::ClientId;
+use boarding::keys::Keyring;
 use boarding::messages::{FrameType, HandshakeMessage, MAX_TICKET, peek_handshake_frame};
 use boarding::server::{Admission, AdmissionRequest};
 use boarding::storage::{StorageAnswer, StorageRequest};
@@ -72,12 +83,26 @@ impl ServerStage {
         Self::ResumeEstablished,
     ];
 
-    /// The flow the stage belongs to.
+    /// The flow the stage belongs to, for the plain resume at a resume stage.
     pub fn flow(self) -> Flow {
+        self.flow_for(0)
+    }
+
+    /// The flow the stage runs with `digit` (the admission digit of [`ServerAnswers`],
+    /// which a resume never asks for): a join stage's own flow; at a resume stage,
+    /// [`Flow::RESUMES`]`[digit]` of its first four (a clone's resume never completes, so
+    /// at `ResumeEstablished` that digit is the fifth, the unsettled resume); awaiting a
+    /// decoy's finished, an unknown client id (0) or a known one offering keyrings it
+    /// never held.
+    pub fn flow_for(self, digit: usize) -> Flow {
+        let resume = Flow::RESUMES[digit % 4];
         match self {
             Self::UnnamedExpectClientAuth => Flow::UnnamedToken,
-            Self::ResumeExpectFinished | Self::ResumeEstablished => Flow::Resume,
-            Self::ResumeUnknownExpectFinished => Flow::ResumeUnknown,
+            Self::ResumeExpectFinished => resume,
+            Self::ResumeEstablished if resume == Flow::ResumeClone => Flow::ResumeUnsettled,
+            Self::ResumeEstablished => resume,
+            Self::ResumeUnknownExpectFinished if resume == Flow::Resume => Flow::ResumeUnknown,
+            Self::ResumeUnknownExpectFinished => Flow::ResumeForeign,
             _ => Flow::Join,
         }
     }
@@ -98,10 +123,10 @@ impl ServerStage {
         matches!(self, Self::JoinAwaitRedeem | Self::JoinExpectClientFinished | Self::JoinEstablished)
     }
 
-    /// Drives an honest exchange to this stage (every request answered honestly,
-    /// except the redemption of [`ServerStage::JoinAwaitRedeem`], held).
-    pub fn build(self) -> Script {
-        let mut s = Script::new(self.flow());
+    /// Drives an honest exchange of `flow` to this stage (every request answered
+    /// honestly, except the redemption of [`ServerStage::JoinAwaitRedeem`], held).
+    pub fn build(self, flow: Flow) -> Script {
+        let mut s = Script::new(flow);
         match self {
             Self::ExpectHello => {}
             Self::JoinExpectClientAuth
@@ -135,7 +160,8 @@ impl ServerStage {
 pub enum Target {
     /// The first one.
     First,
-    /// The first write (`Redeem` or `ConfirmKeyring`).
+    /// The first write (`Redeem`, `ConfirmKeyring`, `FenceKeyring`, `RotateKeyring` or
+    /// `RecordClone`).
     FirstWrite,
 }
 
@@ -198,7 +224,9 @@ pub enum AdmissionPlan {
 
 /// How the gateway's requests are answered once its stage is reached: the quotient of
 /// the target's first byte by 9 (0, what the committed stage seeds use, answers
-/// everything honestly).
+/// everything honestly). At a resume stage, which asks for no admission, the admission
+/// digit picks the stage's flow instead ([`ServerStage::flow_for`]) and admission stays
+/// honest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerAnswers {
     /// The admission answer.
@@ -220,15 +248,31 @@ impl ServerAnswers {
 
     /// The target's first byte for `stage` with these answers.
     pub fn stage_byte(self, stage: ServerStage) -> u8 {
-        let index = ServerStage::ALL.iter().position(|s| *s == stage).unwrap_or(0);
         let admission = match self.admission {
             AdmissionPlan::Admit => 0,
             AdmissionPlan::Refuse => 1,
             AdmissionPlan::Ticket => 2,
             AdmissionPlan::TooLong => 3,
         };
-        let storage = StoragePlan::ALL.iter().position(|p| *p == self.storage).unwrap_or(0);
-        u8::try_from(index + 9 * (admission + 4 * storage)).unwrap_or(0)
+        Self::byte(stage, admission, self.storage)
+    }
+
+    /// The target's first byte for a resume stage run in `flow` (one of
+    /// [`Flow::RESUMES`], or [`Flow::ResumeForeign`] awaiting a decoy's finished) with
+    /// `storage`.
+    pub fn resume_stage_byte(stage: ServerStage, flow: Flow, storage: StoragePlan) -> u8 {
+        let digit = match flow {
+            Flow::ResumeForeign => 1,
+            Flow::ResumeUnsettled => 2,
+            _ => flow.resume_digit(),
+        };
+        Self::byte(stage, digit, storage)
+    }
+
+    fn byte(stage: ServerStage, digit: usize, storage: StoragePlan) -> u8 {
+        let index = ServerStage::ALL.iter().position(|s| *s == stage).unwrap_or(0);
+        let storage = StoragePlan::ALL.iter().position(|p| *p == storage).unwrap_or(0);
+        u8::try_from(index + 9 * (digit + 4 * storage)).unwrap_or(0)
     }
 }
 
@@ -243,9 +287,14 @@ pub fn server_states(data: &[u8]) {
     let mut input = Input::new(data);
     let first = input.byte();
     let stage = ServerStage::ALL[usize::from(first) % ServerStage::ALL.len()];
-    let answers = ServerAnswers::from_quotient(first / 9);
+    let mut answers = ServerAnswers::from_quotient(first / 9);
+    let flow = stage.flow_for(usize::from(first / 9 % 4));
+    if flow.is_resume() {
+        // The digit picked the flow; a resume asks for no admission.
+        answers.admission = AdmissionPlan::Admit;
+    }
     let chunk = input.byte();
-    let mut script = stage.build();
+    let mut script = stage.build(flow);
     let admission = match answers.admission {
         AdmissionPlan::Admit => Admission::with_ticket(script.world.ticket.clone()),
         AdmissionPlan::Refuse if input.byte() & 1 == 1 => Admission::RefuseAttestation,
@@ -447,30 +496,31 @@ pub fn server_states(data: &[u8]) {
         );
     }
 
-    let resume = recording(Flow::Resume);
+    let resume = recording(flow);
+    // Whether the gateway got the flow's genuine exchange, whole.
+    let complete = match flow {
+        Flow::Join | Flow::UnnamedToken => genuine_join.iter().any(|frames| starts(&frames[..3])),
+        _ => flow.is_genuine_resume() && starts(&resume.client_sent[..2]),
+    };
+    let established = script.pair.server.is_established();
     if let Some(peer) = script.pair.peer.as_ref().filter(|_| !established_before) {
-        let genuine = match stage.flow() {
-            Flow::Join | Flow::UnnamedToken => genuine_join.iter().any(|frames| starts(&frames[..3])),
-            Flow::Resume => starts(&resume.client_sent[..2]),
-            Flow::ResumeUnknown => false,
-        };
-        assert!(genuine, "verified a client without the genuine exchange: {peer:?}");
+        assert!(complete, "verified a client without the genuine exchange: {peer:?}");
+        assert_ne!(flow, Flow::ResumeClone, "completed a resume with a retired keyring: {peer:?}");
         assert_eq!(peer.client_id().as_str(), CLIENT_ID);
         assert_eq!(peer.token_id(), script.token.id());
-        assert_eq!(peer.resumed(), stage.flow() == Flow::Resume);
+        assert_eq!(peer.resumed(), flow.is_resume());
+        assert_eq!(peer.rotated(), flow.rotates(), "the gateway misreports the rotation");
     }
 
     // Liveness: the genuine exchange always completes, however it is fragmented, when
-    // every answer is the honest one (a held answer given late, after misuse, is).
-    let complete = match stage.flow() {
-        Flow::Join | Flow::UnnamedToken => genuine_join.iter().any(|frames| starts(&frames[..3])),
-        Flow::Resume => starts(&resume.client_sent[..2]),
-        Flow::ResumeUnknown => false,
-    };
+    // every answer is the honest one (a held answer given late, after misuse, is); a
+    // clone's is refused once the clone is recorded.
     let honest_admission = admissions.is_empty() || admission == Admission::admit();
     if complete && !established_before && !storage_failed {
-        if honest_admission {
-            assert!(script.pair.server.is_established(), "the genuine exchange did not complete: {failure:?}");
+        if flow == Flow::ResumeClone {
+            assert_eq!(failure, Some(Error::Refused(Refusal::RetiredKeyring)), "a clone's resume was not refused");
+        } else if honest_admission {
+            assert!(established, "the genuine exchange did not complete: {failure:?}");
         } else if ticket_sent.len() <= MAX_TICKET && !ticket_sent.is_empty() {
             // The agent's recorded confirmation covers the empty ticket, not this one.
             assert_eq!(failure, Some(Error::PeerMisbehaved(PeerMisbehaved::BadClientProof)));
@@ -487,10 +537,37 @@ pub fn server_states(data: &[u8]) {
     if let Some(record) = snapshot.keyrings.get(&id) {
         assert_eq!(token.use_count, 1);
         if record.confirmed {
-            let joining = matches!(stage.flow(), Flow::Join | Flow::UnnamedToken);
-            let established = script.pair.server.is_established();
+            let joining = !flow.is_resume();
             assert!(!joining || established || established_before, "confirmed without a join");
         }
+    }
+    // Rotation and clone records: only a completed rotating resume changes the current
+    // keyring (to the one its agent stored, retiring the old one), and a clone is
+    // recorded exactly when a clone's resume is refused for it.
+    let before = store_before.keyrings.get(&id);
+    let after = snapshot.keyrings.get(&id);
+    let current = |r: Option<&boarding::storage::KeyringRecord>| r.map(|r| r.keyring.clone());
+    let newly_established = established && !established_before;
+    if current(after) != current(before) && before.is_some_and(|b| b.confirmed) {
+        assert!(newly_established && flow.rotates(), "the keyring changed without a rotation");
+        let stored: Option<Keyring> = resume.saved.as_ref().map(|s| s.keyring.clone());
+        assert_eq!(current(after), stored, "the gateway rotated to another keyring than its agent stored");
+        let retired = after.and_then(|r| r.retired.last()).cloned();
+        assert_eq!(retired, current(before), "the rotated-from keyring was not retired");
+        assert!(after.is_some_and(|r| !r.rotation_requested), "the rotation request outlived the rotation");
+    } else if flow.rotates() && newly_established {
+        panic!("a rotating resume completed without rotating the stored keyring");
+    }
+    let suspicion = |r: Option<&boarding::storage::KeyringRecord>| r.and_then(|r| r.clone_suspected.clone());
+    let refused_clone = failure == Some(Error::Refused(Refusal::RetiredKeyring));
+    if refused_clone {
+        assert!(flow == Flow::ResumeClone && complete, "refused a keyring as retired without a clone's resume");
+        let (was, now) = (suspicion(before), suspicion(after));
+        let thief = resume.resumed_from.as_ref().map(|s| s.keyring.id());
+        assert_eq!(now.as_ref().map(|c| c.count), Some(was.map_or(0, |c| c.count) + 1), "the clone was not recorded");
+        assert_eq!(now.map(|c| c.keyring_id), thief, "the clone recorded another keyring than it proved");
+    } else {
+        assert_eq!(suspicion(after), suspicion(before), "a clone was recorded without refusing one");
     }
 
     if established_before {
