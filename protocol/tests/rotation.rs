@@ -494,3 +494,32 @@ fn the_completion_check_and_the_confirmation_take_only_their_own_answers() {
     assert!(pair.release_storage());
     assert!(pair.drive().both_established());
 }
+
+/// The clone's agent is established when the gateway refuses it; the refusal is the first
+/// thing its channel receives, and the channel reports it as the alert it is (§9).
+#[test]
+fn a_late_refusal_reaches_the_agents_channel_as_its_alert() {
+    use boarding::channel::{Channel, ChannelError, FRAME_OVERHEAD};
+    let world = World::new(16);
+    let owner = joined(&world);
+    assert!(world.store.request_rotation(&id()));
+    let (outcome, owner_now, _) = resume(&world, &owner);
+    assert!(outcome.both_established());
+    let mut pair = world.resume_pair(&owner);
+    pair.drive();
+    let alert = pair.sent(Dir::ToClient).last().cloned().unwrap();
+    let session = pair.client.into_session().expect("the agent sent its last message");
+    assert_eq!(session.channel.late_refusal(&alert), Some(ReceivedAlert::Known(Alert::RetiredKeyring)));
+    assert_eq!(session.channel.late_refusal(&alert[..5]), None, "not a whole frame yet");
+    assert_eq!(Channel::frame_len(&alert), Err(ChannelError::UnexpectedType(0x15)));
+
+    // After the first channel frame, an alert is no refusal any more.
+    let (outcome, _, pair) = resume(&world, &owner_now);
+    assert!(outcome.both_established());
+    let mut agent = pair.client.into_session().unwrap().channel;
+    let mut gateway = pair.server.into_session().unwrap().channel;
+    let mut frame = vec![0; 2 + FRAME_OVERHEAD];
+    let n = gateway.seal(b"hi", &mut frame).unwrap();
+    agent.open(&frame[..n]).unwrap();
+    assert_eq!(agent.late_refusal(&alert), None);
+}
