@@ -229,7 +229,10 @@ fn main() {
         let local_addr = local.local_addr().unwrap();
         {
             let (agent, gateway_addr, saved) = (agent.clone(), gateway_addr.clone(), saved.clone());
-            smol::spawn(async move { agent.forward_listener(&gateway_addr, saved, "bench", local, 64).await }).detach();
+            smol::spawn(async move {
+                agent.forward_listener(&gateway_addr, &MemoryKeyringStore::holding(saved), "bench", local, 64).await
+            })
+            .detach();
         }
         std::mem::forget(gateway);
 

@@ -407,6 +407,7 @@ impl HandshakeFixture {
                 rotated_at: None,
                 rotation_requested: false,
                 clone_suspected: None,
+                generation: 0,
             },
             store: Arc::new(MemoryStore::new()),
         };

@@ -82,6 +82,18 @@ fn client_handshake(
                     // A failure would come out of `poll_output` as `Failed`.
                     let _ = client.handle_persisted(Ok(()));
                 }
+                Output::Request(ClientRequest::PersistRotation { saved: rotated, replaces }) => {
+                    // The gateway rotates the keyring: a real agent stores it durably,
+                    // only over the state this resume started from, before it answers.
+                    let current = saved.as_ref().map(|s| s.keyring.id());
+                    let stored = if current == Some(replaces) {
+                        *saved = Some(rotated);
+                        Ok(())
+                    } else {
+                        Err(boarding::client::PersistFailed)
+                    };
+                    let _ = client.handle_persisted(stored);
+                }
                 Output::Established(_) => return Ok(client.into_session()?),
                 // The alert for the gateway, if any, was the transmit just before.
                 Output::Failed(e) => return Err(e.into()),

@@ -76,7 +76,7 @@ fn an_operator_rotation_replaces_the_keyring_and_retires_the_old_one() {
     assert_eq!(disk.rotated_from.as_ref(), Some(&old.keyring));
     let stored = record(&world);
     assert_eq!(stored.keyring, disk.keyring);
-    assert_eq!(stored.retired, [old.keyring.clone()]);
+    assert_eq!(stored.retired, std::slice::from_ref(&old.keyring));
     assert!(stored.confirmed && !stored.rotation_requested && stored.clone_suspected.is_none());
     assert_eq!(stored.rotated_at, Some(world.now));
 
