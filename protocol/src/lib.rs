@@ -98,7 +98,7 @@
 //! use boarding::client::{Client, ClientOutput, ClientRequest, JoinConfig};
 //! use boarding::handshake::Output;
 //! use boarding::server::{Admission, Server, ServerConfig, ServerRequest};
-//! use boarding::storage::{StorageAnswer, StorageRequest, Redemption};
+//! use boarding::storage::Records;
 //! use boarding::identity::{ClientId, ServerIdentity};
 //! use boarding::token::{BootstrapToken, TokenRecord};
 //! use boarding::rand_core::UnwrapErr;
@@ -106,7 +106,10 @@
 //! let mut rng = UnwrapErr(getrandom::SysRng);
 //! let identity = ServerIdentity::from_seed([1; 32]);
 //! let token: BootstrapToken = "abcdef.0123456789abcdef".parse()?;
+//! // The gateway's records: the core's own in-memory store, which applies the storage rule.
+//! let mut records = Records::default();
 //! let record = TokenRecord::new(token.clone(), Some(1_000), 1);
+//! records.tokens.insert(record.id(), record);
 //!
 //! let config = JoinConfig::new(token, vec![identity.pin()], ClientId::new("node-1")?);
 //! let mut client = Client::join(config, &mut rng);
@@ -126,6 +129,8 @@
 //!                 keyring = Some(saved); // store it durably here
 //!                 client.handle_persisted(Ok(()))?;
 //!             }
+//!             // Only a resume that rotates asks this (see `client`).
+//!             Output::Request(ClientRequest::PersistRotation { .. }) => unreachable!(),
 //!             Output::Established(_) => client_done = true,
 //!             Output::Failed(e) => return Err(e.into()),
 //!         }
@@ -136,14 +141,7 @@
 //!             Output::Transmit(bytes) => to_client.push(bytes),
 //!             Output::Request(ServerRequest::Admit(_)) => server.handle_admission(Admission::admit())?,
 //!             Output::Request(ServerRequest::Ticket(_)) => server.handle_ticket(Vec::new())?,
-//!             Output::Request(ServerRequest::Storage(request)) => server.handle_storage(match request {
-//!                 StorageRequest::LookupToken { .. } | StorageRequest::UnexpiredTokens { .. } =>
-//!                     StorageAnswer::Tokens(vec![record.clone()]),
-//!                 StorageRequest::Redeem(_) =>
-//!                     StorageAnswer::Redeemed(Ok(Redemption { labels: Default::default(), charged: true })),
-//!                 StorageRequest::ConfirmKeyring { .. } => StorageAnswer::Confirmed(Ok(())),
-//!                 StorageRequest::LookupKeyring { .. } => StorageAnswer::Keyring(None),
-//!             })?,
+//!             Output::Request(ServerRequest::Storage(request)) => server.handle_storage(records.answer(&request))?,
 //!             Output::Established(_) => server_done = true,
 //!             Output::Failed(e) => return Err(e.into()),
 //!         }

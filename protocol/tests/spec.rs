@@ -5,7 +5,8 @@ use boarding::Alert;
 use boarding::channel::MAX_PAYLOAD;
 use boarding::keys::labels;
 use boarding::messages::{
-    FrameType, MAX_CHALLENGES, MAX_EVIDENCE, MAX_HANDSHAKE_BODY, MAX_OFFERS, MAX_REQUEST, MAX_TICKET,
+    FrameType, MAX_CHALLENGES, MAX_EVIDENCE, MAX_HANDSHAKE_BODY, MAX_OFFERED_KEYRINGS, MAX_OFFERS, MAX_REQUEST,
+    MAX_TICKET,
 };
 use boarding::suite::MacSuite;
 use boarding::transcript::{BOUND_TRANSCRIPT_LABEL, TLS_EXPORTER_LABEL, TRANSCRIPT_LABEL};
@@ -70,10 +71,12 @@ fn frame_types_alerts_and_suites_match_the_tables() {
             assert!(spec.contains(&format!("| {code} | {alert:?} |")), "alert {code} {alert:?}");
         }
     }
-    // The codes are exactly 1 to 13, the last two the gateway application's refusals.
+    // The codes are exactly 1 to 14: 12 and 13 the gateway application's refusals, 14 a
+    // clone's resume (§8.5).
     assert_eq!(Alert::from_code(12), Some(Alert::AdmissionRefused));
     assert_eq!(Alert::from_code(13), Some(Alert::AttestationRefused));
-    assert!(Alert::from_code(14).is_none() && Alert::from_code(0).is_none());
+    assert_eq!(Alert::from_code(14), Some(Alert::RetiredKeyring));
+    assert!(Alert::from_code(15).is_none() && Alert::from_code(0).is_none());
     for suite in MacSuite::ALL {
         assert!(spec.contains(&format!("| `0x{:04x}` | {suite}", suite.code())), "{suite}");
     }
@@ -86,6 +89,7 @@ fn limits_match() {
     assert!(spec.contains(&format!("| channel payload (`MAX_PAYLOAD`) | {MAX_PAYLOAD} bytes |")));
     assert!(spec.contains(&format!("| versions or suites offered | 1 to {MAX_OFFERS} |")));
     assert!(spec.contains(&format!("| challenges in a ServerChallenge | 1 to {MAX_CHALLENGES} |")));
+    assert!(spec.contains(&format!("| keyrings offered in a ResumeHello | 1 to {MAX_OFFERED_KEYRINGS} |")));
     assert!(spec.contains(&format!("| attestation evidence | 0 to {MAX_EVIDENCE} bytes |")));
     assert!(spec.contains(&format!("| ticket (ServerFinished, ResumeTicket) | 0 to {MAX_TICKET} bytes |")));
     assert!(spec.contains(&format!("| application request (ClientAuth, ResumeFinished) | 0 to {MAX_REQUEST} bytes |")));

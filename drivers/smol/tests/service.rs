@@ -356,8 +356,8 @@ fn a_revocation_during_a_resume_closes_the_session_it_establishes() {
         agent.join(&addr, token, &[gateway.pin()], id("racing"), &keyrings).await.unwrap().close().await.unwrap();
         let saved = keyrings.load_keyring().await.unwrap().unwrap();
 
-        // The resume's lookup finds the keyring; the revocation lands before the session
-        // is registered, so it has no session to end.
+        // The resume's lookup finds the keyring; the revocation lands before the resume
+        // completes, so it has no session to end.
         gateway.store().hold.store(true, Ordering::SeqCst);
         let resuming = smol::spawn({
             let (agent, addr) = (agent.clone(), addr.clone());
@@ -367,11 +367,16 @@ fn a_revocation_during_a_resume_closes_the_session_it_establishes() {
         assert_eq!(gateway.revoke_client(id("racing")).await.unwrap(), (true, 0));
         release.send(()).await.unwrap();
 
-        // The handshake completes (it proved the keyring it looked up), but the session
-        // is closed at once, with an authenticated close, instead of echoing.
+        // The agent proved the keyring it looked up, but the gateway's completion check
+        // finds it gone: the resume is refused after the agent's last message, so the
+        // refusal is the first thing its session receives, instead of an echo.
         let mut session = resuming.await.unwrap();
         let outcome = recv_within(&mut session, Duration::from_secs(5)).await;
-        assert!(matches!(outcome, Some(Ok(None))), "the revoked session was not closed: {outcome:?}");
+        let refused = match outcome {
+            Some(Err(e)) => e,
+            other => panic!("the revoked client's resume was not refused: {other:?}"),
+        };
+        assert_eq!(refused.peer_alert(), Some(boarding::Alert::BadProof), "{refused}");
         assert_eq!(gateway.session_count(), 0);
         serving.shutdown().await;
     });

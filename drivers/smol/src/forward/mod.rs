@@ -47,11 +47,12 @@
 //!
 //! ```no_run
 //! # #[cfg(feature = "tls")]
-//! # async fn example(saved: boarding::client::SavedKeyring) -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn example(keyrings: boarding_smol::RedbKeyringStore) -> Result<(), Box<dyn std::error::Error>> {
 //! let agent = boarding_smol::Agent::default();
 //! let listener = smol::net::TcpListener::bind("127.0.0.1:15432").await?;
-//! // Each connection to 127.0.0.1:15432 reaches the gateway's "db" upstream.
-//! agent.forward_listener("gateway.example:7443", saved, "db", listener, 8).await?;
+//! // Each connection to 127.0.0.1:15432 reaches the gateway's "db" upstream, through a
+//! // session resumed with the keyring in `keyrings` (where a rotation is stored, too).
+//! agent.forward_listener("gateway.example:7443", &keyrings, "db", listener, 8).await?;
 //! # Ok(())
 //! # }
 //! ```
