@@ -709,3 +709,36 @@ fn etcd_user_and_password_from_a_file_or_the_environment() {
     let (status, _, message) = run(&["token", "list"], None);
     assert_ne!(status, Some(0), "etcd refuses a command without credentials: {message}");
 }
+
+#[test]
+fn a_rotation_through_one_replica_retires_the_keyring_at_every_replica() {
+    let member = EtcdMember::start().unwrap_or_else(|e| panic!("{e}"));
+    let fleet = Fleet::new(&[member.endpoint().to_owned()]);
+    let store = fleet.store();
+    let (a, b) = (Replica::start(&fleet, &[]), Replica::start(&fleet, &[]));
+    let token = one_use_token(&store, 1);
+    let keyrings = MemoryKeyringStore::new();
+    bounded(Duration::from_secs(20), "the join", join_and_echo(&a.addr, a.pin, token, client("moving"), &keyrings))
+        .unwrap();
+    let copy = MemoryKeyringStore::holding(smol::block_on(keyrings.load_keyring()).unwrap().unwrap());
+
+    // The operator asks through the fleet's store; the agent rotates through replica A.
+    let said = fleet.ok(&["clients", "rotate", "moving"]);
+    assert!(said.contains("rotated at its next resume"), "{said}");
+    bounded(Duration::from_secs(20), "the rotating resume", resume_and_echo(&a.addr, &keyrings)).unwrap();
+    let stored = smol::block_on(keyrings.load_keyring()).unwrap().unwrap();
+    assert!(stored.rotated_from.is_some(), "the agent stored the rotation");
+
+    // Replica B serves the new keyring, and refuses the copy of the old one as a clone's.
+    bounded(Duration::from_secs(20), "a resume through B", resume_and_echo(&b.addr, &keyrings)).unwrap();
+    let refused = bounded(Duration::from_secs(20), "the copy's resume through B", async {
+        let mut session = agent().connect(&b.addr, &copy).await.expect("the copy's handshake ends");
+        session.recv().await.expect_err("a clone's session carries nothing").peer_alert()
+    });
+    assert_eq!(refused, Some(boarding::Alert::RetiredKeyring));
+    let listed: serde_json::Value = serde_json::from_str(&fleet.ok(&["clients", "list", "-o", "json"])).unwrap();
+    let record = listed.as_array().unwrap().iter().find(|c| c["client_id"] == "moving").unwrap().clone();
+    assert_eq!(record["retired_keyrings"], 1, "{record}");
+    assert_eq!(record["clone_suspected"]["count"], 1, "{record}");
+    assert!(b.log().contains("clone suspected"), "{}", b.log());
+}
