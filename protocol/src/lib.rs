@@ -95,7 +95,7 @@
 //! One loop per side, draining outputs until `None` (see [`handshake`]):
 //!
 //! ```
-//! use boarding::client::{Client, ClientOutput, ClientRequest, JoinConfig};
+//! use boarding::client::{Client, ClientOutput, ClientRequest, JoinConfig, PersistFailed};
 //! use boarding::handshake::Output;
 //! use boarding::server::{Admission, Server, ServerConfig, ServerRequest};
 //! use boarding::storage::Records;
@@ -129,8 +129,8 @@
 //!                 keyring = Some(saved); // store it durably here
 //!                 client.handle_persisted(Ok(()))?;
 //!             }
-//!             // Only a resume that rotates asks this (see `client`).
-//!             Output::Request(ClientRequest::PersistRotation { .. }) => unreachable!(),
+//!             // Only a resume that rotates asks this (see `client`); a join never does.
+//!             Output::Request(ClientRequest::PersistRotation { .. }) => client.handle_persisted(Err(PersistFailed))?,
 //!             Output::Established(_) => client_done = true,
 //!             Output::Failed(e) => return Err(e.into()),
 //!         }

@@ -178,10 +178,9 @@ fn a_rotation_interrupted_at_every_step_is_completed_by_the_next_resume() {
             PersistFailed => pair.with_persist(PersistAction::Fail),
             CrashBeforePersist => pair.with_persist(PersistAction::Ignore),
             FinishedLost => pair.tamper(|dir, i, _| drop_at(dir, i, Dir::ToServer, 1)),
-            RotationStoreFailed => pair.with_storage(|r| match r {
-                StorageRequest::RotateKeyring(_) => StorageAction::Fail,
-                _ => StorageAction::Answer,
-            }),
+            RotationStoreFailed => {
+                pair.with_storage(only(|r| matches!(r, StorageRequest::RotateKeyring(_)), StorageAction::Fail))
+            }
             // The commit lands, then the gateway dies before the session is used.
             RotationCommittedThenCrash => pair,
         };
@@ -216,6 +215,14 @@ fn a_rotation_interrupted_at_every_step_is_completed_by_the_next_resume() {
         let stored = record(&world);
         assert!(stored.clone_suspected.is_none() && !stored.rotation_requested, "{step:?}: {stored:?}");
     }
+}
+
+/// A storage hook that does `action` to the requests `pick` chooses and answers the rest.
+fn only(
+    pick: impl Fn(&StorageRequest) -> bool + Send + 'static,
+    action: StorageAction,
+) -> impl FnMut(&StorageRequest) -> StorageAction + Send + 'static {
+    move |r| if pick(r) { action } else { StorageAction::Answer }
 }
 
 fn drop_at(dir: Dir, index: usize, target: Dir, at: usize) -> Delivery {
@@ -297,10 +304,9 @@ fn two_resumes_racing_to_rotate_one_keyring_end_with_one_winner() {
     let world = World::new(8);
     let saved = joined(&world);
     assert!(world.store.request_rotation(&id()));
-    let mut slow = world.resume_pair(&saved).with_storage(|r| match r {
-        StorageRequest::RotateKeyring(_) => StorageAction::Hold,
-        _ => StorageAction::Answer,
-    });
+    let mut slow = world
+        .resume_pair(&saved)
+        .with_storage(only(|r| matches!(r, StorageRequest::RotateKeyring(_)), StorageAction::Hold));
     slow.drive();
     let (outcome, winner, _) = resume(&world, &saved);
     assert!(outcome.both_established());
@@ -319,10 +325,9 @@ fn two_resumes_racing_to_rotate_one_keyring_end_with_one_winner() {
 fn a_resume_overtaken_by_a_rotation_does_not_complete_with_the_retired_keyring() {
     let world = World::new(13);
     let saved = joined(&world);
-    let mut slow = world.resume_pair(&saved).with_storage(|r| match r {
-        StorageRequest::CheckKeyring { .. } => StorageAction::Hold,
-        _ => StorageAction::Answer,
-    });
+    let mut slow = world
+        .resume_pair(&saved)
+        .with_storage(only(|r| matches!(r, StorageRequest::CheckKeyring { .. }), StorageAction::Hold));
     slow.drive();
     // Meanwhile another holder of the keyring resumes and rotates it.
     assert!(world.store.request_rotation(&id()));
@@ -343,10 +348,9 @@ fn a_delayed_rotation_commit_is_fenced_off_by_the_agents_next_resume() {
     let world = World::new(14);
     let old = joined(&world);
     assert!(world.store.request_rotation(&id()));
-    let mut delayed = world.resume_pair(&old).with_storage(|r| match r {
-        StorageRequest::RotateKeyring(_) => StorageAction::Hold,
-        _ => StorageAction::Answer,
-    });
+    let mut delayed = world
+        .resume_pair(&old)
+        .with_storage(only(|r| matches!(r, StorageRequest::RotateKeyring(_)), StorageAction::Hold));
     delayed.drive();
     let disk = disk_after(&old, &delayed);
     assert_eq!(disk.rotated_from.as_ref(), Some(&old.keyring), "the agent holds both, in doubt");
@@ -473,10 +477,9 @@ fn the_completion_check_and_the_confirmation_take_only_their_own_answers() {
     use boarding::storage::{ConfirmRefusal, StorageAnswer};
     let world = World::new(15);
     let saved = joined(&world);
-    let mut pair = world.resume_pair(&saved).with_storage(|r| match r {
-        StorageRequest::CheckKeyring { .. } => StorageAction::Hold,
-        _ => StorageAction::Answer,
-    });
+    let mut pair = world
+        .resume_pair(&saved)
+        .with_storage(only(|r| matches!(r, StorageRequest::CheckKeyring { .. }), StorageAction::Hold));
     pair.drive();
     let err = pair.server.handle_storage(StorageAnswer::Confirmed(Err(ConfirmRefusal::Missing))).unwrap_err();
     assert!(matches!(err, Error::Misuse(ApiMisuse::NotPending { .. })), "{err:?}");
@@ -484,10 +487,9 @@ fn the_completion_check_and_the_confirmation_take_only_their_own_answers() {
     assert!(pair.drive().both_established(), "the check still completes the resume");
 
     let token = world.issue_token(None, 1);
-    let mut pair = world.join_pair("node-2", &token).with_storage(|r| match r {
-        StorageRequest::ConfirmKeyring { .. } => StorageAction::Hold,
-        _ => StorageAction::Answer,
-    });
+    let mut pair = world
+        .join_pair("node-2", &token)
+        .with_storage(only(|r| matches!(r, StorageRequest::ConfirmKeyring { .. }), StorageAction::Hold));
     pair.drive();
     let err = pair.server.handle_storage(StorageAnswer::Checked(Err(ConfirmRefusal::Replaced))).unwrap_err();
     assert!(matches!(err, Error::Misuse(ApiMisuse::NotPending { .. })), "{err:?}");
